@@ -1,0 +1,68 @@
+package config
+
+import (
+	"crypto/tls"
+	"net/netip"
+	"time"
+)
+
+// The defaults, all in this one file. Pen's own default is named where nib
+// differs from it.
+const (
+	// DefaultTrackingSize is the client table size (Pen -c).
+	DefaultTrackingSize = 2048
+	// DefaultBlacklist is how long a server that failed a connect is
+	// skipped (Pen -b).
+	DefaultBlacklist = 30 * time.Second
+	// DefaultConnectTimeout bounds a backend connect (Pen -t).
+	DefaultConnectTimeout = 3 * time.Second
+	// DefaultUDPIdleTimeout expires idle UDP flows. Pen never expires them
+	// and runs out of descriptors; TCP connections default to no idle
+	// timeout, as in Pen.
+	DefaultUDPIdleTimeout = 60 * time.Second
+	// DefaultMaxConnections bounds a service's concurrent connections
+	// (Pen -x, whose default is 500).
+	DefaultMaxConnections = 4096
+	// DefaultBacklog is the listen() backlog (Pen -q).
+	DefaultBacklog = 500
+	// DefaultWeight is a backend's weight. Pen's is 0, which makes its -W
+	// skip every server whose weight was not given.
+	DefaultWeight = 1
+	// DefaultTLSMinVersion is the lowest TLS version accepted.
+	DefaultTLSMinVersion = tls.VersionTLS12
+)
+
+// NewService returns a service with every default filled in: round-robin
+// with client tracking, as Pen does without flags. Parse starts every
+// [[service]] from it.
+func NewService(name string, listen netip.AddrPort, p Protocol) Service {
+	s := Service{
+		Name:           name,
+		Listen:         listen,
+		Protocol:       p,
+		Algorithm:      RoundRobin,
+		Tracking:       true,
+		TrackingSize:   DefaultTrackingSize,
+		Blacklist:      DefaultBlacklist,
+		ConnectTimeout: DefaultConnectTimeout,
+		MaxConnections: DefaultMaxConnections,
+		Backlog:        DefaultBacklog,
+	}
+	if p == UDP {
+		s.IdleTimeout = DefaultUDPIdleTimeout
+	}
+	return s
+}
+
+// NewBackend returns a backend at addr with the default weight (1) and no
+// limits.
+func NewBackend(addr netip.AddrPort) Backend {
+	return Backend{Address: addr, Weight: DefaultWeight}
+}
+
+// NewTLS returns TLS settings for a certificate (and key file; "" when the
+// key is in cert) with the defaults filled in: TLS 1.2 or later, Go's
+// cipher suites, no client certificates.
+func NewTLS(cert, key string) *TLS {
+	return &TLS{Cert: cert, Key: key, MinVersion: DefaultTLSMinVersion}
+}

@@ -1,0 +1,2 @@
+// Package config parses, validates and saves lbd's TOML configuration.
+package config

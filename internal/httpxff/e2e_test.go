@@ -1,0 +1,218 @@
+package httpxff
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// relay is a test-only TCP proxy: client→backend through a Rewriter, backend→
+// client copied as is. A request the Rewriter rejects gets a 400.
+type relay struct {
+	ln       net.Listener
+	backend  string
+	accepted atomic.Int32
+	wg       sync.WaitGroup
+}
+
+func startRelay(t *testing.T, backend string) *relay {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rl := &relay{ln: ln, backend: backend}
+	rl.wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			rl.accepted.Add(1)
+			rl.wg.Go(func() { rl.serve(t, c) })
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		rl.wg.Wait()
+	})
+	return rl
+}
+
+func (rl *relay) serve(t *testing.T, c net.Conn) {
+	defer c.Close()
+	b, err := net.Dial("tcp", rl.backend)
+	if err != nil {
+		t.Errorf("dial backend: %v", err)
+		return
+	}
+	defer b.Close()
+	done := make(chan struct{})
+	go func() {
+		io.Copy(c, b)
+		close(done)
+	}()
+
+	rw := New(c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr(), "http", 0)
+	buf := make([]byte, 4096)
+	var out []byte
+	for {
+		n, rerr := c.Read(buf)
+		out, err = rw.Feed(out[:0], buf[:n])
+		if _, werr := b.Write(out); werr != nil {
+			return
+		}
+		if err != nil {
+			b.Close()
+			<-done
+			io.WriteString(c, "HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+			return
+		}
+		if rerr != nil {
+			b.(*net.TCPConn).CloseWrite()
+			<-done
+			return
+		}
+	}
+}
+
+type seen struct {
+	Path, XFF, XFP, Body string
+	NXFF                 int
+}
+
+func TestEndToEnd(t *testing.T) {
+	var (
+		mu   sync.Mutex
+		got  []seen
+		ipsa = map[string]bool{}
+	)
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			t.Errorf("%s: reading body: %v", r.URL.Path, err)
+		}
+		mu.Lock()
+		got = append(got, seen{
+			Path: r.URL.Path,
+			XFF:  strings.Join(r.Header["X-Forwarded-For"], " | "),
+			NXFF: len(r.Header["X-Forwarded-For"]),
+			XFP:  strings.Join(r.Header["X-Forwarded-Proto"], " | "),
+			Body: string(body),
+		})
+		ipsa[r.RemoteAddr] = true
+		mu.Unlock()
+		io.WriteString(w, "ok "+r.URL.Path)
+	}))
+	defer backend.Close()
+	rl := startRelay(t, backend.Listener.Addr().String())
+
+	tr := &http.Transport{MaxIdleConnsPerHost: 1, DisableCompression: true}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr}
+	base := "http://" + rl.ln.Addr().String()
+	smuggle := "GET /smuggled HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n"
+
+	reqs := []func() (*http.Request, error){
+		func() (*http.Request, error) { return http.NewRequest("GET", base+"/1", nil) },
+		func() (*http.Request, error) {
+			r, err := http.NewRequest("GET", base+"/2-spoofed", nil)
+			if err == nil {
+				r.Header.Set("X-Forwarded-For", "6.6.6.6")
+				r.Header.Set("X-Forwarded-Proto", "https")
+			}
+			return r, err
+		},
+		func() (*http.Request, error) {
+			return http.NewRequest("POST", base+"/3-post", strings.NewReader(smuggle))
+		},
+		func() (*http.Request, error) {
+			// A reader of unknown length makes the client send chunks.
+			r, err := http.NewRequest("POST", base+"/4-chunked", io.MultiReader(strings.NewReader(smuggle)))
+			if err == nil {
+				r.Header.Set("X-Forwarded-For", "10.1.1.1")
+			}
+			return r, err
+		},
+		func() (*http.Request, error) {
+			r, err := http.NewRequest("GET", base+"/5-two-lines", nil)
+			if err == nil {
+				r.Header.Add("X-Forwarded-For", "10.0.0.1")
+				r.Header.Add("X-Forwarded-For", "10.0.0.2")
+			}
+			return r, err
+		},
+	}
+	for _, mk := range reqs {
+		req, err := mk()
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", req.Method, req.URL.Path, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 || string(body) != "ok "+req.URL.Path {
+			t.Fatalf("%s %s: %d %q %v", req.Method, req.URL.Path, resp.StatusCode, body, err)
+		}
+	}
+
+	want := []seen{
+		{Path: "/1", XFF: "127.0.0.1", NXFF: 1, XFP: "http"},
+		{Path: "/2-spoofed", XFF: "6.6.6.6, 127.0.0.1", NXFF: 1, XFP: "http"},
+		{Path: "/3-post", XFF: "127.0.0.1", NXFF: 1, XFP: "http", Body: smuggle},
+		{Path: "/4-chunked", XFF: "10.1.1.1, 127.0.0.1", NXFF: 1, XFP: "http", Body: smuggle},
+		{Path: "/5-two-lines", XFF: "10.0.0.1, 10.0.0.2, 127.0.0.1", NXFF: 1, XFP: "http"},
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("backend saw (-want +got):\n%s", diff)
+	}
+	if n := rl.accepted.Load(); n != 1 || len(ipsa) != 1 {
+		t.Errorf("relay accepted %d connections, backend saw %d; want 1 keep-alive connection", n, len(ipsa))
+	}
+}
+
+// TestEndToEndBadRequest checks that a rejected request reaches the client
+// as a 400 and the backend never sees it.
+func TestEndToEndBadRequest(t *testing.T) {
+	var hits atomic.Int32
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+	}))
+	defer backend.Close()
+	rl := startRelay(t, backend.Listener.Addr().String())
+
+	c, err := net.Dial("tcp", rl.ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("status = %d, want 400", resp.StatusCode)
+	}
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Errorf("connection not closed after 400: %v", err)
+	}
+	if n := hits.Load(); n != 0 {
+		t.Errorf("backend handled %d requests, want 0", n)
+	}
+}

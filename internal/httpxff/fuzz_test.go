@@ -1,0 +1,91 @@
+package httpxff
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+var fuzzSeeds = []string{
+	"GET / HTTP/1.1|Host: a||",
+	"GET / HTTP/1.1|X-Forwarded-For: 1.1.1.1|X-Forwarded-For: 2.2.2.2|X-Forwarded-Proto: https||GET /2 HTTP/1.0||",
+	"POST / HTTP/1.1|Content-Length: 18||GET / HTTP/1.1||GET / HTTP/1.1||",
+	"POST / HTTP/1.1|Transfer-Encoding: chunked||5;a=b|hello|0|T: v||GET / HTTP/1.1||",
+	"GET / HTTP/1.1\nHost: a\n\n",
+	"||GET / HTTP/1.1||",
+	"GET /ws HTTP/1.1|Upgrade: websocket|Connection: Upgrade||\x81\x00",
+	"CONNECT a:1 HTTP/1.1||xx",
+	"POST / HTTP/1.1|Content-Length: 1|Transfer-Encoding: chunked||",
+	"PUT / HTTP/1.1|Content-Length: 2, 2||ab",
+}
+
+// FuzzFeed checks that Feed never panics, that any way of splitting the
+// stream gives the same output and error as feeding it at once, and that a
+// stream Feed accepts completely is one net/http reads as requests that each
+// carry exactly our X-Forwarded-For and X-Forwarded-Proto.
+func FuzzFeed(f *testing.F) {
+	for i, s := range fuzzSeeds {
+		f.Add([]byte(crlfs(s)), uint16(i*7), uint16(i*13))
+	}
+	f.Fuzz(func(t *testing.T, in []byte, a, b uint16) {
+		const max = 512
+		whole := New(client4, "https", max)
+		want, wantErr := whole.Feed(nil, in)
+
+		i, j := int(a)%(len(in)+1), int(b)%(len(in)+1)
+		if i > j {
+			i, j = j, i
+		}
+		got, err := feedChunks(New(client4, "https", max), [][]byte{in[:i], in[i:j], in[j:]})
+		if !bytes.Equal(got, want) || errString(err) != errString(wantErr) {
+			t.Fatalf("split at %d,%d: %q, %v\none-shot: %q, %v", i, j, got, err, want, wantErr)
+		}
+		if len(in) <= 64 {
+			var pieces [][]byte
+			for k := range in {
+				pieces = append(pieces, in[k:k+1])
+			}
+			got, err := feedChunks(New(client4, "https", max), pieces)
+			if !bytes.Equal(got, want) || errString(err) != errString(wantErr) {
+				t.Fatalf("byte by byte: %q, %v\none-shot: %q, %v", got, err, want, wantErr)
+			}
+		}
+
+		// Only whole messages, all parsed by us, can be checked against
+		// net/http.
+		if wantErr != nil || whole.state != stHead || len(whole.head) > 0 || whole.skipCR {
+			return
+		}
+		br := bufio.NewReader(bytes.NewReader(want))
+		for n := 0; ; n++ {
+			if _, err := br.Peek(1); err == io.EOF {
+				return
+			}
+			req, err := http.ReadRequest(br)
+			if err != nil && strings.Contains(err.Error(), "invalid URI") {
+				return // net/http parses URLs; we only check their form
+			}
+			if err != nil {
+				t.Fatalf("request %d: net/http cannot read our output: %v\n%q", n, err, want)
+			}
+			if _, err := io.Copy(io.Discard, req.Body); err != nil {
+				t.Fatalf("request %d: net/http cannot read the body: %v\n%q", n, err, want)
+			}
+			xff, xfp := req.Header["X-Forwarded-For"], req.Header["X-Forwarded-Proto"]
+			if len(xff) != 1 || !(xff[0] == "192.0.2.7" || strings.HasSuffix(xff[0], ", 192.0.2.7")) ||
+				len(xfp) != 1 || xfp[0] != "https" {
+				t.Fatalf("request %d: X-Forwarded-For %q, X-Forwarded-Proto %q\n%q", n, xff, xfp, want)
+			}
+		}
+	})
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}

@@ -1,0 +1,401 @@
+package lbd
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"os/exec"
+	"os/signal"
+	"os/user"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/nib-lb/nib/config"
+	"github.com/nib-lb/nib/internal/pen"
+)
+
+// shutdownGrace is how long SIGTERM waits for open connections.
+const shutdownGrace = 5 * time.Second
+
+// childEnv marks the background process of a Pen-style (no -f) start.
+const childEnv = "LBD_DAEMON_CHILD"
+
+// invocation is what the command line asked for, in either syntax.
+type invocation struct {
+	cfg        *config.Config
+	tomlFile   string // -config: re-read on SIGHUP
+	penFile    string // Pen -F: re-applied on SIGHUP
+	foreground bool
+	pidFile    string
+	user       string
+	chroot     string
+	notices    []string
+}
+
+// Main runs lbd with the given arguments (without the program name) and
+// returns the exit code.
+func Main(args []string, stdout, stderr io.Writer) int {
+	if native(args) {
+		return mainNative(args, stdout, stderr)
+	}
+	if len(args) == 1 && args[0] == "-h" {
+		usage(stdout)
+		return 0
+	}
+	inv, err := pen.ParseArgs(args)
+	if err != nil {
+		fmt.Fprintf(stderr, "lbd: %v\n", err)
+		return 2
+	}
+	return run(&invocation{
+		cfg:        inv.Config,
+		penFile:    inv.ConfigFile,
+		foreground: inv.Foreground,
+		pidFile:    inv.PidFile,
+		user:       inv.User,
+		chroot:     inv.Chroot,
+		notices:    inv.Notices,
+	}, args, stderr)
+}
+
+// native reports whether args use lbd's own flags rather than Pen's.
+func native(args []string) bool {
+	if len(args) == 0 {
+		return true
+	}
+	for _, a := range args {
+		switch strings.TrimPrefix(strings.SplitN(a, "=", 2)[0], "-") {
+		case "config", "-config", "check", "-check", "print-toml", "-print-toml", "version", "-version", "help", "-help":
+			return true
+		}
+	}
+	return false
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `lbd: the nib load balancer
+
+Usage:
+  lbd                      serve the embedded default config (127.0.0.1:8080)
+  lbd -config FILE [-d]    serve a TOML config (SIGHUP re-reads it)
+  lbd -check FILE          validate a TOML config; exit 0 if valid, 1 if not
+  lbd -print-toml ARGS...  print the TOML equivalent of a Pen command line
+  lbd -version             print the version
+  lbd PEN-ARGS...          run with Pen's command line, as Pen would
+
+`)
+	pen.Usage(w)
+}
+
+func mainNative(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("lbd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { usage(stderr) }
+	configFile := fs.String("config", "", "TOML configuration `file`")
+	check := fs.String("check", "", "validate a TOML configuration `file` and exit")
+	printTOML := fs.Bool("print-toml", false, "print the TOML equivalent of the Pen arguments that follow")
+	version := fs.Bool("version", false, "print the version")
+	help := fs.Bool("help", false, "show help")
+	var debug int
+	fs.Func("d", "more debug output (repeatable)", func(string) error { debug++; return nil })
+	fs.Lookup("d").DefValue = ""
+	boolFlag(fs, "d")
+	foreground := fs.Bool("f", true, "stay in the foreground (always true with -config)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	switch {
+	case *help:
+		usage(stdout)
+		return 0
+	case *version:
+		fmt.Fprintln(stdout, "lbd", Version())
+		return 0
+	case *printTOML:
+		if err := pen.PrintTOML(fs.Args(), stdout); err != nil {
+			fmt.Fprintf(stderr, "lbd: %v\n", err)
+			return 1
+		}
+		return 0
+	case *check != "":
+		if _, err := config.Load(*check); err != nil {
+			fmt.Fprintf(stderr, "%v\n", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "%s: ok\n", *check)
+		return 0
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "lbd: unexpected arguments %q (Pen-style arguments cannot be mixed with -config)\n", fs.Args())
+		return 2
+	}
+	inv := &invocation{foreground: *foreground}
+	if *configFile != "" {
+		cfg, err := config.Load(*configFile)
+		if err != nil {
+			fmt.Fprintf(stderr, "%v\n", err)
+			return 1
+		}
+		inv.cfg, inv.tomlFile = cfg, *configFile
+	} else {
+		inv.cfg = config.Default()
+	}
+	inv.cfg.Debug += debug
+	return run(inv, args, stderr)
+}
+
+// boolFlag makes a flag.Func flag take no value.
+func boolFlag(fs *flag.FlagSet, name string) {
+	f := fs.Lookup(name)
+	f.Value = countFlag{f.Value}
+}
+
+type countFlag struct{ flag.Value }
+
+func (countFlag) IsBoolFlag() bool { return true }
+
+// run starts the daemon and serves until a signal or exit verb stops it.
+func run(inv *invocation, args []string, stderr io.Writer) int {
+	if !inv.foreground && os.Getenv(childEnv) == "" {
+		return background(args, stderr)
+	}
+	logger := log.New(stderr, "lbd: ", log.LstdFlags|log.Lmicroseconds)
+	raiseFileLimit(logger)
+	for _, n := range inv.notices {
+		logger.Print(n)
+	}
+	d := New(logger)
+	d.PenFile = inv.penFile
+	if err := d.Apply(inv.cfg); err != nil {
+		logger.Printf("%v", err)
+		ready(fmt.Sprintf("error: %v", err))
+		return 1
+	}
+	if err := dropPrivileges(inv.chroot, inv.user); err != nil {
+		logger.Printf("%v", err)
+		ready(fmt.Sprintf("error: %v", err))
+		d.Close()
+		return 1
+	}
+	if inv.pidFile != "" {
+		if err := os.WriteFile(inv.pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+			logger.Printf("pid file: %v", err)
+		}
+		defer os.Remove(inv.pidFile)
+	}
+	ready("ok")
+	logger.Printf("started (version %s, pid %d)", Version(), os.Getpid())
+
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1)
+	defer signal.Stop(sigs)
+	for {
+		select {
+		case <-d.Exited():
+			logger.Print("exit requested by control client")
+			d.Shutdown(0)
+			return 0
+		case sig := <-sigs:
+			switch sig {
+			case syscall.SIGHUP:
+				reload(d, inv, logger)
+			case syscall.SIGUSR1:
+				d.writeWebStats(logger)
+			default:
+				logger.Printf("%v: stopping", sig)
+				d.Shutdown(shutdownGrace)
+				return 0
+			}
+		}
+	}
+}
+
+// reload re-reads the configuration source; a bad one is reported and the
+// running configuration stays.
+func reload(d *Daemon, inv *invocation, logger *log.Logger) {
+	switch {
+	case inv.tomlFile != "":
+		cfg, err := config.Load(inv.tomlFile)
+		if err == nil {
+			err = d.Apply(cfg)
+		}
+		if err != nil {
+			logger.Printf("reload %s failed, keeping the running config: %v", inv.tomlFile, err)
+			return
+		}
+		logger.Printf("reloaded %s", inv.tomlFile)
+	case inv.penFile != "":
+		if err := d.ReloadPenFile(inv.penFile); err != nil {
+			logger.Printf("reload %s failed, keeping the running config: %v", inv.penFile, err)
+			return
+		}
+		logger.Printf("reloaded %s", inv.penFile)
+	default:
+		logger.Print("SIGHUP: no config file to re-read")
+	}
+}
+
+// ReloadPenFile applies a Pen -F file on top of the running configuration,
+// as Pen does on SIGHUP: all of it, or (on any error) none of it.
+func (d *Daemon) ReloadPenFile(path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	in := &pen.Interp{Cfg: d.cfg.Clone(), RT: runtimeView{d}, ControlAddr: d.cfg.Control.PenListen, ConfigFile: path, AllowWritePaths: true}
+	changed := false
+	for i, line := range strings.Split(string(data), "\n") {
+		var out bytes.Buffer
+		c, err := in.Exec(line, &out)
+		if err != nil {
+			return fmt.Errorf("%s:%d: %v", path, i+1, strings.TrimSpace(err.Error()))
+		}
+		if out.Len() > 0 {
+			d.log.Printf("%s:%d: %s", path, i+1, strings.TrimSpace(out.String()))
+		}
+		changed = changed || c
+	}
+	if !changed {
+		return nil
+	}
+	return d.applyLocked(in.Cfg)
+}
+
+// background re-executes lbd detached, like Pen without -f, and returns once
+// the child has either started serving (0) or failed (1, with its error).
+func background(args []string, stderr io.Writer) int {
+	r, w, err := os.Pipe()
+	if err != nil {
+		fmt.Fprintf(stderr, "lbd: %v\n", err)
+		return 1
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		fmt.Fprintf(stderr, "lbd: %v\n", err)
+		return 1
+	}
+	cmd := exec.Command(exe, args...)
+	cmd.Env = append(os.Environ(), childEnv+"=3")
+	cmd.ExtraFiles = []*os.File{w}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if logw, err := syslogWriter(); err == nil {
+		cmd.Stderr = logw
+	}
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintf(stderr, "lbd: %v\n", err)
+		return 1
+	}
+	w.Close()
+	msg, _ := io.ReadAll(io.LimitReader(r, 4096))
+	r.Close()
+	if s := string(msg); s != "ok" {
+		if s == "" {
+			s = "background process exited during startup"
+		}
+		fmt.Fprintf(stderr, "lbd: %s\n", strings.TrimPrefix(s, "error: "))
+		return 1
+	}
+	cmd.Process.Release()
+	return 0
+}
+
+// ready tells a waiting parent (background start) how startup went.
+func ready(msg string) {
+	if os.Getenv(childEnv) == "" {
+		return
+	}
+	os.Unsetenv(childEnv)
+	f := os.NewFile(3, "ready")
+	if f == nil {
+		return
+	}
+	io.WriteString(f, msg)
+	f.Close()
+}
+
+// dropPrivileges chroots and switches user after the listeners are open.
+// Unlike Pen it also drops root's supplementary groups.
+func dropPrivileges(chroot, name string) error {
+	var uid, gid int
+	var groups []int
+	if name != "" {
+		u, err := user.Lookup(name)
+		if err != nil {
+			return fmt.Errorf("user %q: %w", name, err)
+		}
+		uid, _ = strconv.Atoi(u.Uid)
+		gid, _ = strconv.Atoi(u.Gid)
+		gids, _ := u.GroupIds()
+		for _, g := range gids {
+			if n, err := strconv.Atoi(g); err == nil {
+				groups = append(groups, n)
+			}
+		}
+	}
+	if chroot != "" {
+		if err := syscall.Chroot(chroot); err != nil {
+			return fmt.Errorf("chroot %s: %w", chroot, err)
+		}
+		if err := os.Chdir("/"); err != nil {
+			return err
+		}
+	}
+	if name == "" {
+		return nil
+	}
+	if err := syscall.Setgroups(groups); err != nil {
+		return fmt.Errorf("setgroups: %w", err)
+	}
+	if err := syscall.Setgid(gid); err != nil {
+		return fmt.Errorf("setgid: %w", err)
+	}
+	if err := syscall.Setuid(uid); err != nil {
+		return fmt.Errorf("setuid: %w", err)
+	}
+	return nil
+}
+
+// raiseFileLimit lifts the soft descriptor limit to the hard one: every
+// proxied connection needs two.
+func raiseFileLimit(logger *log.Logger) {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return
+	}
+	if lim.Cur < lim.Max {
+		lim.Cur = lim.Max
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+			logger.Printf("raising the open-file limit: %v", err)
+		}
+	}
+}
+
+// writeWebStats writes the -w status file of each service that has one
+// (Pen's SIGUSR1).
+func (d *Daemon) writeWebStats(logger *log.Logger) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, sc := range d.cfg.Services {
+		if sc.WebStats == "" {
+			continue
+		}
+		var b bytes.Buffer
+		if err := (runtimeView{d}).StatusHTML(sc.Name, &b); err != nil {
+			continue
+		}
+		if err := os.WriteFile(sc.WebStats, b.Bytes(), 0o644); err != nil {
+			logger.Printf("web stats %s: %v", sc.WebStats, err)
+		}
+	}
+}

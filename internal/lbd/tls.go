@@ -1,0 +1,123 @@
+package lbd
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/nib-lb/nib/config"
+)
+
+// maxSNICerts bounds the SNI certificate cache: client-chosen names must not
+// grow memory without limit (Pen caches every name forever).
+const maxSNICerts = 256
+
+// tlsConfig builds the listener's TLS settings. Files are read now, so a
+// missing or bad file is a reload error and never a runtime surprise.
+func tlsConfig(t *config.TLS) (*tls.Config, error) {
+	keyFile := t.Key
+	if keyFile == "" {
+		keyFile = t.Cert
+	}
+	cert, err := tls.LoadX509KeyPair(t.Cert, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("tls: certificate %s, key %s: %w", t.Cert, keyFile, err)
+	}
+	if t.OCSPStaple != "" {
+		staple, err := os.ReadFile(t.OCSPStaple)
+		if err != nil {
+			return nil, fmt.Errorf("tls: ocsp staple: %w", err)
+		}
+		cert.OCSPStaple = staple
+	}
+	tc := &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		MinVersion:   t.MinVersion,
+		CipherSuites: t.Ciphers,
+	}
+	if tc.MinVersion == 0 {
+		tc.MinVersion = tls.VersionTLS12
+	}
+	if t.ClientCA != "" {
+		pem, err := os.ReadFile(t.ClientCA)
+		if err != nil {
+			return nil, fmt.Errorf("tls: client ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("tls: client ca %s: no certificates found", t.ClientCA)
+		}
+		tc.ClientCAs = pool
+	}
+	switch t.ClientAuth {
+	case config.ClientAuthRequest:
+		tc.ClientAuth = tls.VerifyClientCertIfGiven
+	case config.ClientAuthRequire:
+		tc.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	if t.SNIDir != "" {
+		if st, err := os.Stat(t.SNIDir); err != nil || !st.IsDir() {
+			return nil, fmt.Errorf("tls: sni_dir %s is not a directory", t.SNIDir)
+		}
+		sni := &sniCerts{dir: t.SNIDir, certs: make(map[string]*tls.Certificate), def: &tc.Certificates[0]}
+		tc.GetCertificate = sni.get
+	}
+	return tc, nil
+}
+
+// sniCerts loads name.crt and name.key from a directory on first use.
+type sniCerts struct {
+	dir   string
+	def   *tls.Certificate
+	mu    sync.Mutex
+	certs map[string]*tls.Certificate // nil value: no files for the name
+}
+
+func (s *sniCerts) get(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	name := strings.ToLower(strings.TrimSuffix(hello.ServerName, "."))
+	if !validSNI(name) {
+		return s.def, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c, ok := s.certs[name]; ok {
+		if c == nil {
+			return s.def, nil
+		}
+		return c, nil
+	}
+	base := filepath.Join(s.dir, name)
+	c, err := tls.LoadX509KeyPair(base+".crt", base+".key")
+	if len(s.certs) >= maxSNICerts {
+		clear(s.certs)
+	}
+	if err != nil {
+		if !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("sni %s: %w", name, err)
+		}
+		s.certs[name] = nil
+		return s.def, nil
+	}
+	s.certs[name] = &c
+	return &c, nil
+}
+
+// validSNI accepts DNS names only: no path separators, no "..".
+func validSNI(name string) bool {
+	if name == "" || len(name) > 253 || strings.Contains(name, "..") || name[0] == '.' {
+		return false
+	}
+	for _, r := range name {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '-', r == '.', r == '_':
+		default:
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,378 @@
+package pen
+
+import (
+	"bytes"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/nib-lb/nib/config"
+)
+
+func ap(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
+
+func backend(addr string, max, hard, weight, prio int) config.Backend {
+	b := config.NewBackend(ap(addr))
+	b.Max, b.Hard, b.Weight, b.Prio = max, hard, weight, prio
+	return b
+}
+
+// tempFile writes content to a new file in a test temp dir.
+func tempFile(t *testing.T, name, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestParseArgs(t *testing.T) {
+	dir := t.TempDir()
+	key := filepath.Join(dir, "your.domain.key")
+	crt := filepath.Join(dir, "your.domain.crt")
+	ca := filepath.Join(dir, "intermediate.crt")
+	for _, f := range []string{key, crt, ca} {
+		if err := os.WriteFile(f, []byte("pem"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	httpsCfg := tempFile(t, "https.cfg", "# seed TLS config\nssl_option cipher_server_preference\n\nacl 1 permit 10.0.0.0 255.0.0.0\nclient_acl 1\n")
+	chrootCfg := tempFile(t, "pen.cfg", "acl 0 deny\ncontrol_acl 0\nacl 1 deny 192.0.2.1\nclient_acl 1\nserver 0 address 127.0.0.1 port 88\n")
+	orderCfg := tempFile(t, "order.cfg", "tracking 7\nserver 1 port 82\n")
+
+	tcp := func(listen string, bs ...config.Backend) config.Service {
+		s := config.NewService("pen", ap(listen), config.TCP)
+		s.Backends = bs
+		return s
+	}
+	udp := func(listen string, bs ...config.Backend) config.Service {
+		s := config.NewService("pen", ap(listen), config.UDP)
+		s.Backends = bs
+		return s
+	}
+	tests := []struct {
+		name string
+		args []string
+		svc  config.Service
+		edit func(c *config.Config)
+		inv  Invocation
+		note string
+	}{
+		{
+			name: "seed dns -dfU",
+			args: []string{"-dfU", "53", "10.0.0.1"},
+			svc:  udp("0.0.0.0:53", backend("10.0.0.1:53", 0, 0, 1, 0)),
+			edit: func(c *config.Config) { c.Debug = 1 },
+			inv:  Invocation{Foreground: true},
+		},
+		{
+			name: "seed http -df",
+			args: []string{"-df", "80", "10.0.0.1", "10.0.0.2"},
+			svc:  tcp("0.0.0.0:80", backend("10.0.0.1:80", 0, 0, 1, 0), backend("10.0.0.2:80", 0, 0, 1, 0)),
+			edit: func(c *config.Config) { c.Debug = 1 },
+			inv:  Invocation{Foreground: true},
+		},
+		{
+			name: "seed https systemd",
+			args: []string{"-u", "pen", "-C", "/var/run/pen/https.ctl", "-F", httpsCfg, "-p", "/var/run/pen/https.pid",
+				"-K", key, "-E", crt, "-G", ca, "-S", "2", "443", "10.0.0.1"},
+			svc: func() config.Service {
+				s := tcp("0.0.0.0:443", backend("10.0.0.1:443", 0, 0, 1, 0))
+				s.TLS = config.NewTLS(crt, key)
+				s.TLS.ClientCA = ca
+				s.TLS.ClientAuth = config.ClientAuthRequest
+				s.ClientACL = "1"
+				return s
+			}(),
+			edit: func(c *config.Config) {
+				c.Control = config.Control{PenListen: "/var/run/pen/https.ctl", PenACL: "0"}
+				c.ACLs = map[string]config.ACL{"0": {}, "1": {Rules: []config.Rule{{Action: config.Permit, Prefix: netip.MustParsePrefix("10.0.0.0/8")}}}}
+			},
+			inv:  Invocation{User: "pen", ConfigFile: httpsCfg, PidFile: "/var/run/pen/https.pid"},
+			note: "-S is obsolete",
+		},
+		{
+			name: "seed dns v6 wildcard",
+			args: []string{"-S", "2", "-U", ":::53", "10.0.0.1:53"},
+			svc:  udp("[::]:53", backend("10.0.0.1:53", 0, 0, 1, 0)),
+			note: "-S is obsolete",
+		},
+		{
+			name: "seed chroot",
+			args: []string{"-j", "/var/lib/pen", "-C", "10080", "-F", chrootCfg, "-p", "/tmp/pen.pid", "8080", "10.0.0.1"},
+			svc: func() config.Service {
+				s := tcp("0.0.0.0:8080", backend("127.0.0.1:88", 0, 0, 1, 0))
+				s.ClientACL = "1"
+				return s
+			}(),
+			edit: func(c *config.Config) {
+				c.Control = config.Control{PenListen: "127.0.0.1:10080", PenACL: "0"}
+				c.ACLs = map[string]config.ACL{
+					"0": {Rules: []config.Rule{{Action: config.Deny}}},
+					"1": {Rules: []config.Rule{{Action: config.Deny, Prefix: netip.MustParsePrefix("192.0.2.1/32")}}},
+				}
+			},
+			inv: Invocation{Chroot: "/var/lib/pen", ConfigFile: chrootCfg, PidFile: "/tmp/pen.pid"},
+		},
+		{
+			name: "v6 servers",
+			args: []string{"-r", "127.0.0.1:8080", "::1", "[::1]:80:10:20:2:1"},
+			svc: func() config.Service {
+				s := tcp("127.0.0.1:8080", backend("[::1]:8080", 0, 0, 1, 0), backend("[::1]:80", 10, 20, 2, 1))
+				s.Tracking = false
+				return s
+			}(),
+		},
+		{
+			name: "testsuite 6 emergency",
+			args: []string{"-r", "-e", ":102", "10000", ":100", ":101:0:0:101"},
+			svc: func() config.Service {
+				s := tcp("0.0.0.0:10000", backend("127.0.0.1:100", 0, 0, 1, 0), backend("127.0.0.1:101", 0, 0, 101, 0))
+				s.Tracking = false
+				s.Emergency = ap("127.0.0.1:102")
+				return s
+			}(),
+		},
+		{
+			name: "testsuite 7 abuse",
+			args: []string{"-B", ":103", "8080", ":100", ":101"},
+			svc: func() config.Service {
+				s := tcp("0.0.0.0:8080", backend("127.0.0.1:100", 0, 0, 1, 0), backend("127.0.0.1:101", 0, 0, 1, 0))
+				s.Abuse = ap("127.0.0.1:103")
+				return s
+			}(),
+		},
+		{
+			name: "testsuite 4 udp round robin",
+			args: []string{"-Ur", "5353", "127.0.0.1:10001", "127.0.0.1:10002"},
+			svc: func() config.Service {
+				s := udp("0.0.0.0:5353", backend("127.0.0.1:10001", 0, 0, 1, 0), backend("127.0.0.1:10002", 0, 0, 1, 0))
+				s.Tracking = false
+				return s
+			}(),
+		},
+		{
+			name: "testsuite 8 tls",
+			args: []string{"-E", crt, "1443", ":100"},
+			svc: func() config.Service {
+				s := tcp("0.0.0.0:1443", backend("127.0.0.1:100", 0, 0, 1, 0))
+				s.TLS = config.NewTLS(crt, "")
+				return s
+			}(),
+		},
+		{
+			name: "testsuite 9 v6 to v4",
+			args: []string{":::10000", "127.0.0.1:100"},
+			svc:  tcp("[::]:10000", backend("127.0.0.1:100", 0, 0, 1, 0)),
+		},
+		{
+			name: "v6 loopback listener",
+			args: []string{"::1:2222", "127.0.0.1:22"},
+			svc:  tcp("[::1]:2222", backend("127.0.0.1:22", 0, 0, 1, 0)),
+		},
+		{
+			name: "testsuite 10 v4 to v6",
+			args: []string{"127.0.0.1:10000", "[::1]:100"},
+			svc:  tcp("127.0.0.1:10000", backend("[::1]:100", 0, 0, 1, 0)),
+		},
+		{
+			name: "hash with roundrobin hashes the port",
+			args: []string{"-hr", "80", "10.0.0.1", "10.0.0.2"},
+			svc: func() config.Service {
+				s := tcp("0.0.0.0:80", backend("10.0.0.1:80", 0, 0, 1, 0), backend("10.0.0.2:80", 0, 0, 1, 0))
+				s.Algorithm, s.Tracking, s.HashPort = config.Hash, false, true
+				return s
+			}(),
+		},
+		{
+			name: "every value flag, attached and separate",
+			args: []string{"-x500", "-c", "100", "-b5", "-t", "7", "-T60", "-q", "10", "-w", "/tmp/w.html", "-l/tmp/pen.log",
+				"-WsHX", "-ddddd", "-m", "10", "-P", "-a", "80", "10.0.0.1:8080:5:6:0:2"},
+			svc: func() config.Service {
+				s := tcp("0.0.0.0:80", backend("10.0.0.1:8080", 5, 6, 0, 2))
+				s.MaxConnections, s.TrackingSize = 500, 100
+				s.Blacklist, s.ConnectTimeout, s.TrackingExpiry = 5*time.Second, 7*time.Second, time.Minute
+				s.Backlog = 50
+				s.WebStats, s.Log = "/tmp/w.html", "/tmp/pen.log"
+				s.Algorithm, s.Stubborn, s.HTTP = config.Weight, true, true
+				return s
+			}(),
+			edit: func(c *config.Config) { c.Debug = 3; c.Control.AllowExit = true },
+			inv:  Invocation{ASCII: true},
+			note: "-m (multi_accept) ignored",
+		},
+		{
+			name: "flags after positionals and -o before -F",
+			args: []string{"80", "10.0.0.1", "10.0.0.2", "-o", "tracking 5", "-O", "server 1 port 81", "-F", orderCfg},
+			svc: func() config.Service {
+				s := tcp("0.0.0.0:80", backend("10.0.0.1:80", 0, 0, 1, 0), backend("10.0.0.2:82", 0, 0, 1, 0))
+				s.TrackingExpiry = 7 * time.Second
+				return s
+			}(),
+			inv:  Invocation{ConfigFile: orderCfg},
+			note: "7",
+		},
+		{
+			name: "-o adds a server",
+			args: []string{"-o", "server 2 address 10.0.0.3 port 99 weight 0", "80", "10.0.0.1"},
+			svc: func() config.Service {
+				s := tcp("0.0.0.0:80", backend("10.0.0.1:80", 0, 0, 1, 0))
+				s.Backends = append(s.Backends, backend("0.0.0.0:0", 0, 0, 1, 0), backend("10.0.0.3:99", 0, 0, 0, 0))
+				return s
+			}(),
+		},
+		{
+			name: "service names for ports",
+			args: []string{"127.0.0.1:http", "10.0.0.1:https"},
+			svc:  tcp("127.0.0.1:80", backend("10.0.0.1:443", 0, 0, 1, 0)),
+		},
+		{
+			name: "host names are resolved",
+			args: []string{"localhost:8080", "localhost:80"},
+			svc:  tcp("127.0.0.1:8080", backend("127.0.0.1:80", 0, 0, 1, 0)),
+		},
+	}
+	old := lookupHost
+	lookupHost = func(host string) (netip.Addr, error) {
+		if host == "localhost" {
+			return netip.MustParseAddr("127.0.0.1"), nil
+		}
+		return old(host)
+	}
+	t.Cleanup(func() { lookupHost = old })
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			inv, err := ParseArgs(tc.args)
+			if err != nil {
+				t.Fatalf("ParseArgs(%q): %v", tc.args, err)
+			}
+			want := &config.Config{Services: []config.Service{tc.svc}}
+			if tc.edit != nil {
+				tc.edit(want)
+			}
+			if diff := cmp.Diff(want, inv.Config, cmp.Comparer(func(a, b netip.Addr) bool { return a == b }),
+				cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b }),
+				cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
+				t.Errorf("config (-want +got):\n%s", diff)
+			}
+			got := *inv
+			got.Config, got.Notices = nil, nil
+			if diff := cmp.Diff(tc.inv, got); diff != "" {
+				t.Errorf("invocation (-want +got):\n%s", diff)
+			}
+			if tc.note != "" && !strings.Contains(strings.Join(inv.Notices, "\n"), tc.note) {
+				t.Errorf("notices %q lack %q", inv.Notices, tc.note)
+			}
+			if err := config.Validate(inv.Config); err != nil {
+				t.Errorf("Validate: %v", err)
+			}
+		})
+	}
+}
+
+func TestParseArgsControl(t *testing.T) {
+	for arg, want := range map[string]string{
+		"10080":          "127.0.0.1:10080",
+		"127.0.0.1:8888": "127.0.0.1:8888",
+		"::1:8888":       "[::1]:8888",
+		"0.0.0.0:8888":   "0.0.0.0:8888",
+		"/run/pen.ctl":   "/run/pen.ctl",
+	} {
+		inv, err := ParseArgs([]string{"-C", arg, "80", "10.0.0.1"})
+		if err != nil {
+			t.Errorf("-C %s: %v", arg, err)
+			continue
+		}
+		if got := inv.Config.Control.PenListen; got != want {
+			t.Errorf("-C %s: PenListen %q, want %q", arg, got, want)
+		}
+	}
+	wd, _ := os.Getwd()
+	inv, err := ParseArgs([]string{"-C", "./x.ctl", "80", "10.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := inv.Config.Control.PenListen, filepath.Join(wd, "x.ctl"); got != want {
+		t.Errorf("-C ./x.ctl: %q, want %q", got, want)
+	}
+}
+
+func TestParseArgsErrors(t *testing.T) {
+	noServers := tempFile(t, "empty.cfg", "# nothing\n")
+	badCfg := tempFile(t, "bad.cfg", "tracking 5\nserver x\n")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "missing listen port"},
+		{[]string{"-N", "80", "10.0.0.1"}, "-N is not implemented"},
+		{[]string{"-i", "pen", "80", "10.0.0.1"}, "Windows only"},
+		{[]string{"-A", "/etc/ssl/certs", "80", "10.0.0.1"}, "-A"},
+		{[]string{"-O", "dsr_if eth0", "-r", "192.0.2.1"}, "DSR mode is not supported yet"},
+		{[]string{"-df", "-O", "poll", "-O", "dsr_if eth1", "-S", "2", "-r", "192.0.2.1:0", "10.0.0.1"}, "DSR mode is not supported yet"},
+		{[]string{"-y", "80", "10.0.0.1"}, "unknown option -y"},
+		{[]string{"80", "10.0.0.1", "-x"}, "option -x requires an argument"},
+		{[]string{"-x", "many", "80", "10.0.0.1"}, "-x: bad number"},
+		{[]string{"-K", "/k", "80", "10.0.0.1"}, "-K needs -E"},
+		{[]string{"-E", "/nonexistent/crt", "80", "10.0.0.1"}, "-E"},
+		{[]string{"80"}, "no servers"},
+		{[]string{"-F", noServers, "80"}, "no servers"},
+		{[]string{"-F", badCfg, "80", "10.0.0.1"}, badCfg + ":2: server"},
+		{[]string{"-F", "/nonexistent/pen.cfg", "80", "10.0.0.1"}, "/nonexistent/pen.cfg"},
+		{[]string{"/tmp/pen.sock", "10.0.0.1"}, "Unix socket"},
+		{[]string{"80", "/tmp/backend.sock"}, "Unix sockets"},
+		{[]string{"-l", "10.0.0.5:5000", "80", "10.0.0.1"}, "penlogd"},
+		{[]string{"80", "10.0.0.1:99999"}, "bad port"},
+		{[]string{"0", "10.0.0.1"}, "bad port"},
+		{[]string{"80", "10.0.0.1:80:1:2:3:4:5"}, "too many fields"},
+		{[]string{"80", "10.0.0.1:80:x"}, "max: bad number"},
+		{[]string{"80", "[::1"}, "missing ]"},
+		{[]string{"80", "10.0.0.1", "10.0.0.1"}, "already"},
+		{[]string{"-C", ":10080", "80", "10.0.0.1"}, "-C"},
+		{[]string{"-o", "bogus", "-o", "server 0 port x", "80", "10.0.0.1"}, "server 0 port x"},
+		{[]string{"-U", "-o", "http", "53", "10.0.0.1"}, "HTTP"},
+	} {
+		_, err := ParseArgs(tc.args)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("ParseArgs(%q) = %v, want error containing %q", tc.args, err, tc.want)
+		}
+	}
+}
+
+func TestUsage(t *testing.T) {
+	var b bytes.Buffer
+	Usage(&b)
+	for _, f := range strings.Split("-b -B -c -C -d -e -f -F -h -H -j -l -o -p -q -r -s -t -T -u -U -w -W -x -X -E -K -G -R", " ") {
+		if !strings.Contains(b.String(), "  "+f+" ") {
+			t.Errorf("usage lacks %s", f)
+		}
+	}
+}
+
+func TestPrintTOML(t *testing.T) {
+	var b bytes.Buffer
+	if err := PrintTOML([]string{"-df", "-r", "80", "10.0.0.1", "10.0.0.2:81:0:0:3"}, &b); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	if !strings.HasPrefix(out, "# Generated from a Pen command line; not in this file: -f\n") {
+		t.Errorf("no leading comment:\n%s", out)
+	}
+	c, err := config.Parse("print.toml", b.Bytes())
+	if err != nil {
+		t.Fatalf("output does not parse back: %v\n%s", err, out)
+	}
+	inv, _ := ParseArgs([]string{"-df", "-r", "80", "10.0.0.1", "10.0.0.2:81:0:0:3"})
+	if diff := cmp.Diff(inv.Config, c, cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b }),
+		cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
+		t.Errorf("TOML round trip (-want +got):\n%s", diff)
+	}
+	if err := PrintTOML([]string{"-N"}, &b); err == nil {
+		t.Error("PrintTOML -N: no error")
+	}
+}

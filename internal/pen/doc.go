@@ -1,0 +1,39 @@
+// Package pen speaks Pen's command line, config verbs and control protocol.
+//
+// It turns Pen's invocation (ParseArgs) into a typed config.Config with one
+// service named "pen", and interprets Pen's verbs (Interp.Exec) for -o/-O,
+// the -F file, include, and the plain-text control socket. WriteConfig
+// emits Pen's "write" format, which Exec reads back to the same config.
+//
+// Pen is GPL: this package re-implements the behaviour and the output
+// formats described in shared/reference/pen.md; it holds no Pen code.
+//
+// # Deliberate differences from Pen
+//
+//   - A server without an explicit weight has weight 1 (Pen: 0). With Pen,
+//     -W and servers without weights resets every connection; with nib, -W
+//     and unweighted servers is plain least-connections. An explicit weight
+//     0 drains the server.
+//   - -C PORT binds 127.0.0.1:PORT (Pen: 0.0.0.0).
+//   - ACL list 0 is Pen's default for clients, servers and the control
+//     socket alike. nib keeps it only as the control default:
+//     "client_acl 0" and "server N acl 0" mean "no ACL", so control-only
+//     entries in list 0 never lock clients out. Use lists 1-9 for clients.
+//   - ACL entries are parsed by internal/acl: IPv4 masks must be
+//     contiguous and host bits are masked off, so "acl 1 permit 10.0.0.5
+//     255.0.0.0" covers 10.0.0.0/8 (Pen stores it unmasked and it never
+//     matches).
+//   - Malformed numbers are errors (Pen reads them as 0).
+//   - clients_max and conn_max set the value (Pen can only grow the tables).
+//   - From the control socket (Interp.Startup and AllowWritePaths false)
+//     listen, include, write FILE (other than the -F file), log FILE and
+//     web_stats FILE are refused: Pen lets any control client redirect
+//     traffic, read files and overwrite files.
+//   - A server address of "" (as in ":100") means 127.0.0.1, which is where
+//     Pen's connect to 0.0.0.0 ends up on Linux.
+//   - Unix-socket listeners and servers, GeoIP ACLs, transparent mode,
+//     -A (CA directory), network logging (-l host:port) and DSR are not
+//     supported (yet) and are refused with a clear message.
+//
+// VERBS.md in this directory lists every verb and what nib does with it.
+package pen

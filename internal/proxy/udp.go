@@ -1,0 +1,304 @@
+package proxy
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
+
+	"github.com/nib-lb/nib/internal/balance"
+)
+
+// UDP: each client address:port is a flow with its own connected socket
+// toward the chosen backend. Replies leave through the listener socket, from
+// the address the client sent to. A flow with no traffic for IdleTimeout is
+// closed, so descriptors never pile up (Pen issue #46). A backend that
+// answers with ICMP port unreachable is blacklisted and the flow moves to the
+// next backend, resending its last datagram.
+
+const maxDatagram = 64 << 10
+
+// UDPServer serves one UDP service.
+type UDPServer struct {
+	svc   *Service
+	conn  *net.UDPConn
+	pc4   *ipv4.PacketConn // set when replies need an explicit source
+	pc6   *ipv6.PacketConn
+	mu    sync.Mutex
+	flows map[netip.AddrPort]*flow
+	wg    sync.WaitGroup
+	done  chan struct{}
+}
+
+type flow struct {
+	srv    *UDPServer
+	client netip.AddrPort
+	local  netip.Addr // where the client sent to (for the reply source)
+	mu     sync.Mutex
+	choice balance.Choice
+	conn   *net.UDPConn
+	last   atomic.Int64 // unix nanoseconds of the last datagram
+	replied bool
+	lastPkt []byte
+	sent, recv atomic.Uint64
+}
+
+// ServeUDP listens on the service address and serves it until Close.
+func ServeUDP(svc *Service) (*UDPServer, error) {
+	o := svc.Options()
+	conn, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(o.Listen))
+	if err != nil {
+		return nil, err
+	}
+	u := &UDPServer{svc: svc, conn: conn, flows: make(map[netip.AddrPort]*flow), done: make(chan struct{})}
+	if o.Listen.Addr().IsUnspecified() {
+		if o.Listen.Addr().Is4() {
+			u.pc4 = ipv4.NewPacketConn(conn)
+			if err := u.pc4.SetControlMessage(ipv4.FlagDst, true); err != nil {
+				conn.Close()
+				return nil, err
+			}
+		} else {
+			u.pc6 = ipv6.NewPacketConn(conn)
+			if err := u.pc6.SetControlMessage(ipv6.FlagDst, true); err != nil {
+				conn.Close()
+				return nil, err
+			}
+		}
+	}
+	u.wg.Add(1)
+	go u.serve()
+	return u, nil
+}
+
+// Addr returns the listening address.
+func (u *UDPServer) Addr() net.Addr { return u.conn.LocalAddr() }
+
+// Close stops the listener and every flow.
+func (u *UDPServer) Close() {
+	close(u.done)
+	u.conn.Close()
+	u.mu.Lock()
+	for _, f := range u.flows {
+		f.mu.Lock()
+		f.conn.Close()
+		f.mu.Unlock()
+	}
+	u.mu.Unlock()
+	u.wg.Wait()
+}
+
+// Flows returns the number of open flows.
+func (u *UDPServer) Flows() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return len(u.flows)
+}
+
+func (u *UDPServer) read(b []byte) (int, netip.AddrPort, netip.Addr, error) {
+	switch {
+	case u.pc4 != nil:
+		n, cm, src, err := u.pc4.ReadFrom(b)
+		var dst netip.Addr
+		if cm != nil {
+			dst, _ = netip.AddrFromSlice(cm.Dst)
+		}
+		return n, netAddrPort(src), dst.Unmap(), err
+	case u.pc6 != nil:
+		n, cm, src, err := u.pc6.ReadFrom(b)
+		var dst netip.Addr
+		if cm != nil {
+			dst, _ = netip.AddrFromSlice(cm.Dst)
+		}
+		return n, netAddrPort(src), dst.Unmap(), err
+	}
+	n, src, err := u.conn.ReadFromUDPAddrPort(b)
+	return n, netip.AddrPortFrom(src.Addr().Unmap(), src.Port()), netip.Addr{}, err
+}
+
+func (u *UDPServer) reply(b []byte, to netip.AddrPort, from netip.Addr) error {
+	switch {
+	case u.pc4 != nil && from.IsValid():
+		_, err := u.pc4.WriteTo(b, &ipv4.ControlMessage{Src: from.AsSlice()}, net.UDPAddrFromAddrPort(to))
+		return err
+	case u.pc6 != nil && from.IsValid():
+		src := from
+		if src.Is4() {
+			src = netip.AddrFrom16(src.As16())
+		}
+		_, err := u.pc6.WriteTo(b, &ipv6.ControlMessage{Src: src.AsSlice()}, net.UDPAddrFromAddrPort(to))
+		return err
+	}
+	_, err := u.conn.WriteToUDPAddrPort(b, to)
+	return err
+}
+
+func (u *UDPServer) serve() {
+	defer u.wg.Done()
+	buf := make([]byte, maxDatagram)
+	for {
+		n, client, local, err := u.read(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		u.mu.Lock()
+		f := u.flows[client]
+		if f == nil {
+			f = u.newFlow(client, local)
+			if f != nil {
+				u.flows[client] = f
+			}
+		}
+		u.mu.Unlock()
+		if f != nil {
+			f.send(buf[:n])
+		}
+	}
+}
+
+// newFlow picks a backend for a new client; nil drops the datagram.
+func (u *UDPServer) newFlow(client netip.AddrPort, local netip.Addr) *flow {
+	o := u.svc.opts.Load()
+	if !u.svc.admit(o) {
+		return nil
+	}
+	f := &flow{srv: u, client: client, local: local}
+	f.last.Store(time.Now().UnixNano())
+	now := time.Now()
+	f.choice = u.svc.pool.Pick(client, now)
+	for f.choice.Index != balance.NoServer {
+		c, err := dialUDP(o, f.choice.Addr)
+		if err == nil {
+			f.conn = c
+			u.svc.pool.Connected(f.choice, client, now)
+			u.wg.Add(1)
+			go f.readReplies(c)
+			return f
+		}
+		f.choice = u.svc.pool.Failed(f.choice, client, now)
+	}
+	u.svc.release()
+	return nil
+}
+
+func dialUDP(o *Options, addr netip.AddrPort) (*net.UDPConn, error) {
+	var laddr *net.UDPAddr
+	if o.Source.IsValid() {
+		laddr = &net.UDPAddr{IP: o.Source.AsSlice()}
+	}
+	return net.DialUDP("udp", laddr, net.UDPAddrFromAddrPort(addr))
+}
+
+func (f *flow) send(p []byte) {
+	f.last.Store(time.Now().UnixNano())
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.replied {
+		f.lastPkt = append(f.lastPkt[:0], p...)
+	}
+	if _, err := f.conn.Write(p); err != nil && isConnRefused(err) {
+		f.failoverLocked()
+		return
+	}
+	f.sent.Add(uint64(len(p)))
+}
+
+// failoverLocked moves the flow to the next backend and resends the last
+// datagram. It returns false when no backend is left.
+func (f *flow) failoverLocked() bool {
+	u := f.srv
+	o := u.svc.opts.Load()
+	f.conn.Close()
+	now := time.Now()
+	f.choice = u.svc.pool.Failed(f.choice, f.client, now)
+	for f.choice.Index != balance.NoServer {
+		c, err := dialUDP(o, f.choice.Addr)
+		if err == nil {
+			f.conn = c
+			u.svc.pool.Connected(f.choice, f.client, now)
+			if len(f.lastPkt) > 0 {
+				c.Write(f.lastPkt)
+			}
+			u.wg.Add(1)
+			go f.readReplies(c)
+			return true
+		}
+		f.choice = u.svc.pool.Failed(f.choice, f.client, now)
+	}
+	return false
+}
+
+// readReplies relays the backend's datagrams to the client until the flow
+// idles out or the socket is replaced.
+func (f *flow) readReplies(c *net.UDPConn) {
+	u := f.srv
+	defer u.wg.Done()
+	buf := make([]byte, maxDatagram)
+	for {
+		idle := u.svc.opts.Load().IdleTimeout
+		if idle > 0 {
+			c.SetReadDeadline(time.Unix(0, f.last.Load()).Add(idle))
+		}
+		n, err := c.Read(buf)
+		if err == nil {
+			f.last.Store(time.Now().UnixNano())
+			f.mu.Lock()
+			f.replied = true
+			f.lastPkt = nil
+			f.mu.Unlock()
+			f.recv.Add(uint64(n))
+			u.reply(buf[:n], f.client, f.local)
+			continue
+		}
+		f.mu.Lock()
+		current := f.conn == c
+		switch {
+		case !current:
+			f.mu.Unlock()
+			return // replaced by failover
+		case isConnRefused(err):
+			if f.failoverLocked() {
+				f.mu.Unlock()
+				return
+			}
+		case isTimeout(err) && time.Since(time.Unix(0, f.last.Load())) < idle:
+			f.mu.Unlock()
+			continue
+		}
+		f.mu.Unlock()
+		f.close()
+		return
+	}
+}
+
+func (f *flow) close() {
+	u := f.srv
+	u.mu.Lock()
+	if u.flows[f.client] != f {
+		u.mu.Unlock()
+		return
+	}
+	delete(u.flows, f.client)
+	u.mu.Unlock()
+	f.mu.Lock()
+	f.conn.Close()
+	choice := f.choice
+	f.mu.Unlock()
+	if choice.Index != balance.NoServer {
+		u.svc.pool.Done(choice, f.sent.Load(), f.recv.Load())
+	}
+	u.svc.release()
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}

@@ -1,0 +1,194 @@
+package proxy
+
+import (
+	"net"
+	"net/netip"
+	"strconv"
+	"testing"
+	"time"
+
+	"golang.org/x/net/dns/dnsmessage"
+
+	"github.com/nib-lb/nib/internal/balance"
+)
+
+// dnsServer answers A queries for any name with ip, on loopback.
+func dnsServer(t *testing.T, ip [4]byte) netip.AddrPort {
+	t.Helper()
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := pc.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			var m dnsmessage.Message
+			if m.Unpack(buf[:n]) != nil || len(m.Questions) != 1 {
+				continue
+			}
+			m.Header.Response = true
+			m.Answers = []dnsmessage.Resource{{
+				Header: dnsmessage.ResourceHeader{Name: m.Questions[0].Name, Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET, TTL: 60},
+				Body:   &dnsmessage.AResource{A: ip},
+			}}
+			out, err := m.Pack()
+			if err == nil {
+				pc.WriteToUDPAddrPort(out, from)
+			}
+		}
+	}()
+	return pc.LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
+// lookup sends one A query from a fresh socket and returns the answer.
+func lookup(t *testing.T, server string) (netip.Addr, netip.AddrPort, error) {
+	t.Helper()
+	c, err := net.Dial("udp", server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	q := dnsmessage.Message{
+		Header:    dnsmessage.Header{ID: 4711, RecursionDesired: true},
+		Questions: []dnsmessage.Question{{Name: dnsmessage.MustNewName("example.com."), Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET}},
+	}
+	b, _ := q.Pack()
+	c.Write(b)
+	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	buf := make([]byte, 1500)
+	n, err := c.Read(buf)
+	if err != nil {
+		return netip.Addr{}, netip.AddrPort{}, err
+	}
+	var m dnsmessage.Message
+	if err := m.Unpack(buf[:n]); err != nil {
+		return netip.Addr{}, netip.AddrPort{}, err
+	}
+	if m.Header.ID != 4711 || len(m.Answers) != 1 {
+		t.Fatalf("bad answer %+v", m)
+	}
+	a := m.Answers[0].Body.(*dnsmessage.AResource).A
+	return netip.AddrFrom4(a), c.LocalAddr().(*net.UDPAddr).AddrPort(), nil
+}
+
+func startUDP(t *testing.T, o Options, bo balance.Options, backends ...netip.AddrPort) (*UDPServer, *balance.Pool) {
+	t.Helper()
+	if !o.Listen.IsValid() {
+		o.Listen = netip.MustParseAddrPort("127.0.0.1:0")
+	}
+	if bo.Blacklist == 0 {
+		bo.Blacklist = 30 * time.Second
+	}
+	if bo.TrackingSize == 0 {
+		bo.TrackingSize = 64
+	}
+	var servers []balance.Server
+	for _, b := range backends {
+		servers = append(servers, balance.Server{Addr: b, Weight: 1})
+	}
+	pool := balance.New(bo, servers)
+	u, err := ServeUDP(NewService(o, pool, t.Logf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(u.Close)
+	return u, pool
+}
+
+func TestUDPDNSRoundRobin(t *testing.T) {
+	a := dnsServer(t, [4]byte{1, 1, 1, 1})
+	b := dnsServer(t, [4]byte{2, 2, 2, 2})
+	u, _ := startUDP(t, Options{IdleTimeout: time.Minute}, balance.Options{Algorithm: balance.RoundRobin}, a, b)
+	var got []string
+	for range 4 {
+		ip, _, err := lookup(t, u.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, ip.String())
+	}
+	// Round-robin starts at server 1 (Pen's order) and alternates.
+	want := []string{"2.2.2.2", "1.1.1.1", "2.2.2.2", "1.1.1.1"}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("answers %v, want %v", got, want)
+		}
+	}
+}
+
+// Replies must come from the address the client sent to, also on a
+// wildcard listener.
+func TestUDPReplySourceOnWildcard(t *testing.T) {
+	be := dnsServer(t, [4]byte{9, 9, 9, 9})
+	u, _ := startUDP(t, Options{Listen: netip.MustParseAddrPort("0.0.0.0:0"), IdleTimeout: time.Minute}, balance.Options{}, be)
+	port := u.Addr().(*net.UDPAddr).Port
+	for _, dst := range []string{"127.0.0.1", "127.0.0.2"} {
+		// A connected client socket only accepts datagrams from dst.
+		ip, _, err := lookup(t, net.JoinHostPort(dst, strconv.Itoa(port)))
+		if err != nil {
+			t.Fatalf("query to %s: %v (reply from the wrong source?)", dst, err)
+		}
+		if ip.String() != "9.9.9.9" {
+			t.Fatalf("got %v", ip)
+		}
+	}
+}
+
+func TestUDPFlowsExpire(t *testing.T) {
+	be := dnsServer(t, [4]byte{1, 2, 3, 4})
+	u, pool := startUDP(t, Options{IdleTimeout: 300 * time.Millisecond}, balance.Options{}, be)
+	for range 10 {
+		if _, _, err := lookup(t, u.Addr().String()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := u.Flows(); n != 10 {
+		t.Fatalf("flows = %d, want 10 (one per client socket)", n)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for u.Flows() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("flows = %d after idle timeout, want 0", u.Flows())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if st := pool.Stats(time.Now()); st[0].Conns != 0 {
+		t.Fatalf("backend still counts %d flows", st[0].Conns)
+	}
+}
+
+func TestUDPFailoverOnPortUnreachable(t *testing.T) {
+	pc, _ := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	dead := pc.LocalAddr().(*net.UDPAddr).AddrPort()
+	pc.Close() // nothing listens: the kernel answers ICMP port unreachable
+	be := dnsServer(t, [4]byte{5, 5, 5, 5})
+	u, pool := startUDP(t, Options{IdleTimeout: time.Minute}, balance.Options{Algorithm: balance.Prio}, dead, be)
+	ip, _, err := lookup(t, u.Addr().String())
+	if err != nil {
+		t.Fatalf("no answer after failover: %v", err)
+	}
+	if ip.String() != "5.5.5.5" {
+		t.Fatalf("got %v", ip)
+	}
+	if st := pool.Stats(time.Now()); !st[0].BlacklistedUntil.After(time.Now()) {
+		t.Errorf("unreachable backend not blacklisted")
+	}
+}
+
+func TestUDPAllBlacklistedNoReply(t *testing.T) {
+	be := dnsServer(t, [4]byte{1, 1, 1, 1})
+	u, pool := startUDP(t, Options{IdleTimeout: time.Minute}, balance.Options{}, be)
+	pool.SetBlacklist(0, time.Minute, time.Now())
+	if _, _, err := lookup(t, u.Addr().String()); err == nil {
+		t.Fatal("got an answer with every backend blacklisted")
+	}
+	pool.SetBlacklist(0, 0, time.Now())
+	if _, _, err := lookup(t, u.Addr().String()); err != nil {
+		t.Fatalf("no answer after clearing the blacklist: %v", err)
+	}
+}
