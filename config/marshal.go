@@ -113,6 +113,7 @@ func rawTLSOf(errs *errList, key string, t *TLS) *rawTLS {
 	rt := &rawTLS{
 		Cert:       t.Cert,
 		Key:        t.Key,
+		Chain:      t.Chain,
 		SNIDir:     t.SNIDir,
 		OCSPStaple: t.OCSPStaple,
 		ClientCA:   t.ClientCA,

@@ -162,6 +162,7 @@ func (rs *rawService) service(errs *errList, key string) Service {
 
 func (rt *rawTLS) tls(errs *errList, key string) *TLS {
 	t := NewTLS(rt.Cert, rt.Key)
+	t.Chain = rt.Chain
 	if rt.MinVersion != nil {
 		v, ok := tlsVersion(*rt.MinVersion)
 		if !ok {

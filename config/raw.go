@@ -77,6 +77,7 @@ type rawBackend struct {
 type rawTLS struct {
 	Cert       string   `toml:"cert"`
 	Key        string   `toml:"key,omitempty"`
+	Chain      string   `toml:"chain,omitempty"`
 	MinVersion *string  `toml:"min_version,omitempty"`
 	Ciphers    []string `toml:"ciphers,omitempty"`
 	SNIDir     string   `toml:"sni_dir,omitempty"`

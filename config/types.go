@@ -201,6 +201,9 @@ type TLS struct {
 	Cert string
 	// Key is the PEM private key (Pen -K); "" means the key is in Cert.
 	Key string
+	// Chain is a PEM file of intermediate certificates sent after those in
+	// Cert; "" for none. (Pen users pass intermediates with -G.)
+	Chain string
 	// MinVersion is tls.VersionTLS12 unless set.
 	MinVersion uint16
 	// Ciphers are TLS 1.2 cipher suite IDs (crypto/tls names in the file);

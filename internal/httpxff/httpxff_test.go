@@ -109,7 +109,7 @@ func TestFeed(t *testing.T) {
 			want: "GET / HTTP/1.1|Host: a|X-Forwarded-For: 192.0.2.7|X-Forwarded-Proto: http||",
 		},
 		{
-			name: "keep-alive, three requests each rewritten",
+			name: "keep-alive, three requests each rewritten (pipelined when one-shot)",
 			in: "GET /1 HTTP/1.1|Host: a||" +
 				"GET /2 HTTP/1.1|Host: a|X-Forwarded-For: 9.9.9.9||" +
 				"HEAD /3 HTTP/1.1|Host: a|X-Forwarded-Proto: https||",

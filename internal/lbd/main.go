@@ -94,12 +94,19 @@ Usage:
 }
 
 func mainNative(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && (args[0] == "-print-toml" || args[0] == "--print-toml") {
+		// Everything after it is Pen's command line.
+		if err := pen.PrintTOML(args[1:], stdout); err != nil {
+			fmt.Fprintf(stderr, "lbd: %v\n", err)
+			return 1
+		}
+		return 0
+	}
 	fs := flag.NewFlagSet("lbd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { usage(stderr) }
 	configFile := fs.String("config", "", "TOML configuration `file`")
 	check := fs.String("check", "", "validate a TOML configuration `file` and exit")
-	printTOML := fs.Bool("print-toml", false, "print the TOML equivalent of the Pen arguments that follow")
 	version := fs.Bool("version", false, "print the version")
 	help := fs.Bool("help", false, "show help")
 	var debug int
@@ -119,12 +126,6 @@ func mainNative(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case *version:
 		fmt.Fprintln(stdout, "lbd", Version())
-		return 0
-	case *printTOML:
-		if err := pen.PrintTOML(fs.Args(), stdout); err != nil {
-			fmt.Fprintf(stderr, "lbd: %v\n", err)
-			return 1
-		}
 		return 0
 	case *check != "":
 		if _, err := config.Load(*check); err != nil {
@@ -247,24 +248,16 @@ func reload(d *Daemon, inv *invocation, logger *log.Logger) {
 // ReloadPenFile applies a Pen -F file on top of the running configuration,
 // as Pen does on SIGHUP: all of it, or (on any error) none of it.
 func (d *Daemon) ReloadPenFile(path string) error {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	in := &pen.Interp{Cfg: d.cfg.Clone(), RT: runtimeView{d}, ControlAddr: d.cfg.Control.PenListen, ConfigFile: path, AllowWritePaths: true}
-	changed := false
-	for i, line := range strings.Split(string(data), "\n") {
-		var out bytes.Buffer
-		c, err := in.Exec(line, &out)
-		if err != nil {
-			return fmt.Errorf("%s:%d: %v", path, i+1, strings.TrimSpace(err.Error()))
-		}
-		if out.Len() > 0 {
-			d.log.Printf("%s:%d: %s", path, i+1, strings.TrimSpace(out.String()))
-		}
-		changed = changed || c
+	in := &pen.Interp{Cfg: d.cfg.Clone(), RT: runtimeView{d}, ConfigFile: path, Startup: true, AllowWritePaths: true, Validate: true}
+	var out bytes.Buffer
+	changed, err := in.ExecFile(path, &out)
+	if out.Len() > 0 {
+		d.log.Printf("%s: %s", path, strings.TrimSpace(out.String()))
+	}
+	if err != nil {
+		return err
 	}
 	if !changed {
 		return nil

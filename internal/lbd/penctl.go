@@ -176,7 +176,7 @@ func (d *Daemon) penAllowed(a net.Addr) bool {
 func (d *Daemon) ExecPen(line string, out io.Writer, startup bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	in := &pen.Interp{Cfg: d.cfg.Clone(), RT: runtimeView{d}, ControlAddr: d.cfg.Control.PenListen, ConfigFile: d.PenFile, AllowWritePaths: startup}
+	in := &pen.Interp{Cfg: d.cfg.Clone(), RT: runtimeView{d}, ConfigFile: d.PenFile, Startup: startup, AllowWritePaths: startup, Validate: true}
 	changed, err := in.Exec(line, out)
 	if err != nil {
 		io.WriteString(out, err.Error())

@@ -3,6 +3,7 @@ package lbd
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -27,6 +28,26 @@ func tlsConfig(t *config.TLS) (*tls.Config, error) {
 	cert, err := tls.LoadX509KeyPair(t.Cert, keyFile)
 	if err != nil {
 		return nil, fmt.Errorf("tls: certificate %s, key %s: %w", t.Cert, keyFile, err)
+	}
+	if t.Chain != "" {
+		pemData, err := os.ReadFile(t.Chain)
+		if err != nil {
+			return nil, fmt.Errorf("tls: chain: %w", err)
+		}
+		n := len(cert.Certificate)
+		for {
+			var block *pem.Block
+			block, pemData = pem.Decode(pemData)
+			if block == nil {
+				break
+			}
+			if block.Type == "CERTIFICATE" {
+				cert.Certificate = append(cert.Certificate, block.Bytes)
+			}
+		}
+		if len(cert.Certificate) == n {
+			return nil, fmt.Errorf("tls: chain %s: no certificates found", t.Chain)
+		}
 	}
 	if t.OCSPStaple != "" {
 		staple, err := os.ReadFile(t.OCSPStaple)

@@ -387,14 +387,18 @@ func (o *options) build() (*config.Config, error) {
 
 	if o.cert != "" {
 		t := config.NewTLS(o.cert, o.key)
-		t.ClientCA = o.clientCA
+		// Pen only verifies clients with -R. Without it, Pen's -G file
+		// serves (through OpenSSL's automatic chain building) as the
+		// intermediates sent to clients, which is how Pen's users use it.
 		switch {
+		case o.requireClientCert && o.clientCA == "":
+			return nil, errors.New("-R needs -G (the CA bundle that signs client certificates)")
 		case o.requireClientCert:
-			t.ClientAuth = config.ClientAuthRequire
-		case o.clientCA != "":
-			t.ClientAuth = config.ClientAuthRequest
+			t.ClientCA, t.ClientAuth = o.clientCA, config.ClientAuthRequire
+		default:
+			t.Chain = o.clientCA
 		}
-		for _, f := range []struct{ flag, path string }{{"-E", t.Cert}, {"-K", t.Key}, {"-G", t.ClientCA}} {
+		for _, f := range []struct{ flag, path string }{{"-E", t.Cert}, {"-K", t.Key}, {"-G", o.clientCA}} {
 			if f.path == "" {
 				continue
 			}

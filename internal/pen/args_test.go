@@ -84,8 +84,7 @@ func TestParseArgs(t *testing.T) {
 			svc: func() config.Service {
 				s := tcp("0.0.0.0:443", backend("10.0.0.1:443", 0, 0, 1, 0))
 				s.TLS = config.NewTLS(crt, key)
-				s.TLS.ClientCA = ca
-				s.TLS.ClientAuth = config.ClientAuthRequest
+				s.TLS.Chain = ca // Pen's -G without -R: intermediates, no client certificates
 				s.ClientACL = "1"
 				return s
 			}(),

@@ -36,15 +36,15 @@ type UDPServer struct {
 }
 
 type flow struct {
-	srv    *UDPServer
-	client netip.AddrPort
-	local  netip.Addr // where the client sent to (for the reply source)
-	mu     sync.Mutex
-	choice balance.Choice
-	conn   *net.UDPConn
-	last   atomic.Int64 // unix nanoseconds of the last datagram
-	replied bool
-	lastPkt []byte
+	srv        *UDPServer
+	client     netip.AddrPort
+	local      netip.Addr // where the client sent to (for the reply source)
+	mu         sync.Mutex
+	choice     balance.Choice
+	conn       *net.UDPConn
+	last       atomic.Int64 // unix nanoseconds of the last datagram
+	replied    bool
+	lastPkt    []byte
 	sent, recv atomic.Uint64
 }
 

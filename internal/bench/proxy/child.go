@@ -118,6 +118,13 @@ func (c *child) stop() {
 	children.Unlock()
 }
 
+// stopping reports whether shutdown (Ctrl-C) began.
+func stopping() bool {
+	children.Lock()
+	defer children.Unlock()
+	return children.stopped
+}
+
 // killAll stops every child still running; no child can be started afterwards.
 func killAll() {
 	children.Lock()

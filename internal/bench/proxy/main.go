@@ -61,7 +61,8 @@ type measurement struct {
 	usReq   float64 // CPU µs per completed request
 	wrkErrs string  // what wrk counted as failed, if anything
 	short   string  // bytes read look too small for the object size
-	foreign float64 // share of the proxy CPU used by other processes (-1: unknown)
+	foreign float64 // share of the proxy CPU used by other tasks or stolen (-1: unknown)
+	irq     float64 // share of the proxy CPU spent in irq/softirq (-1: unknown)
 	err     error
 }
 
@@ -155,6 +156,9 @@ func main() {
 	}()
 
 	err := run(o)
+	if stopping() {
+		select {} // interrupted: the signal handler cleans up and exits
+	}
 	cleanup()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench-proxy:", err)
@@ -172,6 +176,9 @@ func contains(s []string, v string) bool {
 }
 
 func logf(format string, args ...any) {
+	if stopping() {
+		return
+	}
 	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
 }
 
@@ -182,7 +189,6 @@ type env struct {
 	tools  map[string]string // command → path
 	lbd    string
 	lbdErr error
-	nofile uint64 // RLIMIT_NOFILE the children inherit
 }
 
 func run(o options) error {
@@ -207,7 +213,7 @@ func run(o options) error {
 	if err := ensureTools(cmds); err != nil {
 		return err
 	}
-	e := &env{o: o, tools: map[string]string{}, nofile: limit}
+	e := &env{o: o, tools: map[string]string{}}
 	for c := range cmds {
 		e.tools[c], _ = lookTool(c)
 	}
@@ -224,6 +230,14 @@ func run(o options) error {
 	for _, a := range []string{proxyAddr, nginxAddr, holdAddr} {
 		if err := checkPortFree(a); err != nil {
 			return err
+		}
+	}
+	if contains(o.only, "haproxy") {
+		for tag, backend := range map[string]string{"http": nginxAddr, "idle": holdAddr} {
+			cfg := haproxyConfig(proxyAddr, backend, haproxyMaxconn(limit))
+			if err := os.WriteFile(filepath.Join(tmpDir, "haproxy-"+tag+".cfg"), []byte(cfg), 0o644); err != nil {
+				return err
+			}
 		}
 	}
 	logf("temp dir %s, RLIMIT_NOFILE %d, CLK_TCK %d (%s), proxy on CPU %s, load on CPU %s",
@@ -299,6 +313,9 @@ func run(o options) error {
 		}
 		results = append(results, benchProxy(e, name))
 	}
+	if stopping() {
+		return nil
+	}
 	printTable(os.Stdout, e, results)
 	return nil
 }
@@ -327,11 +344,8 @@ func proxyArgv(e *env, name, tag, backend string) ([]string, error) {
 		argv = append(argv, q...)
 		argv = append(argv, proxyAddr, backend)
 	case "haproxy":
-		cfg := filepath.Join(tmpDir, "haproxy-"+tag+".cfg")
-		if err := os.WriteFile(cfg, []byte(haproxyConfig(proxyAddr, backend, haproxyMaxconn(e.nofile))), 0o644); err != nil {
-			return nil, err
-		}
-		argv = append(argv, e.tools["haproxy"], "-db", "-f", cfg)
+		// Written by run: haproxy-http.cfg → nginx, haproxy-idle.cfg → hold server.
+		argv = append(argv, e.tools["haproxy"], "-db", "-f", filepath.Join(tmpDir, "haproxy-"+tag+".cfg"))
 	default:
 		return nil, fmt.Errorf("unknown proxy %q", name)
 	}
@@ -414,7 +428,7 @@ func suffix(m *measurement) string {
 		s += "; " + m.short
 	}
 	if m.foreign >= 0 {
-		s += fmt.Sprintf("; other work on the proxy CPU %.0f%%", 100*m.foreign)
+		s += fmt.Sprintf("; proxy CPU: %.0f%% softirq (not counted), %.0f%% other tasks or steal", 100*m.irq, 100*m.foreign)
 	}
 	return s
 }
@@ -446,7 +460,7 @@ func runLoad(e *env, c *child, l load) *measurement {
 		m.err = err
 		return m
 	}
-	b0, n0, cpuErr := cpuBusy(e.o.proxyCPU)
+	s0, cpuErr := readCPU(e.o.proxyCPU)
 	logf("%s %s: %s", c.name, l.key, strings.Join(argv(e.o.duration), " "))
 	out, err := runChild("wrk", logPath, argv(e.o.duration)...)
 	if err != nil {
@@ -463,7 +477,7 @@ func runLoad(e *env, c *child, l load) *measurement {
 		m.err = err
 		return m
 	}
-	b1, n1, cpuErr1 := cpuBusy(e.o.proxyCPU)
+	s1, cpuErr1 := readCPU(e.o.proxyCPU)
 	m.wrk, err = parseWrk(out)
 	if err != nil {
 		m.err = err
@@ -474,9 +488,10 @@ func runLoad(e *env, c *child, l load) *measurement {
 		return m
 	}
 	m.ticks = t1 - t0
-	m.foreign = -1
-	if cpuErr == nil && cpuErr1 == nil && n1 > n0 {
-		m.foreign = max(0, float64(b1-b0-m.ticks)/float64(n1-n0))
+	m.foreign, m.irq = -1, -1
+	if n := s1.total - s0.total; cpuErr == nil && cpuErr1 == nil && n > 0 {
+		m.foreign = max(0, float64(s1.task-s0.task+s1.steal-s0.steal-m.ticks)/float64(n))
+		m.irq = float64(s1.irq-s0.irq) / float64(n)
 	}
 	m.usReq = float64(m.ticks) * 1e6 / float64(e.clk) / float64(m.wrk.Requests)
 	m.wrkErrs = m.wrk.errors()

@@ -85,15 +85,16 @@ func TestParseVmRSS(t *testing.T) {
 }
 
 func TestParseCPUStat(t *testing.T) {
-	stat := "cpu  10 0 10 100 0 0 0 0 0 0\ncpu0 5 1 4 50 2 1 1 3 7 0\ncpu1 5 0 6 50 0 0 0 0 0 0\n"
-	busy, total, err := parseCPUStat(stat, "0")
+	stat := "cpu  10 0 10 100 0 0 0 0 0 0\ncpu0 5 1 4 50 2 1 6 3 7 0\ncpu1 5 0 6 50 0 0 0 0 0 0\n"
+	got, err := parseCPUStat(stat, "0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if busy != 5+1+4+1+1+3 || total != 5+1+4+50+2+1+1+3 {
-		t.Errorf("parseCPUStat = %d, %d", busy, total)
+	want := cpuSample{task: 5 + 1 + 4, irq: 1 + 6, steal: 3, total: 5 + 1 + 4 + 50 + 2 + 1 + 6 + 3}
+	if got != want {
+		t.Errorf("parseCPUStat = %+v, want %+v", got, want)
 	}
-	if _, _, err := parseCPUStat(stat, "7"); err == nil {
+	if _, err := parseCPUStat(stat, "7"); err == nil {
 		t.Error("parseCPUStat found a missing CPU")
 	}
 }

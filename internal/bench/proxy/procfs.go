@@ -119,36 +119,45 @@ func clockTicks() (int64, string) {
 	return 100, "default"
 }
 
-// cpuBusy returns the busy and total ticks of one CPU from /proc/stat
-// (busy = everything but idle and iowait; steal counts as busy).
-func cpuBusy(cpu string) (busy, total int64, err error) {
+// cpuSample is one CPU's cumulative times from /proc/stat, in clock ticks.
+type cpuSample struct {
+	task  int64 // user + nice + system: time charged to tasks
+	irq   int64 // irq + softirq (not charged to any task)
+	steal int64 // taken by the hypervisor
+	total int64
+}
+
+// readCPU samples one CPU ("0") from /proc/stat.
+func readCPU(cpu string) (cpuSample, error) {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
-		return 0, 0, err
+		return cpuSample{}, err
 	}
 	return parseCPUStat(string(b), cpu)
 }
 
-func parseCPUStat(stat, cpu string) (busy, total int64, err error) {
+func parseCPUStat(stat, cpu string) (cpuSample, error) {
+	var s cpuSample
 	for _, line := range strings.Split(stat, "\n") {
 		f := strings.Fields(line)
-		if len(f) < 5 || f[0] != "cpu"+cpu {
+		if len(f) < 9 || f[0] != "cpu"+cpu {
 			continue
 		}
-		for i, s := range f[1:] {
-			if i >= 8 { // guest and guest_nice are already in user and nice
-				break
-			}
-			v, err := strconv.ParseInt(s, 10, 64)
+		// user nice system idle iowait irq softirq steal [guest guest_nice]:
+		// guest time is already included in user and nice.
+		var v [8]int64
+		for i := range v {
+			n, err := strconv.ParseInt(f[1+i], 10, 64)
 			if err != nil {
-				return 0, 0, fmt.Errorf("/proc/stat cpu%s: %v", cpu, err)
+				return s, fmt.Errorf("/proc/stat cpu%s: %v", cpu, err)
 			}
-			total += v
-			if i != 3 && i != 4 { // idle, iowait
-				busy += v
-			}
+			v[i] = n
+			s.total += n
 		}
-		return busy, total, nil
+		s.task = v[0] + v[1] + v[2]
+		s.irq = v[5] + v[6]
+		s.steal = v[7]
+		return s, nil
 	}
-	return 0, 0, fmt.Errorf("/proc/stat has no cpu%s line", cpu)
+	return s, fmt.Errorf("/proc/stat has no cpu%s line", cpu)
 }

@@ -78,7 +78,7 @@ func printTable(w io.Writer, e *env, results []*result) {
 				flags = append(flags, r.name+" "+key+": "+m.short)
 			}
 			if m.foreign > foreignWarn {
-				flags = append(flags, fmt.Sprintf("%s %s: other processes (or softirqs) kept the proxy CPU %.0f%% busy: noisy figure",
+				flags = append(flags, fmt.Sprintf("%s %s: other processes (or the hypervisor) took %.0f%% of the proxy CPU: noisy figure",
 					r.name, key, 100*m.foreign))
 			}
 			for _, f := range flags {
@@ -141,7 +141,7 @@ func printTable(w io.Writer, e *env, results []*result) {
 			header = append(header, name)
 		}
 	}
-	header = append(header, "target (lbd)", "lbd")
+	header = append(header, "target (lbd)", "lbd verdict")
 	fmt.Fprintln(tw, strings.Join(header, "\t"))
 	for _, row := range rows {
 		line := []string{row.title}
