@@ -93,6 +93,8 @@ type loop struct {
 	head   session // sentinel of the session list
 	nsess  int
 	lastSw time.Time
+	// deadline is when a parked wait wakes up for the sweep.
+	deadline time.Time
 
 	mu     sync.Mutex
 	cmds   []func()
@@ -264,18 +266,8 @@ func (l *loop) run() {
 	defer l.file.Close()
 	defer unix.Close(l.wakefd)
 	for !l.closed {
-		n, err := unix.EpollWait(l.epfd, l.events[:], 0)
-		if err != nil && err != unix.EINTR {
-			panic(fmt.Sprintf("epoll_wait: %v", err))
-		}
+		n := l.wait()
 		l.now = time.Now()
-		if n <= 0 {
-			if l.now.Sub(l.lastSw) >= sweepEvery {
-				l.sweep()
-			}
-			l.park()
-			continue
-		}
 		for i := range n {
 			ev := &l.events[i]
 			fd := int(ev.Fd)
@@ -290,17 +282,36 @@ func (l *loop) run() {
 	}
 }
 
-// park waits on the netpoller until the epoll set has events or the next
-// sweep is due.
-func (l *loop) park() {
-	l.file.SetReadDeadline(l.now.Add(sweepEvery))
+// wait collects ready events. When there are none it parks the goroutine on
+// the netpoller (the epoll fd is readable while events are pending) until
+// events arrive or the next sweep is due.
+func (l *loop) wait() int {
+	n := l.epollWait()
+	if n > 0 {
+		return n
+	}
+	if now := time.Now(); !now.Before(l.deadline) {
+		l.deadline = now.Add(sweepEvery)
+		l.file.SetReadDeadline(l.deadline)
+	}
 	l.rc.Read(func(uintptr) bool {
-		// Peek: every registration is level-triggered, so an event found
-		// here is reported again to the main loop's wait.
-		var ev [1]unix.EpollEvent
-		n, _ := unix.EpollWait(l.epfd, ev[:], 0)
+		n = l.epollWait()
 		return n > 0
 	})
+	return n
+}
+
+func (l *loop) epollWait() int {
+	for {
+		n, err := unix.EpollWait(l.epfd, l.events[:], 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			panic(fmt.Sprintf("epoll_wait: %v", err))
+		}
+		return n
+	}
 }
 
 func (l *loop) handle(ep *endpoint, events uint32) {

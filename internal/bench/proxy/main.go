@@ -240,8 +240,8 @@ func run(o options) error {
 			}
 		}
 	}
-	logf("temp dir %s, RLIMIT_NOFILE %d, CLK_TCK %d (%s), proxy on CPU %s, load on CPU %s",
-		tmpDir, limit, e.clk, how, o.proxyCPU, o.loadCPU)
+	logf("temp dir %s, RLIMIT_NOFILE %d, CLK_TCK %d (%s), proxy on CPU %s, load on CPU %s, haproxy maxconn %d",
+		tmpDir, limit, e.clk, how, o.proxyCPU, o.loadCPU, haproxyMaxconn(limit))
 
 	// Backend: nginx, one worker.
 	www, err := makeDocroot(tmpDir, o.smallSize, o.bigSize)
@@ -392,6 +392,9 @@ func benchProxy(e *env, name string) *result {
 	r.childComm = procComm(pid)
 	r.childNofile, _ = nofileLimit(pid)
 	logf("%s: ready, pid %d (%s), RLIMIT_NOFILE %d", name, pid, r.childComm, r.childNofile)
+	if need := int64(2*e.o.idle + 64); e.o.idle > 0 && r.childNofile < need {
+		r.notes = append(r.notes, fmt.Sprintf("RLIMIT_NOFILE of the proxy is %d, the idle test needs about %d", r.childNofile, need))
+	}
 	for _, l := range loads {
 		m := runLoad(e, c, l)
 		r.loads[l.key] = m
