@@ -167,8 +167,9 @@ type ClientStats struct {
 //     FNV-1a-64 (Pen uses the last byte only). The port, with HashPort, is
 //     XORed in as a number.
 //   - With Weight and Maglev a slot of weight 0 is drained: it is skipped by
-//     tracking and failover too (Pen's failover ignores weights). As in Pen,
-//     Weight with every weight 0 chooses no server.
+//     tracking and failover too (Pen's failover ignores weights). When every
+//     weight is 0 (Pen's -W without per-server weights, which makes Pen
+//     reset every connection) all servers count as weight 1.
 //   - Weight's load is Pen's integer conns*256/weight.
 //   - Maglev is new (Pen has no consistent hashing in proxy mode).
 //   - Clients are keyed by IP with IPv4-mapped addresses unmapped, and the
@@ -194,6 +195,7 @@ type slot struct {
 	conns      int
 	sent, recv uint64
 	until      time.Time // blacklisted while now < until
+	weight     int       // effective weight: Weight, or 1 when all are 0
 }
 
 // New returns a pool for servers, in slot order.
@@ -221,6 +223,20 @@ func (p *Pool) Update(o Options, servers []Server) {
 		slots[i].Server = s
 		slots[i].used = usable(s.Addr)
 	}
+	// Pen's -W with no weights given skips every server; here a table
+	// whose weights are all 0 counts every server as weight 1.
+	allZero := true
+	for i := range slots {
+		if slots[i].used && slots[i].Weight > 0 {
+			allZero = false
+		}
+	}
+	for i := range slots {
+		slots[i].weight = slots[i].Weight
+		if allZero {
+			slots[i].weight = 1
+		}
+	}
 	p.slots = slots
 	if len(slots) > 0 {
 		p.rr %= len(slots)
@@ -246,8 +262,8 @@ func (p *Pool) rebuildMaglev() {
 	ws := make([]int, len(p.slots))
 	for i, s := range p.slots {
 		keys[i] = s.Addr.String()
-		if s.used && s.Weight > 0 {
-			ws[i] = s.Weight
+		if s.used && s.weight > 0 {
+			ws[i] = s.weight
 		}
 	}
 	if p.maglev != nil && equalSlices(keys, p.mgKeys) && equalSlices(ws, p.mgW) {
@@ -334,7 +350,7 @@ func (p *Pool) algorithm(client netip.AddrPort, ce *clientEntry, now time.Time) 
 			if !p.available(i, ce.server, a, now) {
 				continue
 			}
-			load := s.conns * 256 / s.Weight
+			load := s.conns * 256 / s.weight
 			if best < 0 || load < bestLoad {
 				best, bestLoad = i, load
 			}
@@ -366,7 +382,7 @@ func (p *Pool) eligible(i int) bool {
 	if !s.used {
 		return false
 	}
-	if (p.opt.Algorithm == Weight || p.opt.Algorithm == Maglev) && s.Weight <= 0 {
+	if (p.opt.Algorithm == Weight || p.opt.Algorithm == Maglev) && s.weight <= 0 {
 		return false
 	}
 	return true

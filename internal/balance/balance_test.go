@@ -234,11 +234,13 @@ func TestPick(t *testing.T) {
 			want:    []int{1, 1},
 		},
 		{
-			name:    "weight all 0 goes to emergency",
+			// Pen's -W without weights resets every connection; all-zero
+			// weights count as equal, so this is least-connections.
+			name:    "weight all 0 is least connections over all",
 			opt:     Options{Algorithm: Weight, Emergency: emerg},
 			servers: servers(2),
-			in:      short(cA),
-			want:    []int{Emergency},
+			in:      []conn{{client: cA, hold: true}, {client: cB, hold: true}, {client: cA}},
+			want:    []int{0, 1, 0},
 		},
 		{
 			name:    "weight 0 drains a tracked client",
@@ -735,8 +737,8 @@ func TestMaglevPoolFailover(t *testing.T) {
 	if got.Index < 0 || got.Index == want.Index {
 		t.Errorf("with slot %d blacklisted, chose %d", want.Index, got.Index)
 	}
-	if got := New(Options{Algorithm: Maglev, Emergency: emerg}, servers(3)).Pick(c, t0).Index; got != Emergency {
-		t.Errorf("all weights 0: chose %d, want Emergency", got)
+	if got := New(Options{Algorithm: Maglev, Emergency: emerg}, servers(3)).Pick(c, t0).Index; got < 0 {
+		t.Errorf("all weights 0: chose %d, want a server (all-zero weights count as equal)", got)
 	}
 }
 

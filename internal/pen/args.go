@@ -535,7 +535,8 @@ func splitServer(s string) (host string, fields []string, err error) {
 }
 
 // parseServer parses "h[:p[:maxc[:hard[:weight[:prio]]]]]". The port
-// defaults to the listen port; an unspecified weight is 1.
+// defaults to the listen port; an unspecified weight is 0, as in Pen (the
+// balancer treats a table of all-zero weights as equal weights).
 func parseServer(s string, defPort uint16, network string) (config.Backend, error) {
 	if strings.Contains(s, "/") {
 		return config.Backend{}, errors.New("servers on Unix sockets are not supported")
@@ -561,6 +562,7 @@ func parseServer(s string, defPort uint16, network string) (config.Backend, erro
 		return config.Backend{}, errors.New("port 0")
 	}
 	b := config.NewBackend(netip.AddrPortFrom(a, port))
+	b.Weight = 0
 	dst := []*int{&b.Max, &b.Hard, &b.Weight, &b.Prio}
 	names := []string{"max", "hard", "weight", "prio"}
 	for i, v := range f[min(len(f), 1):] {
@@ -668,7 +670,7 @@ flags without values combine, as in -dfr):
   -u USER     run as USER after binding
   -U          UDP instead of TCP
   -w FILE     HTML status file (written on SIGUSR1 and by "status")
-  -W          weighted least connections (servers default to weight 1)
+  -W          weighted least connections (all weights 0: all equal)
   -x N        maximum simultaneous connections [500]
   -X          enable the "exit" control command
 TLS:

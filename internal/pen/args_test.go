@@ -66,14 +66,14 @@ func TestParseArgs(t *testing.T) {
 		{
 			name: "seed dns -dfU",
 			args: []string{"-dfU", "53", "10.0.0.1"},
-			svc:  udp("0.0.0.0:53", backend("10.0.0.1:53", 0, 0, 1, 0)),
+			svc:  udp("0.0.0.0:53", backend("10.0.0.1:53", 0, 0, 0, 0)),
 			edit: func(c *config.Config) { c.Debug = 1 },
 			inv:  Invocation{Foreground: true},
 		},
 		{
 			name: "seed http -df",
 			args: []string{"-df", "80", "10.0.0.1", "10.0.0.2"},
-			svc:  tcp("0.0.0.0:80", backend("10.0.0.1:80", 0, 0, 1, 0), backend("10.0.0.2:80", 0, 0, 1, 0)),
+			svc:  tcp("0.0.0.0:80", backend("10.0.0.1:80", 0, 0, 0, 0), backend("10.0.0.2:80", 0, 0, 0, 0)),
 			edit: func(c *config.Config) { c.Debug = 1 },
 			inv:  Invocation{Foreground: true},
 		},
@@ -82,7 +82,7 @@ func TestParseArgs(t *testing.T) {
 			args: []string{"-u", "pen", "-C", "/var/run/pen/https.ctl", "-F", httpsCfg, "-p", "/var/run/pen/https.pid",
 				"-K", key, "-E", crt, "-G", ca, "-S", "2", "443", "10.0.0.1"},
 			svc: func() config.Service {
-				s := tcp("0.0.0.0:443", backend("10.0.0.1:443", 0, 0, 1, 0))
+				s := tcp("0.0.0.0:443", backend("10.0.0.1:443", 0, 0, 0, 0))
 				s.TLS = config.NewTLS(crt, key)
 				s.TLS.Chain = ca // Pen's -G without -R: intermediates, no client certificates
 				s.ClientACL = "1"
@@ -98,14 +98,14 @@ func TestParseArgs(t *testing.T) {
 		{
 			name: "seed dns v6 wildcard",
 			args: []string{"-S", "2", "-U", ":::53", "10.0.0.1:53"},
-			svc:  udp("[::]:53", backend("10.0.0.1:53", 0, 0, 1, 0)),
+			svc:  udp("[::]:53", backend("10.0.0.1:53", 0, 0, 0, 0)),
 			note: "-S is obsolete",
 		},
 		{
 			name: "seed chroot",
 			args: []string{"-j", "/var/lib/pen", "-C", "10080", "-F", chrootCfg, "-p", "/tmp/pen.pid", "8080", "10.0.0.1"},
 			svc: func() config.Service {
-				s := tcp("0.0.0.0:8080", backend("127.0.0.1:88", 0, 0, 1, 0))
+				s := tcp("0.0.0.0:8080", backend("127.0.0.1:88", 0, 0, 0, 0))
 				s.ClientACL = "1"
 				return s
 			}(),
@@ -122,7 +122,7 @@ func TestParseArgs(t *testing.T) {
 			name: "v6 servers",
 			args: []string{"-r", "127.0.0.1:8080", "::1", "[::1]:80:10:20:2:1"},
 			svc: func() config.Service {
-				s := tcp("127.0.0.1:8080", backend("[::1]:8080", 0, 0, 1, 0), backend("[::1]:80", 10, 20, 2, 1))
+				s := tcp("127.0.0.1:8080", backend("[::1]:8080", 0, 0, 0, 0), backend("[::1]:80", 10, 20, 2, 1))
 				s.Tracking = false
 				return s
 			}(),
@@ -131,7 +131,7 @@ func TestParseArgs(t *testing.T) {
 			name: "testsuite 6 emergency",
 			args: []string{"-r", "-e", ":102", "10000", ":100", ":101:0:0:101"},
 			svc: func() config.Service {
-				s := tcp("0.0.0.0:10000", backend("127.0.0.1:100", 0, 0, 1, 0), backend("127.0.0.1:101", 0, 0, 101, 0))
+				s := tcp("0.0.0.0:10000", backend("127.0.0.1:100", 0, 0, 0, 0), backend("127.0.0.1:101", 0, 0, 101, 0))
 				s.Tracking = false
 				s.Emergency = ap("127.0.0.1:102")
 				return s
@@ -141,7 +141,7 @@ func TestParseArgs(t *testing.T) {
 			name: "testsuite 7 abuse",
 			args: []string{"-B", ":103", "8080", ":100", ":101"},
 			svc: func() config.Service {
-				s := tcp("0.0.0.0:8080", backend("127.0.0.1:100", 0, 0, 1, 0), backend("127.0.0.1:101", 0, 0, 1, 0))
+				s := tcp("0.0.0.0:8080", backend("127.0.0.1:100", 0, 0, 0, 0), backend("127.0.0.1:101", 0, 0, 0, 0))
 				s.Abuse = ap("127.0.0.1:103")
 				return s
 			}(),
@@ -150,7 +150,7 @@ func TestParseArgs(t *testing.T) {
 			name: "testsuite 4 udp round robin",
 			args: []string{"-Ur", "5353", "127.0.0.1:10001", "127.0.0.1:10002"},
 			svc: func() config.Service {
-				s := udp("0.0.0.0:5353", backend("127.0.0.1:10001", 0, 0, 1, 0), backend("127.0.0.1:10002", 0, 0, 1, 0))
+				s := udp("0.0.0.0:5353", backend("127.0.0.1:10001", 0, 0, 0, 0), backend("127.0.0.1:10002", 0, 0, 0, 0))
 				s.Tracking = false
 				return s
 			}(),
@@ -159,7 +159,7 @@ func TestParseArgs(t *testing.T) {
 			name: "testsuite 8 tls",
 			args: []string{"-E", crt, "1443", ":100"},
 			svc: func() config.Service {
-				s := tcp("0.0.0.0:1443", backend("127.0.0.1:100", 0, 0, 1, 0))
+				s := tcp("0.0.0.0:1443", backend("127.0.0.1:100", 0, 0, 0, 0))
 				s.TLS = config.NewTLS(crt, "")
 				return s
 			}(),
@@ -167,23 +167,23 @@ func TestParseArgs(t *testing.T) {
 		{
 			name: "testsuite 9 v6 to v4",
 			args: []string{":::10000", "127.0.0.1:100"},
-			svc:  tcp("[::]:10000", backend("127.0.0.1:100", 0, 0, 1, 0)),
+			svc:  tcp("[::]:10000", backend("127.0.0.1:100", 0, 0, 0, 0)),
 		},
 		{
 			name: "v6 loopback listener",
 			args: []string{"::1:2222", "127.0.0.1:22"},
-			svc:  tcp("[::1]:2222", backend("127.0.0.1:22", 0, 0, 1, 0)),
+			svc:  tcp("[::1]:2222", backend("127.0.0.1:22", 0, 0, 0, 0)),
 		},
 		{
 			name: "testsuite 10 v4 to v6",
 			args: []string{"127.0.0.1:10000", "[::1]:100"},
-			svc:  tcp("127.0.0.1:10000", backend("[::1]:100", 0, 0, 1, 0)),
+			svc:  tcp("127.0.0.1:10000", backend("[::1]:100", 0, 0, 0, 0)),
 		},
 		{
 			name: "hash with roundrobin hashes the port",
 			args: []string{"-hr", "80", "10.0.0.1", "10.0.0.2"},
 			svc: func() config.Service {
-				s := tcp("0.0.0.0:80", backend("10.0.0.1:80", 0, 0, 1, 0), backend("10.0.0.2:80", 0, 0, 1, 0))
+				s := tcp("0.0.0.0:80", backend("10.0.0.1:80", 0, 0, 0, 0), backend("10.0.0.2:80", 0, 0, 0, 0))
 				s.Algorithm, s.Tracking, s.HashPort = config.Hash, false, true
 				return s
 			}(),
@@ -209,7 +209,7 @@ func TestParseArgs(t *testing.T) {
 			name: "flags after positionals and -o before -F",
 			args: []string{"80", "10.0.0.1", "10.0.0.2", "-o", "tracking 5", "-O", "server 1 port 81", "-F", orderCfg},
 			svc: func() config.Service {
-				s := tcp("0.0.0.0:80", backend("10.0.0.1:80", 0, 0, 1, 0), backend("10.0.0.2:82", 0, 0, 1, 0))
+				s := tcp("0.0.0.0:80", backend("10.0.0.1:80", 0, 0, 0, 0), backend("10.0.0.2:82", 0, 0, 0, 0))
 				s.TrackingExpiry = 7 * time.Second
 				return s
 			}(),
@@ -220,20 +220,20 @@ func TestParseArgs(t *testing.T) {
 			name: "-o adds a server",
 			args: []string{"-o", "server 2 address 10.0.0.3 port 99 weight 0", "80", "10.0.0.1"},
 			svc: func() config.Service {
-				s := tcp("0.0.0.0:80", backend("10.0.0.1:80", 0, 0, 1, 0))
-				s.Backends = append(s.Backends, backend("0.0.0.0:0", 0, 0, 1, 0), backend("10.0.0.3:99", 0, 0, 0, 0))
+				s := tcp("0.0.0.0:80", backend("10.0.0.1:80", 0, 0, 0, 0))
+				s.Backends = append(s.Backends, backend("0.0.0.0:0", 0, 0, 0, 0), backend("10.0.0.3:99", 0, 0, 0, 0))
 				return s
 			}(),
 		},
 		{
 			name: "service names for ports",
 			args: []string{"127.0.0.1:http", "10.0.0.1:https"},
-			svc:  tcp("127.0.0.1:80", backend("10.0.0.1:443", 0, 0, 1, 0)),
+			svc:  tcp("127.0.0.1:80", backend("10.0.0.1:443", 0, 0, 0, 0)),
 		},
 		{
 			name: "host names are resolved",
 			args: []string{"localhost:8080", "localhost:80"},
-			svc:  tcp("127.0.0.1:8080", backend("127.0.0.1:80", 0, 0, 1, 0)),
+			svc:  tcp("127.0.0.1:8080", backend("127.0.0.1:80", 0, 0, 0, 0)),
 		},
 	}
 	old := lookupHost

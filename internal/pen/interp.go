@@ -832,7 +832,9 @@ func (st *state) server(args []string) error {
 
 // unusedBackend is an empty server slot (Pen's address 0.0.0.0).
 func unusedBackend() config.Backend {
-	return config.NewBackend(netip.AddrPortFrom(netip.IPv4Unspecified(), 0))
+	b := config.NewBackend(netip.AddrPortFrom(netip.IPv4Unspecified(), 0))
+	b.Weight = 0 // Pen's default
+	return b
 }
 
 // servers prints the server table in Pen's format.

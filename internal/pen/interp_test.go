@@ -240,7 +240,7 @@ func TestConfigVerbs(t *testing.T) {
 			t.Errorf("%q: config not as expected: %+v", tc.line, in.Cfg.Services[0])
 		}
 	}
-	if got := run(t, in, "servers"); !strings.Contains(got, "2 addr 0.0.0.0 port 0 conn 0 max 0 hard 0 weight 1 prio 0 sx 0 rx 0\n") ||
+	if got := run(t, in, "servers"); !strings.Contains(got, "2 addr 0.0.0.0 port 0 conn 0 max 0 hard 0 weight 0 prio 0 sx 0 rx 0\n") ||
 		!strings.Contains(got, "4 addr ::1 port 80 ") {
 		t.Errorf("servers:\n%s", got)
 	}
