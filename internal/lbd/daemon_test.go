@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nib-lb/nib/config"
+	"github.com/nib-lb/nib/internal/pen"
 )
 
 // namedBackend answers every connection with its name, then echoes.
@@ -278,5 +279,28 @@ func TestPenControlACL(t *testing.T) {
 	got, _ := io.ReadAll(c)
 	if !strings.Contains(string(got), "roundrobin") {
 		t.Fatalf("permitted client got %q", got)
+	}
+}
+
+// Our penctl client against our control listener, as Debian's penctl is
+// used against it in internal/compat.
+func TestPenSendClient(t *testing.T) {
+	a := namedBackend(t, "a")
+	cfg := oneService(freePort(t), a)
+	ctl := t.TempDir() + "/ctl"
+	cfg.Control.PenListen = ctl
+	newDaemon(t, cfg)
+	var out bytes.Buffer
+	if err := pen.Send(ctl, []string{"server", "0", "weight", "3"}, &out); err != nil || out.Len() != 0 {
+		t.Fatalf("server 0 weight 3: %q, %v", out.String(), err)
+	}
+	if err := pen.Send(ctl, []string{"servers"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), " weight 3 prio 0 ") {
+		t.Fatalf("servers: %q", out.String())
+	}
+	if err := pen.Send(t.TempDir()+"/none", []string{"mode"}, &out); err == nil {
+		t.Fatal("no error for a missing socket")
 	}
 }
