@@ -2,6 +2,7 @@ package pen
 
 import (
 	"bytes"
+	"errors"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/nib-lb/nib/config"
 )
 
@@ -374,4 +376,52 @@ func TestPrintTOML(t *testing.T) {
 	if err := PrintTOML([]string{"-N"}, &b); err == nil {
 		t.Error("PrintTOML -N: no error")
 	}
+}
+
+// FuzzParseArgs feeds arbitrary Pen command lines to ParseArgs: it must
+// never panic, and whatever it accepts must be a valid config that survives
+// a TOML round trip.
+func FuzzParseArgs(f *testing.F) {
+	for _, s := range []string{
+		"-df -r 80 10.0.0.1 10.0.0.2",
+		"-dfU 53 10.0.0.1",
+		"-S 2 -U :::53 10.0.0.1:53",
+		"-r -e :102 10000 :100 :101:0:0:101",
+		"-x500 -t 5 -b 10 -T 60 -c 100 -W 127.0.0.1:8080 [::1]:80:10:20:2:1",
+		"-h -r -s -H -X -C 10080 8080 127.0.0.1",
+		"-o server\x000\x00address\x00127.0.0.2 -O roundrobin 80 127.0.0.1",
+		"-B 127.0.0.1:9 -e 127.0.0.1:8 ::1:2222 ::1",
+	} {
+		f.Add(s)
+	}
+	saved := lookupHost
+	lookupHost = func(host string) (netip.Addr, error) { return netip.Addr{}, errors.New("no DNS in fuzzing") }
+	defer func() { lookupHost = saved }()
+	f.Fuzz(func(t *testing.T, s string) {
+		if strings.Contains(s, "/") || len(s) > 512 {
+			t.Skip() // no file access from fuzzed arguments
+		}
+		args := strings.Fields(s)
+		for i, a := range args {
+			args[i] = strings.ReplaceAll(a, "\x00", " ") // NUL joins words of one argument
+		}
+		inv, err := ParseArgs(args)
+		if err != nil {
+			return
+		}
+		if err := config.Validate(inv.Config); err != nil {
+			t.Fatalf("ParseArgs(%q) accepted an invalid config: %v", args, err)
+		}
+		b, err := config.Marshal(inv.Config)
+		if err != nil {
+			t.Fatalf("Marshal: %v", err)
+		}
+		back, err := config.Parse("fuzz", b)
+		if err != nil {
+			t.Fatalf("round trip of %q: %v\n%s", args, err, b)
+		}
+		if !cmp.Equal(back, inv.Config, cmpopts.EquateComparable(netip.Addr{}, netip.AddrPort{}, netip.Prefix{})) {
+			t.Fatalf("round trip of %q changed the config:\n%s", args, cmp.Diff(inv.Config, back, cmpopts.EquateComparable(netip.Addr{}, netip.AddrPort{}, netip.Prefix{})))
+		}
+	})
 }

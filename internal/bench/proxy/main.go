@@ -34,6 +34,7 @@ type options struct {
 	loadCPU      string
 	lbdPath      string
 	keep         bool
+	splice       bool
 	smallSize    int
 	bigSize      int
 }
@@ -116,6 +117,7 @@ func main() {
 	flag.StringVar(&o.proxyCPU, "proxy-cpu", "0", "CPU list the proxy is pinned to (taskset -c)")
 	flag.StringVar(&o.loadCPU, "load-cpu", "1", "CPU list wrk, nginx and the idle backend are pinned to")
 	flag.StringVar(&o.lbdPath, "lbd", "", "use this lbd binary instead of building ./lbd")
+	flag.BoolVar(&o.splice, "haproxy-splice", true, "give haproxy option splice-auto (maxpipes 500)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (configs and logs)")
 	flag.IntVar(&o.smallSize, "small-size", 100, "size in bytes of the small object")
 	flag.IntVar(&o.bigSize, "big-size", 1<<20, "size in bytes of the big object")
@@ -234,14 +236,14 @@ func run(o options) error {
 	}
 	if contains(o.only, "haproxy") {
 		for tag, backend := range map[string]string{"http": nginxAddr, "idle": holdAddr} {
-			cfg := haproxyConfig(proxyAddr, backend, haproxyMaxconn(limit))
+			cfg := haproxyConfig(proxyAddr, backend, haproxyMaxconn(limit, o.splice), o.splice)
 			if err := os.WriteFile(filepath.Join(tmpDir, "haproxy-"+tag+".cfg"), []byte(cfg), 0o644); err != nil {
 				return err
 			}
 		}
 	}
-	logf("temp dir %s, RLIMIT_NOFILE %d, CLK_TCK %d (%s), proxy on CPU %s, load on CPU %s, haproxy maxconn %d",
-		tmpDir, limit, e.clk, how, o.proxyCPU, o.loadCPU, haproxyMaxconn(limit))
+	logf("temp dir %s, RLIMIT_NOFILE %d, CLK_TCK %d (%s), proxy on CPU %s, load on CPU %s, haproxy maxconn %d splice %v",
+		tmpDir, limit, e.clk, how, o.proxyCPU, o.loadCPU, haproxyMaxconn(limit, o.splice), o.splice)
 
 	// Backend: nginx, one worker.
 	www, err := makeDocroot(tmpDir, o.smallSize, o.bigSize)
