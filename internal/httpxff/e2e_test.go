@@ -151,6 +151,22 @@ func TestEndToEnd(t *testing.T) {
 			}
 			return r, err
 		},
+		func() (*http.Request, error) {
+			// The backend ignores the upgrade and answers 200 on the same
+			// connection, so the next request is HTTP/1 again.
+			r, err := http.NewRequest("GET", base+"/6-upgrade-ignored", nil)
+			if err == nil {
+				r.Header.Set("Upgrade", "foo")
+			}
+			return r, err
+		},
+		func() (*http.Request, error) {
+			r, err := http.NewRequest("GET", base+"/7-after-upgrade", nil)
+			if err == nil {
+				r.Header.Set("X-Forwarded-For", "spoofed")
+			}
+			return r, err
+		},
 	}
 	for _, mk := range reqs {
 		req, err := mk()
@@ -174,6 +190,8 @@ func TestEndToEnd(t *testing.T) {
 		{Path: "/3-post", XFF: "127.0.0.1", NXFF: 1, XFP: "http", Body: smuggle},
 		{Path: "/4-chunked", XFF: "10.1.1.1, 127.0.0.1", NXFF: 1, XFP: "http", Body: smuggle},
 		{Path: "/5-two-lines", XFF: "10.0.0.1, 10.0.0.2, 127.0.0.1", NXFF: 1, XFP: "http"},
+		{Path: "/6-upgrade-ignored", XFF: "127.0.0.1", NXFF: 1, XFP: "http"},
+		{Path: "/7-after-upgrade", XFF: "spoofed, 127.0.0.1", NXFF: 1, XFP: "http"},
 	}
 	mu.Lock()
 	defer mu.Unlock()
@@ -214,5 +232,86 @@ func TestEndToEndBadRequest(t *testing.T) {
 	}
 	if n := hits.Load(); n != 0 {
 		t.Errorf("backend handled %d requests, want 0", n)
+	}
+}
+
+// TestEndToEndUpgrade checks both outcomes of an upgrade on one raw
+// keep-alive connection: the backend first ignores "Upgrade: foo" (the next
+// request is rewritten), then switches protocols (what follows reaches it
+// unchanged, even bytes that look like a request).
+func TestEndToEndUpgrade(t *testing.T) {
+	const tunnelled = "\x81\x04pingGET / HTTP/1.1\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n"
+	var (
+		mu   sync.Mutex
+		xffs []string
+	)
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		xffs = append(xffs, r.URL.Path+" "+strings.Join(r.Header["X-Forwarded-For"], " | "))
+		mu.Unlock()
+		if r.URL.Path != "/switch" {
+			io.WriteString(w, "ok")
+			return
+		}
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Errorf("hijack: %v", err)
+			return
+		}
+		defer c.Close()
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: foo\r\nConnection: Upgrade\r\n\r\n")
+		buf := make([]byte, len(tunnelled))
+		if _, err := io.ReadFull(brw, buf); err != nil {
+			t.Errorf("reading tunnelled bytes: %v", err)
+			return
+		}
+		c.Write(buf) // echo
+	}))
+	defer backend.Close()
+	rl := startRelay(t, backend.Listener.Addr().String())
+
+	c, err := net.Dial("tcp", rl.ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	roundTrip := func(req string, wantStatus int) {
+		t.Helper()
+		if _, err := io.WriteString(c, req); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != wantStatus {
+			t.Fatalf("status = %d, want %d", resp.StatusCode, wantStatus)
+		}
+		if wantStatus != http.StatusSwitchingProtocols {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}
+	roundTrip("GET /ignored HTTP/1.1\r\nHost: x\r\nUpgrade: foo\r\nConnection: Upgrade\r\n\r\n", 200)
+	roundTrip("GET /next HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: spoofed\r\n\r\n", 200)
+	roundTrip("GET /switch HTTP/1.1\r\nHost: x\r\nUpgrade: foo\r\nConnection: Upgrade\r\nX-Forwarded-For: spoofed\r\n\r\n", 101)
+	io.WriteString(c, tunnelled)
+	echo := make([]byte, len(tunnelled))
+	if _, err := io.ReadFull(br, echo); err != nil {
+		t.Fatal(err)
+	}
+	if string(echo) != tunnelled {
+		t.Errorf("tunnelled bytes came back as %q, want %q", echo, tunnelled)
+	}
+
+	want := []string{"/ignored 127.0.0.1", "/next spoofed, 127.0.0.1", "/switch spoofed, 127.0.0.1"}
+	mu.Lock()
+	defer mu.Unlock()
+	if diff := cmp.Diff(want, xffs); diff != "" {
+		t.Errorf("backend saw (-want +got):\n%s", diff)
+	}
+	if n := rl.accepted.Load(); n != 1 {
+		t.Errorf("relay accepted %d connections, want 1", n)
 	}
 }

@@ -109,15 +109,16 @@ func (r *Rewriter) rewrite(dst, h []byte) ([]byte, error) {
 	}
 	r.xff = xff
 
+	// The message is framed as any other, so that its body is never taken
+	// for the next request or for the new protocol.
+	r.upgrade = tunnel || upg
 	switch {
-	case tunnel || upg:
-		r.state = stTunnel
 	case chunked:
 		r.state, r.n, r.digits, r.count = stChunkSize, 0, 0, 0
 	case cl > 0:
 		r.state, r.n = stBody, uint64(cl)
 	default:
-		r.state = stHead
+		r.endMessage()
 	}
 	return dst, nil
 }

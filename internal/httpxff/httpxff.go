@@ -52,7 +52,8 @@ const (
 	stTrailerValue              // trailer field value, up to CR
 	stTrailerLF                 // CR seen at the end of a trailer line
 	stTrailerEndLF              // CR seen on the empty line ending the message
-	stTunnel                    // CONNECT or upgrade: pass everything through
+	stMaybeTunnel               // after CONNECT or upgrade: HTTP/1 or not?
+	stTunnel                    // the protocol switched: pass everything through
 )
 
 // Rewriter rewrites the request stream of one client connection. It is not
@@ -68,7 +69,10 @@ type Rewriter struct {
 	digits  int    // hex digits seen in the current chunk size
 	skipped int    // empty lines' bytes skipped before the request line
 	skipCR  bool   // a CR of an empty line before the request line was seen
+	upgrade bool   // the current message is a CONNECT or asks for an upgrade
+	pre     int    // stMaybeTunnel: CR and LF bytes seen before the first line
 	head    []byte // incomplete request head carried between Feed calls
+	peek    []byte // stMaybeTunnel: start of the first line after an upgrade
 	xff     []byte // scratch: the client's X-Forwarded-For values
 	err     error  // sticky error
 }
@@ -114,6 +118,12 @@ func (r *Rewriter) Feed(dst, p []byte) ([]byte, error) {
 		switch r.state {
 		case stTunnel:
 			return append(dst, p...), nil
+		case stMaybeTunnel:
+			var err error
+			dst, p, err = r.feedMaybeTunnel(dst, p)
+			if err != nil {
+				return dst, r.fail(err)
+			}
 		case stHead:
 			var err error
 			dst, p, err = r.feedHead(dst, p)
@@ -130,7 +140,7 @@ func (r *Rewriter) Feed(dst, p []byte) ([]byte, error) {
 			r.n -= k
 			if r.n == 0 {
 				if r.state == stBody {
-					r.state = stHead
+					r.endMessage()
 				} else {
 					r.state = stChunkDataCR
 				}
@@ -149,8 +159,132 @@ func (r *Rewriter) Feed(dst, p []byte) ([]byte, error) {
 
 func (r *Rewriter) fail(err error) error {
 	r.err = err
-	r.head, r.xff = nil, nil
+	r.head, r.xff, r.peek = nil, nil, nil
 	return err
+}
+
+// endMessage moves on after the end of a request message: to the next
+// request head, or, after a CONNECT or upgrade request, to finding out
+// whether the protocol switched.
+func (r *Rewriter) endMessage() {
+	if r.upgrade {
+		r.state, r.upgrade, r.pre = stMaybeTunnel, false, 0
+		return
+	}
+	r.state = stHead
+}
+
+// feedMaybeTunnel handles the bytes after a CONNECT or upgrade request. The
+// backend's answer decides whether the protocol switched, and the rewriter
+// does not see it; but a client that saw a 101 (or 2xx to CONNECT) sends the
+// new protocol, and one that did not sends its next HTTP/1 request. So the
+// start of the first line is held, up to r.max bytes, until [sniff] can tell
+// which: on HTTP, the held bytes go through the request head parser and p is
+// returned for the caller to go on with in stHead; otherwise everything is
+// passed through from here on.
+func (r *Rewriter) feedMaybeTunnel(dst, p []byte) ([]byte, []byte, error) {
+	if len(r.peek) == 0 {
+		switch r.sniff(p, 0) {
+		case sniffTunnel:
+			r.state = stTunnel
+			return append(dst, p...), nil, nil
+		case sniffHTTP:
+			r.state = stHead
+			return dst, p, nil
+		}
+		// sniffMore: p is shorter than r.max.
+		r.peek = append(r.peek, p...)
+		return dst, nil, nil
+	}
+	old := len(r.peek)
+	r.peek = append(r.peek, p[:min(len(p), r.max-old)]...)
+	v := r.sniff(r.peek, old)
+	if v == sniffMore {
+		return dst, nil, nil // all of p was held
+	}
+	held := r.peek[:old]
+	var err error
+	if v == sniffTunnel {
+		r.state = stTunnel
+		dst = append(dst, held...)
+		dst = append(dst, p...)
+		p = nil
+	} else {
+		// held ends before the end of the first line, so feedHead only
+		// skips empty lines and copies the rest into r.head.
+		r.state = stHead
+		dst, _, err = r.feedHead(dst, held)
+	}
+	if cap(r.peek) > keepBuf {
+		r.peek = nil
+	} else {
+		r.peek = r.peek[:0]
+	}
+	return dst, p, err
+}
+
+type sniffResult uint8
+
+const (
+	sniffMore   sniffResult = iota // cannot tell yet
+	sniffHTTP                      // an HTTP/1 request follows
+	sniffTunnel                    // the protocol switched
+)
+
+// sniff tells what b, the bytes after a CONNECT or upgrade request so far,
+// hold; b[:old] was looked at before, with result sniffMore. Only the first
+// r.max bytes count.
+//
+// HTTP/1 is: any empty lines (CR and LF bytes, which request parsers skip),
+// then a first line that starts with a token character and is a valid
+// request line or at least names an HTTP/1 version; the head parser then
+// rewrites it or, if it is malformed, rejects it, rather than passing it to a
+// backend that may be more lenient. A stream of empty lines, or a first line
+// free of control bytes, that reaches r.max is taken for HTTP too and so
+// rejected as too large: a backend with a larger limit would read it.
+//
+// Anything else is another protocol: a first byte that cannot start a
+// request (a WebSocket frame, a TLS record), a control byte that no request
+// line holds (HTAB, VT, FF and CR may be whitespace to lenient parsers, RFC
+// 9112 §3), or a line such as "PRI * HTTP/2.0".
+func (r *Rewriter) sniff(b []byte, old int) sniffResult {
+	if len(b) > r.max {
+		b = b[:r.max]
+	}
+	i := r.pre
+	for i < len(b) && (b[i] == '\r' || b[i] == '\n') {
+		i++
+	}
+	r.pre = i
+	if i < len(b) && !tchar[b[i]] {
+		return sniffTunnel
+	}
+	for k := max(i, old); k < len(b); k++ {
+		switch c := b[k]; {
+		case c == '\n':
+			line, _ := nextLine(b[i : k+1])
+			if _, _, err := checkRequestLine(line); err == nil || hasHTTP1(line) {
+				return sniffHTTP
+			}
+			return sniffTunnel
+		case c < ' ' && c != '\t' && c != '\v' && c != '\f' && c != '\r' || c == 0x7f:
+			return sniffTunnel
+		}
+	}
+	if len(b) == r.max {
+		return sniffHTTP
+	}
+	return sniffMore
+}
+
+// hasHTTP1 reports whether line holds "HTTP/1", ignoring ASCII case.
+func hasHTTP1(line []byte) bool {
+	for i := 0; i+6 <= len(line); i++ {
+		if equalFold(line[i:i+6], "http/1") {
+			return true
+		}
+	}
+	return false
 }
 
 // feedHead accumulates a request head from p. When the head is complete it
@@ -344,13 +478,13 @@ func (r *Rewriter) framing(p []byte) (int, error) {
 			if c != '\n' {
 				return i, fmt.Errorf("trailer section not ended by CRLF: %w", ErrBadChunk)
 			}
-			r.state = stHead
+			r.endMessage()
 			return i + 1, nil
 		}
 		if r.state >= stChunkSize && r.state <= stChunkSizeLF && r.count > maxChunkLine {
 			return i, fmt.Errorf("chunk-size line longer than %d bytes: %w", maxChunkLine, ErrBadChunk)
 		}
-		if r.state >= stTrailerStart && r.count > r.max {
+		if r.state >= stTrailerStart && r.state <= stTrailerEndLF && r.count > r.max {
 			return i, fmt.Errorf("trailer section longer than %d bytes: %w", r.max, ErrHeaderTooLarge)
 		}
 	}

@@ -182,14 +182,146 @@ func TestFeed(t *testing.T) {
 				"\x81\x05hello GET / HTTP/1.1||",
 		},
 		{
-			name: "Connection upgrade alone, then pass-through",
+			name: "Connection upgrade alone ignored, next request rewritten",
 			in:   "GET / HTTP/1.1|Connection: upgrade||GET / HTTP/1.1||",
-			want: "GET / HTTP/1.1|Connection: upgrade|X-Forwarded-For: 192.0.2.7|X-Forwarded-Proto: http||GET / HTTP/1.1||",
+			want: "GET / HTTP/1.1|Connection: upgrade|X-Forwarded-For: 192.0.2.7|X-Forwarded-Proto: http||" +
+				"GET / HTTP/1.1|X-Forwarded-For: 192.0.2.7|X-Forwarded-Proto: http||",
+		},
+		{
+			name: "upgrade ignored by backend, spoofed XFF of next request extended",
+			in: "GET / HTTP/1.1|Host: a|Upgrade: x||" +
+				"GET /next HTTP/1.1|Host: a|X-Forwarded-For: 6.6.6.6|X-Forwarded-Proto: https||",
+			want: "GET / HTTP/1.1|Host: a|Upgrade: x|X-Forwarded-For: 192.0.2.7|X-Forwarded-Proto: http||" +
+				"GET /next HTTP/1.1|Host: a|X-Forwarded-For: 6.6.6.6, 192.0.2.7|X-Forwarded-Proto: http||",
+		},
+		{
+			name: "upgrade ignored, then another upgrade that happens",
+			in: "GET / HTTP/1.1|Upgrade: x||" +
+				"GET /ws HTTP/1.1|Upgrade: websocket|Connection: Upgrade|X-Forwarded-For: 6.6.6.6||" +
+				"\x82\x80\x01\x02\x03\x04GET / HTTP/1.1|X-Forwarded-For: 6.6.6.6||",
+			want: "GET / HTTP/1.1|Upgrade: x|X-Forwarded-For: 192.0.2.7|X-Forwarded-Proto: http||" +
+				"GET /ws HTTP/1.1|Upgrade: websocket|Connection: Upgrade|X-Forwarded-For: 6.6.6.6, 192.0.2.7|X-Forwarded-Proto: http||" +
+				"\x82\x80\x01\x02\x03\x04GET / HTTP/1.1|X-Forwarded-For: 6.6.6.6||",
+		},
+		{
+			name: "upgrade ignored, empty lines before next request dropped",
+			in:   "GET / HTTP/1.1|Upgrade: x||\n|GET /n HTTP/1.1|X-Forwarded-For: 6.6.6.6||",
+			want: "GET / HTTP/1.1|Upgrade: x|X-Forwarded-For: 192.0.2.7|X-Forwarded-Proto: http||" +
+				"GET /n HTTP/1.1|X-Forwarded-For: 6.6.6.6, 192.0.2.7|X-Forwarded-Proto: http||",
+		},
+		{
+			name: "upgrade, then empty lines and a frame, all passed through",
+			in:   "GET / HTTP/1.1|Upgrade: x||||\x81\x00",
+			want: "GET / HTTP/1.1|Upgrade: x|X-Forwarded-For: 192.0.2.7|X-Forwarded-Proto: http||||\x81\x00",
+		},
+		{
+			name: "upgrade, then HTTP/2 prior-knowledge preface passed through",
+			in:   "GET / HTTP/1.1|Host: a|Connection: Upgrade, HTTP2-Settings|Upgrade: h2c|HTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA||PRI * HTTP/2.0||SM||\x00\x00\x00\x04\x00",
+			want: "GET / HTTP/1.1|Host: a|Connection: Upgrade, HTTP2-Settings|Upgrade: h2c|HTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA|X-Forwarded-For: 192.0.2.7|X-Forwarded-Proto: http||" +
+				"PRI * HTTP/2.0||SM||\x00\x00\x00\x04\x00",
+		},
+		{
+			name: "upgrade, then a text protocol line passed through",
+			in:   "GET / HTTP/1.1|Upgrade: irc||NICK guest|USER guest 0 * :G|",
+			want: "GET / HTTP/1.1|Upgrade: irc|X-Forwarded-For: 192.0.2.7|X-Forwarded-Proto: http||NICK guest|USER guest 0 * :G|",
+		},
+		{
+			name: "upgrade, then a token-started binary message passed through",
+			max:  64,
+			in:   "GET / HTTP/1.1|Upgrade: x||" + "A\x00\x00\x10" + strings.Repeat("a", 100) + "|GET / HTTP/1.1||",
+			want: "GET / HTTP/1.1|Upgrade: x|X-Forwarded-For: 192.0.2.7|X-Forwarded-Proto: http||" + "A\x00\x00\x10" + strings.Repeat("a", 100) + "|GET / HTTP/1.1||",
+		},
+		{
+			name:    "upgrade, then text without a line end up to the limit rejected",
+			max:     64,
+			in:      "GET / HTTP/1.1|Upgrade: x||" + strings.Repeat("a", 64) + "|GET / HTTP/1.1||",
+			want:    "GET / HTTP/1.1|Upgrade: x|X-Forwarded-For: 192.0.2.7|X-Forwarded-Proto: http||",
+			wantErr: ErrHeaderTooLarge,
+		},
+		{
+			name: "upgrade, then a request head of exactly the limit parsed",
+			max:  64,
+			in:   "GET / HTTP/1.1|Upgrade: x||" + "GET /" + strings.Repeat("a", 64-len(crlfs("GET / HTTP/1.1||"))) + " HTTP/1.1||",
+			want: "GET / HTTP/1.1|Upgrade: x|X-Forwarded-For: 192.0.2.7|X-Forwarded-Proto: http||" +
+				"GET /" + strings.Repeat("a", 64-len(crlfs("GET / HTTP/1.1||"))) + " HTTP/1.1|X-Forwarded-For: 192.0.2.7|X-Forwarded-Proto: http||",
+		},
+		{
+			name:    "upgrade, then a request line of exactly the limit taken as HTTP, head too large",
+			max:     64,
+			in:      "GET / HTTP/1.1|Upgrade: x||" + "GET /" + strings.Repeat("a", 64-len(crlfs("GET / HTTP/1.1|"))) + " HTTP/1.1||",
+			want:    "GET / HTTP/1.1|Upgrade: x|X-Forwarded-For: 192.0.2.7|X-Forwarded-Proto: http||",
+			wantErr: ErrHeaderTooLarge,
+		},
+		{
+			// A backend with a larger limit would read it, spoofed XFF and all.
+			name:    "upgrade, then a request line over the limit rejected, not passed through",
+			max:     64,
+			in:      "GET / HTTP/1.1|Upgrade: x||" + "GET /" + strings.Repeat("a", 65-len(crlfs("GET / HTTP/1.1|"))) + " HTTP/1.1|X-Forwarded-For: 6.6.6.6||",
+			want:    "GET / HTTP/1.1|Upgrade: x|X-Forwarded-For: 192.0.2.7|X-Forwarded-Proto: http||",
+			wantErr: ErrHeaderTooLarge,
+		},
+		{
+			name:    "upgrade, then a lower-case version rejected, not passed through",
+			in:      "GET / HTTP/1.1|Upgrade: x||GET / http/1.1|X-Forwarded-For: 6.6.6.6||",
+			want:    "GET / HTTP/1.1|Upgrade: x|X-Forwarded-For: 192.0.2.7|X-Forwarded-Proto: http||",
+			wantErr: ErrBadRequestLine,
+		},
+		{
+			name:    "upgrade, then a malformed HTTP/1 request line rejected, not passed through",
+			in:      "GET / HTTP/1.1|Upgrade: x||GET  / HTTP/1.1|X-Forwarded-For: 6.6.6.6||",
+			want:    "GET / HTTP/1.1|Upgrade: x|X-Forwarded-For: 192.0.2.7|X-Forwarded-Proto: http||",
+			wantErr: ErrBadRequestLine,
+		},
+		{
+			name:    "upgrade, then a bare CR before a request line rejected",
+			in:      "GET / HTTP/1.1|Upgrade: x||\rGET / HTTP/1.1||",
+			want:    "GET / HTTP/1.1|Upgrade: x|X-Forwarded-For: 192.0.2.7|X-Forwarded-Proto: http||",
+			wantErr: ErrBadRequestLine,
+		},
+		{
+			name:    "upgrade, then a bad head after a good request line rejected",
+			in:      "GET / HTTP/1.1|Upgrade: x||GET / HTTP/1.1|X-A: \x00||",
+			want:    "GET / HTTP/1.1|Upgrade: x|X-Forwarded-For: 192.0.2.7|X-Forwarded-Proto: http||",
+			wantErr: ErrBadHeader,
+		},
+		{
+			name:    "upgrade, then endless empty lines rejected",
+			max:     64,
+			in:      "GET / HTTP/1.1|Upgrade: x||" + strings.Repeat("|", 40),
+			want:    "GET / HTTP/1.1|Upgrade: x|X-Forwarded-For: 192.0.2.7|X-Forwarded-Proto: http||",
+			wantErr: ErrHeaderTooLarge,
+		},
+		{
+			name: "upgrade request body framed before deciding",
+			in: "POST /up HTTP/1.1|Upgrade: h2c|Content-Length: 44||" +
+				"GET / HTTP/1.1|X-Forwarded-For: 6.6.6.6||" +
+				"GET /n HTTP/1.1|X-Forwarded-For: 6.6.6.6||",
+			want: "POST /up HTTP/1.1|Upgrade: h2c|Content-Length: 44|X-Forwarded-For: 192.0.2.7|X-Forwarded-Proto: http||" +
+				"GET / HTTP/1.1|X-Forwarded-For: 6.6.6.6||" +
+				"GET /n HTTP/1.1|X-Forwarded-For: 6.6.6.6, 192.0.2.7|X-Forwarded-Proto: http||",
+		},
+		{
+			name: "chunked upgrade request body framed before deciding",
+			in: "POST /up HTTP/1.1|Upgrade: x|Transfer-Encoding: chunked||" +
+				"4|GET |0|T: v||\x81\x00GET / HTTP/1.1||",
+			want: "POST /up HTTP/1.1|Upgrade: x|Transfer-Encoding: chunked|X-Forwarded-For: 192.0.2.7|X-Forwarded-Proto: http||" +
+				"4|GET |0|T: v||\x81\x00GET / HTTP/1.1||",
 		},
 		{
 			name: "CONNECT, then pass-through",
 			in:   "CONNECT db:5432 HTTP/1.1|Host: db:5432||\x00\x01binary\r\n\r\n",
 			want: "CONNECT db:5432 HTTP/1.1|Host: db:5432|X-Forwarded-For: 192.0.2.7|X-Forwarded-Proto: http||\x00\x01binary\r\n\r\n",
+		},
+		{
+			name: "CONNECT, then TLS ClientHello passed through",
+			in:   "CONNECT example.com:443 HTTP/1.1|Host: example.com:443||" + tlsHello,
+			want: "CONNECT example.com:443 HTTP/1.1|Host: example.com:443|X-Forwarded-For: 192.0.2.7|X-Forwarded-Proto: http||" + tlsHello,
+		},
+		{
+			name: "CONNECT refused, next request rewritten",
+			in:   "CONNECT a:1 HTTP/1.1|Host: a:1||GET / HTTP/1.1|Host: a|X-Forwarded-For: 6.6.6.6||",
+			want: "CONNECT a:1 HTTP/1.1|Host: a:1|X-Forwarded-For: 192.0.2.7|X-Forwarded-Proto: http||" +
+				"GET / HTTP/1.1|Host: a|X-Forwarded-For: 6.6.6.6, 192.0.2.7|X-Forwarded-Proto: http||",
 		},
 		{
 			name: "head at the limit",
@@ -325,6 +457,50 @@ func TestFeed(t *testing.T) {
 				if diff := cmp.Diff(want, string(got)); diff != "" {
 					t.Fatalf("%s: output mismatch (-want +got):\n%s", how, diff)
 				}
+			}
+		})
+	}
+}
+
+// tlsHello is the start of a TLS 1.3 ClientHello record; its bytes 5 and 9
+// are LFs, so a rewriter reading it as HTTP would see lines.
+const tlsHello = "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\n\x8b\x1f GET / HTTP/1.1\r\n\r\n"
+
+// TestFeedAfterUpgradeSplits checks the decision after an upgrade with
+// chosen cuts: the head ends in one piece and the next bytes arrive alone, or
+// with the head's empty line, or in pieces of the first line.
+func TestFeedAfterUpgradeSplits(t *testing.T) {
+	const (
+		up     = "GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+		upOut  = "GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nX-Forwarded-For: 192.0.2.7\r\nX-Forwarded-Proto: http\r\n\r\n"
+		next   = "GET /n HTTP/1.1\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n"
+		nextRw = "GET /n HTTP/1.1\r\nX-Forwarded-For: 6.6.6.6, 192.0.2.7\r\nX-Forwarded-Proto: http\r\n\r\n"
+	)
+	tests := []struct {
+		name   string
+		pieces []string
+		want   string
+	}{
+		{"frame after a split head", []string{up[:20], up[20 : len(up)-1], up[len(up)-1:], "\x88\x80", "GET / HTTP/1.1\r\n\r\n"}, upOut + "\x88\x80GET / HTTP/1.1\r\n\r\n"},
+		{"frame with the empty line", []string{up[:len(up)-2], "\r\n\x81", "\x05hello"}, upOut + "\x81\x05hello"},
+		{"empty lines, then a frame", []string{up, "\r", "\n\n", "\x81\x00"}, upOut + "\r\n\n\x81\x00"},
+		{"TLS after held empty lines", []string{up, "\r\n", tlsHello}, upOut + "\r\n" + tlsHello},
+		{"request in pieces", []string{up, "G", "ET /n HT", "TP/1.1\r", "\nX-Forwarded-For: 6.6.6.6\r\n\r\n"}, upOut + nextRw},
+		{"request after held empty lines", []string{up, "\r\n", "\r\nGET", next[3:]}, upOut + nextRw},
+		{"preface in pieces", []string{up, "PRI * HTTP/2.0\r", "\n\r\nSM\r\n\r\n"}, upOut + "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var pieces [][]byte
+			for _, p := range tt.pieces {
+				pieces = append(pieces, []byte(p))
+			}
+			got, err := feedChunks(New(client4, "http", 0), pieces)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.want, string(got)); diff != "" {
+				t.Fatalf("output mismatch (-want +got):\n%s", diff)
 			}
 		})
 	}

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nib-lb/nib/config"
@@ -29,6 +30,7 @@ type Daemon struct {
 	penctl   *penControl
 	exit     chan struct{}
 	exitOnce sync.Once
+	debug    atomic.Int32 // cfg.Debug, for lock-free reads
 
 	// PenFile is the Pen -F file re-read on SIGHUP in Pen mode.
 	PenFile string
@@ -66,8 +68,10 @@ func (d *Daemon) Config() *config.Config {
 // Exited is closed when a control client asked lbd to exit.
 func (d *Daemon) Exited() <-chan struct{} { return d.exit }
 
+// debugf logs when the configured debug level is at least level. Data-path
+// goroutines call it, so the level is read atomically.
 func (d *Daemon) debugf(level int, format string, args ...any) {
-	if d.cfg != nil && d.cfg.Debug >= level {
+	if int(d.debug.Load()) >= level {
 		d.log.Printf(format, args...)
 	}
 }
@@ -189,6 +193,7 @@ func (d *Daemon) applyLocked(cfg *config.Config) error {
 		}
 	}
 	d.services, d.dummies, d.cfg = next, newDummies, cfg.Clone()
+	d.debug.Store(int32(cfg.Debug))
 	for _, r := range started {
 		d.log.Printf("service %s: listening on %s/%s (%d backends)", r.cfg.Name, r.cfg.Listen, protoName(r.cfg.Protocol), usedBackends(r.cfg))
 	}

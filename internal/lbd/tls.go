@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/nib-lb/nib/config"
 )
@@ -85,7 +86,7 @@ func tlsConfig(t *config.TLS) (*tls.Config, error) {
 		if st, err := os.Stat(t.SNIDir); err != nil || !st.IsDir() {
 			return nil, fmt.Errorf("tls: sni_dir %s is not a directory", t.SNIDir)
 		}
-		sni := &sniCerts{dir: t.SNIDir, certs: make(map[string]*tls.Certificate), def: &tc.Certificates[0]}
+		sni := &sniCerts{dir: t.SNIDir, certs: make(map[string]sniEntry), def: &tc.Certificates[0]}
 		tc.GetCertificate = sni.get
 	}
 	return tc, nil
@@ -96,8 +97,17 @@ type sniCerts struct {
 	dir   string
 	def   *tls.Certificate
 	mu    sync.Mutex
-	certs map[string]*tls.Certificate // nil value: no files for the name
+	certs map[string]sniEntry
 }
+
+// sniEntry is a loaded certificate, or (cert nil) a name without files,
+// which is looked up again after sniRetry so files added later are found.
+type sniEntry struct {
+	cert    *tls.Certificate
+	checked time.Time
+}
+
+const sniRetry = 30 * time.Second
 
 func (s *sniCerts) get(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 	name := strings.ToLower(strings.TrimSuffix(hello.ServerName, "."))
@@ -106,11 +116,11 @@ func (s *sniCerts) get(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if c, ok := s.certs[name]; ok {
-		if c == nil {
+	if e, ok := s.certs[name]; ok && (e.cert != nil || time.Since(e.checked) < sniRetry) {
+		if e.cert == nil {
 			return s.def, nil
 		}
-		return c, nil
+		return e.cert, nil
 	}
 	base := filepath.Join(s.dir, name)
 	c, err := tls.LoadX509KeyPair(base+".crt", base+".key")
@@ -121,10 +131,10 @@ func (s *sniCerts) get(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 		if !errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("sni %s: %w", name, err)
 		}
-		s.certs[name] = nil
+		s.certs[name] = sniEntry{checked: time.Now()}
 		return s.def, nil
 	}
-	s.certs[name] = &c
+	s.certs[name] = sniEntry{cert: &c, checked: time.Now()}
 	return &c, nil
 }
 

@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -24,10 +26,14 @@ import (
 
 const (
 	maxSplice   = 1 << 16 // bytes moved per splice call (one pipe's worth)
+	copyBuf     = 16 << 10
 	maxEvents   = 256
 	maxAccepts  = 64 // accepts per listener wakeup
 	maxPipePool = 64
 	sweepEvery  = 250 * time.Millisecond
+	yieldEvery  = time.Millisecond
+	busyWaitMS  = 1
+	idleAfter   = 50 * time.Millisecond
 )
 
 type kind uint8
@@ -49,7 +55,9 @@ type endpoint struct {
 	// pr, pw hold bytes read from this endpoint that its peer has not taken
 	// yet; -1 when no pipe is attached.
 	pr, pw int
-	pend   int    // bytes waiting in the pipe
+	buf    []byte // copy mode: bytes read from this endpoint not yet written
+	pend   int    // bytes waiting in the pipe or buf
+	splice bool   // bulk transfer: relay with splice(2)
 	eof    bool   // read side finished
 	ev     uint32 // registered epoll events
 }
@@ -82,17 +90,20 @@ type Engine struct {
 }
 
 type loop struct {
-	epfd   int
-	file   *os.File
-	rc     syscall.RawConn
-	wakefd int
-	events [maxEvents]unix.EpollEvent
-	fds    []*endpoint // by file descriptor
-	pipes  [][2]int
-	now    time.Time
-	head   session // sentinel of the session list
-	nsess  int
-	lastSw time.Time
+	epfd      int
+	file      *os.File
+	rc        syscall.RawConn
+	wakefd    int
+	events    [maxEvents]unix.EpollEvent
+	buf       [copyBuf]byte
+	fds       []*endpoint // by file descriptor
+	pipes     [][2]int
+	now       time.Time
+	head      session // sentinel of the session list
+	nsess     int
+	lastSw    time.Time
+	lastYield time.Time
+	lastEvent time.Time
 	// deadline is when a parked wait wakes up for the sweep.
 	deadline time.Time
 
@@ -279,15 +290,35 @@ func (l *loop) run() {
 		if l.now.Sub(l.lastSw) >= sweepEvery {
 			l.sweep()
 		}
+		if l.now.Sub(l.lastYield) >= yieldEvery {
+			// A loop that never parks looks stuck to the runtime's
+			// monitor, which then preempts it and polls every 20µs,
+			// costing a context switch each time on a busy core.
+			// Yielding now and then keeps it quiet.
+			l.lastYield = l.now
+			runtime.Gosched()
+		}
 	}
 }
 
-// wait collects ready events. When there are none it parks the goroutine on
-// the netpoller (the epoll fd is readable while events are pending) until
-// events arrive or the next sweep is due.
+// wait collects ready events. While traffic flows it blocks in epoll_wait
+// itself for at most busyWait, invisible to the Go scheduler: parking on
+// the netpoller for the short gaps between requests costs a trip through
+// the scheduler and wakes the runtime's monitor thread each time, which on
+// a busy core costs more than the relaying. After idleAfter without events
+// it parks on the netpoller (the epoll fd is readable while events are
+// pending) until events arrive or the next sweep is due, using no CPU.
 func (l *loop) wait() int {
-	n := l.epollWait()
+	n := l.epollWait(0)
 	if n > 0 {
+		l.lastEvent = l.now
+		return n
+	}
+	if time.Since(l.lastEvent) < idleAfter {
+		n = l.epollWaitRaw(busyWaitMS)
+		if n > 0 {
+			l.lastEvent = l.now
+		}
 		return n
 	}
 	if now := time.Now(); !now.Before(l.deadline) {
@@ -295,15 +326,28 @@ func (l *loop) wait() int {
 		l.file.SetReadDeadline(l.deadline)
 	}
 	l.rc.Read(func(uintptr) bool {
-		n = l.epollWait()
+		n = l.epollWait(0)
 		return n > 0
 	})
+	if n > 0 {
+		l.lastEvent = time.Now()
+	}
 	return n
 }
 
-func (l *loop) epollWait() int {
+// epollWaitRaw blocks in epoll_wait without telling the scheduler, so it
+// must be short; EINTR (the runtime's preemption signal) returns 0.
+func (l *loop) epollWaitRaw(ms int) int {
+	r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.epfd), uintptr(unsafe.Pointer(&l.events[0])), maxEvents, uintptr(ms), 0, 0)
+	if e != 0 {
+		return 0
+	}
+	return int(r)
+}
+
+func (l *loop) epollWait(ms int) int {
 	for {
-		n, err := unix.EpollWait(l.epfd, l.events[:], 0)
+		n, err := unix.EpollWait(l.epfd, l.events[:], ms)
 		if err == unix.EINTR {
 			continue
 		}
@@ -482,10 +526,72 @@ func (l *loop) failover(s *session) {
 	l.dial(s)
 }
 
-// relay moves what src has to its peer.
+// relay moves what src has to its peer. Small reads are copied through the
+// loop's buffer (two syscalls, like splicing, but cheaper for small
+// messages); once a read fills the buffer the direction is a bulk transfer
+// and switches to splice(2), which moves pages without copying them, until
+// a splice moves less than a buffer's worth.
 func (l *loop) relay(src *endpoint) {
+	if src.splice {
+		l.relaySplice(src)
+		return
+	}
 	s := src.sess
-	dst := src.peer
+	n, err := unix.Read(src.fd, l.buf[:])
+	switch {
+	case n > 0:
+		l.count(src, n)
+		if n == len(l.buf) {
+			src.splice = true
+		}
+		m, err := unix.Write(src.peer.fd, l.buf[:n])
+		if m == n {
+			return
+		}
+		if m < 0 {
+			m = 0
+			if err != unix.EAGAIN {
+				l.closeSession(s)
+				return
+			}
+		}
+		// The peer is full: keep the rest and wait for it to drain.
+		src.buf = append(src.buf[:0], l.buf[m:n]...)
+		src.pend = n - m
+		l.update(src)
+		l.update(src.peer)
+	case n == 0:
+		l.readEOF(src)
+	case err == unix.EAGAIN || err == unix.EINTR:
+	default:
+		l.closeSession(s)
+	}
+}
+
+func (l *loop) count(src *endpoint, n int) {
+	s := src.sess
+	s.last = l.now
+	if src.kind == kindClient {
+		s.sent += uint64(n)
+	} else {
+		s.recv += uint64(n)
+	}
+}
+
+// readEOF propagates the end of src's stream to its peer.
+func (l *loop) readEOF(src *endpoint) {
+	l.putPipe(src)
+	src.eof = true
+	l.update(src)
+	if src.peer.eof {
+		l.closeSession(src.sess)
+		return
+	}
+	unix.Shutdown(src.peer.fd, unix.SHUT_WR)
+}
+
+func (l *loop) relaySplice(src *endpoint) {
+	s := src.sess
 	if src.pr < 0 && !l.takePipe(src) {
 		l.closeSession(s)
 		return
@@ -493,23 +599,14 @@ func (l *loop) relay(src *endpoint) {
 	n, err := unix.Splice(src.fd, nil, src.pw, nil, maxSplice, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
 	switch {
 	case n > 0:
-		s.last = l.now
-		if src.kind == kindClient {
-			s.sent += uint64(n)
-		} else {
-			s.recv += uint64(n)
+		l.count(src, int(n))
+		if n < int64(len(l.buf)) {
+			src.splice = false
 		}
 		src.pend = int(n)
 		l.flush(src)
 	case n == 0 && err == nil:
-		l.putPipe(src)
-		src.eof = true
-		l.update(src)
-		if dst.eof {
-			l.closeSession(s)
-			return
-		}
-		unix.Shutdown(dst.fd, unix.SHUT_WR)
+		l.readEOF(src)
 	case err == unix.EAGAIN || err == unix.EINTR:
 		l.putPipe(src)
 	default:
@@ -517,14 +614,22 @@ func (l *loop) relay(src *endpoint) {
 	}
 }
 
-// flush writes src's pending pipe to its peer. It reports whether the
-// session is still open.
+// flush writes src's pending bytes (pipe or buffer) to its peer. It
+// reports whether the session is still open.
 func (l *loop) flush(src *endpoint) bool {
 	dst := src.peer
 	for src.pend > 0 {
-		m, err := unix.Splice(src.pr, nil, dst.fd, nil, src.pend, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		var m int
+		var err error
+		if src.pr >= 0 {
+			var m64 int64
+			m64, err = unix.Splice(src.pr, nil, dst.fd, nil, src.pend, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+			m = int(m64)
+		} else {
+			m, err = unix.Write(dst.fd, src.buf[len(src.buf)-src.pend:])
+		}
 		if m > 0 {
-			src.pend -= int(m)
+			src.pend -= m
 			continue
 		}
 		if err == unix.EINTR {
@@ -538,6 +643,10 @@ func (l *loop) flush(src *endpoint) bool {
 	}
 	if src.pend == 0 {
 		l.putPipe(src)
+		if cap(src.buf) > copyBuf {
+			src.buf = nil // do not keep big buffers on idle connections
+		}
+		src.buf = src.buf[:0]
 	}
 	l.update(src)
 	l.update(dst)

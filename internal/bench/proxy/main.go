@@ -34,7 +34,7 @@ type options struct {
 	loadCPU      string
 	lbdPath      string
 	keep         bool
-	splice       bool
+	splice       string
 	smallSize    int
 	bigSize      int
 }
@@ -117,7 +117,7 @@ func main() {
 	flag.StringVar(&o.proxyCPU, "proxy-cpu", "0", "CPU list the proxy is pinned to (taskset -c)")
 	flag.StringVar(&o.loadCPU, "load-cpu", "1", "CPU list wrk, nginx and the idle backend are pinned to")
 	flag.StringVar(&o.lbdPath, "lbd", "", "use this lbd binary instead of building ./lbd")
-	flag.BoolVar(&o.splice, "haproxy-splice", true, "give haproxy option splice-auto (maxpipes 500)")
+	flag.StringVar(&o.splice, "haproxy-splice", "always", "haproxy splice(2) use: off, auto (option splice-auto) or always (splice-request/-response)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (configs and logs)")
 	flag.IntVar(&o.smallSize, "small-size", 100, "size in bytes of the small object")
 	flag.IntVar(&o.bigSize, "big-size", 1<<20, "size in bytes of the big object")
@@ -141,6 +141,10 @@ func main() {
 			os.Exit(2)
 		}
 		o.only = append(o.only, p)
+	}
+	if o.splice != "off" && o.splice != "auto" && o.splice != "always" {
+		fmt.Fprintf(os.Stderr, "-haproxy-splice: want off, auto or always, not %q\n", o.splice)
+		os.Exit(2)
 	}
 	if len(o.only) == 0 || o.conns < 1 || o.duration <= 0 || o.idle < 0 {
 		flag.Usage()
@@ -242,7 +246,7 @@ func run(o options) error {
 			}
 		}
 	}
-	logf("temp dir %s, RLIMIT_NOFILE %d, CLK_TCK %d (%s), proxy on CPU %s, load on CPU %s, haproxy maxconn %d splice %v",
+	logf("temp dir %s, RLIMIT_NOFILE %d, CLK_TCK %d (%s), proxy on CPU %s, load on CPU %s, haproxy maxconn %d splice %s",
 		tmpDir, limit, e.clk, how, o.proxyCPU, o.loadCPU, haproxyMaxconn(limit, o.splice), o.splice)
 
 	// Backend: nginx, one worker.

@@ -101,11 +101,11 @@ func TestParseCPUStat(t *testing.T) {
 
 func TestHaproxyMaxconn(t *testing.T) {
 	for nofile, want := range map[uint64]int{20000: 9900, 1 << 20: 20000, 1024: 412, 10: 1} {
-		if got := haproxyMaxconn(nofile, false); got != want {
+		if got := haproxyMaxconn(nofile, "off"); got != want {
 			t.Errorf("haproxyMaxconn(%d) = %d, want %d", nofile, got, want)
 		}
 	}
-	if got := haproxyMaxconn(20000, true); got != 9400 {
+	if got := haproxyMaxconn(20000, "always"); got != 9400 {
 		t.Errorf("haproxyMaxconn(20000, splice) = %d, want 9400", got)
 	}
 }
