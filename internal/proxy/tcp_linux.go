@@ -5,11 +5,9 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"runtime"
 	"sync"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -32,8 +30,6 @@ const (
 	maxPipePool = 64
 	sweepEvery  = 250 * time.Millisecond
 	yieldEvery  = time.Millisecond
-	busyWaitMS  = 1
-	idleAfter   = 50 * time.Millisecond
 )
 
 type kind uint8
@@ -103,7 +99,6 @@ type loop struct {
 	nsess     int
 	lastSw    time.Time
 	lastYield time.Time
-	lastEvent time.Time
 	// deadline is when a parked wait wakes up for the sweep.
 	deadline time.Time
 
@@ -291,58 +286,36 @@ func (l *loop) run() {
 			l.sweep()
 		}
 		if l.now.Sub(l.lastYield) >= yieldEvery {
-			// A loop that never parks looks stuck to the runtime's
-			// monitor, which then preempts it and polls every 20µs,
-			// costing a context switch each time on a busy core.
-			// Yielding now and then keeps it quiet.
+			// Let the rest of the process run: a loop that never parks
+			// holds its P, and looks stuck to the runtime's monitor.
+			// A short sleep parks (runtime.Gosched would requeue the
+			// loop ahead of the netpoller, starving goroutines that
+			// wait for the network when GOMAXPROCS is 1).
 			l.lastYield = l.now
-			runtime.Gosched()
+			time.Sleep(time.Nanosecond)
 		}
 	}
 }
 
-// wait collects ready events. While traffic flows it blocks in epoll_wait
-// itself for at most busyWait, invisible to the Go scheduler: parking on
-// the netpoller for the short gaps between requests costs a trip through
-// the scheduler and wakes the runtime's monitor thread each time, which on
-// a busy core costs more than the relaying. After idleAfter without events
-// it parks on the netpoller (the epoll fd is readable while events are
-// pending) until events arrive or the next sweep is due, using no CPU.
+// wait collects ready events. When there are none it parks the goroutine on
+// the netpoller (the epoll fd is readable while events are pending) until
+// events arrive or the next sweep is due, using no CPU. (Blocking in
+// epoll_wait behind the scheduler's back was tried: no measurable gain, and
+// it starves the process's other goroutines when GOMAXPROCS is 1.)
 func (l *loop) wait() int {
-	n := l.epollWait(0)
-	if n > 0 {
-		l.lastEvent = l.now
-		return n
-	}
-	if time.Since(l.lastEvent) < idleAfter {
-		n = l.epollWaitRaw(busyWaitMS)
-		if n > 0 {
-			l.lastEvent = l.now
-		}
+	if n := l.epollWait(0); n > 0 {
 		return n
 	}
 	if now := time.Now(); !now.Before(l.deadline) {
 		l.deadline = now.Add(sweepEvery)
 		l.file.SetReadDeadline(l.deadline)
 	}
+	var n int
 	l.rc.Read(func(uintptr) bool {
 		n = l.epollWait(0)
 		return n > 0
 	})
-	if n > 0 {
-		l.lastEvent = time.Now()
-	}
 	return n
-}
-
-// epollWaitRaw blocks in epoll_wait without telling the scheduler, so it
-// must be short; EINTR (the runtime's preemption signal) returns 0.
-func (l *loop) epollWaitRaw(ms int) int {
-	r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.epfd), uintptr(unsafe.Pointer(&l.events[0])), maxEvents, uintptr(ms), 0, 0)
-	if e != 0 {
-		return 0
-	}
-	return int(r)
 }
 
 func (l *loop) epollWait(ms int) int {
