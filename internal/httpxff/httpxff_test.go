@@ -558,6 +558,32 @@ func TestFeedLargeBodyNotBuffered(t *testing.T) {
 	}
 }
 
+// TestFeedUpgradeAllocs checks that an ignored upgrade, with the next
+// request line held across calls, costs no allocations once the buffers are
+// warm.
+func TestFeedUpgradeAllocs(t *testing.T) {
+	in := []byte("GET / HTTP/1.1\r\nUpgrade: x\r\n\r\nGET /next HTTP/1.1\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n")
+	cut := bytes.Index(in, []byte("/next"))
+	pieces := [][]byte{in[:cut-2], in[cut-2 : cut], in[cut : cut+3], in[cut+3:]}
+	r := New(client4, "http", 0)
+	dst := make([]byte, 0, 1024)
+	allocs := testing.AllocsPerRun(100, func() {
+		var err error
+		dst = dst[:0]
+		for _, p := range pieces {
+			if dst, err = r.Feed(dst, p); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	if !bytes.Contains(dst, []byte("X-Forwarded-For: 6.6.6.6, 192.0.2.7\r\n")) {
+		t.Fatalf("next request not rewritten: %q", dst)
+	}
+	if allocs != 0 {
+		t.Errorf("%v allocations per run, want 0", allocs)
+	}
+}
+
 func TestNewPanicsOnBadProto(t *testing.T) {
 	defer func() {
 		if recover() == nil {
