@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"os/user"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -176,6 +177,12 @@ func run(inv *invocation, args []string, stderr io.Writer) int {
 	}
 	d := New(logger)
 	d.PenFile = inv.penFile
+	// One TCP loop per usable CPU, plus a P for everything else (UDP, TLS,
+	// control, timers) so busy loops never have to make room for it.
+	if os.Getenv("GOMAXPROCS") == "" {
+		d.Loops = runtime.GOMAXPROCS(0)
+		runtime.GOMAXPROCS(d.Loops + 1)
+	}
 	if err := d.Apply(inv.cfg); err != nil {
 		logger.Printf("%v", err)
 		ready(fmt.Sprintf("error: %v", err))

@@ -297,8 +297,8 @@ func (l *loop) write(src *endpoint, p []byte) bool {
 }
 
 // readSplice moves up to a pipe's worth from the socket into a pipe, then
-// on to the peer. A splice that moves less than a copy buffer's worth ends
-// the bulk transfer.
+// on to the peer. A few small splices in a row end the bulk transfer (one
+// small one is usually just the end of a response, with another to come).
 func (l *loop) readSplice(src *endpoint) bool {
 	if src.pr < 0 && !l.takePipe(src) {
 		l.closeSession(src.sess)
@@ -308,8 +308,10 @@ func (l *loop) readSplice(src *endpoint) bool {
 	switch {
 	case n > 0:
 		l.count(src, int(n))
-		if n < copyBuf {
-			src.splice = false
+		if n >= smallSplice {
+			src.small = 0
+		} else if src.small++; src.small == smallSplices {
+			src.splice, src.small = false, 0
 		}
 		src.pend = int(n)
 		return l.flush(src)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -24,13 +25,23 @@ import (
 // process's other goroutines (UDP, TLS, control) stay responsive.
 
 const (
-	maxSplice   = 1 << 16 // bytes moved per splice call (one pipe's worth)
-	copyBuf     = 16 << 10
-	maxEvents   = 256
-	maxReads    = 16 // reads per direction before other sessions get a turn
-	maxPipePool = 64
-	sweepEvery  = 250 * time.Millisecond
-	yieldEvery  = time.Millisecond
+	maxSplice = 1 << 16 // bytes moved per splice call (one pipe's worth)
+	copyBuf   = 16 << 10
+	// smallSplices splices of less than smallSplice bytes in a row end a
+	// bulk transfer.
+	smallSplice  = 4 << 10
+	smallSplices = 3
+	maxEvents    = 256
+	maxReads     = 16 // reads per direction before other sessions get a turn
+	maxPipePool  = 64
+	sweepEvery   = 250 * time.Millisecond
+	// yieldEvery is how often a busy loop lets the rest of the process
+	// run: often when it shares the P with it, and only as often as the
+	// runtime's monitor needs (it acts after 10ms) when a P is spare.
+	yieldEvery      = time.Millisecond
+	spareYieldEvery = 5 * time.Millisecond
+	busyWaitMS      = 5 // below the 10ms after which the runtime takes a P back
+	idleAfter       = 100 * time.Millisecond
 )
 
 type kind uint8
@@ -55,6 +66,7 @@ type endpoint struct {
 	buf    []byte // copy mode: bytes read from this endpoint not yet written
 	pend   int    // bytes waiting in the pipe or buf
 	splice bool   // bulk transfer: relay with splice(2)
+	small  uint8  // small splices in a row
 	eof    bool   // read side finished
 	// readable and writable track edge-triggered readiness: set by events,
 	// cleared when a read or write finds the socket drained or full.
@@ -107,6 +119,9 @@ type loop struct {
 	nsess     int
 	lastSw    time.Time
 	lastYield time.Time
+	lastEvent time.Time
+	loops     int  // loops in the engine
+	spare     bool // GOMAXPROCS exceeds loops: a P is free for the rest
 	// deadline is when a parked wait wakes up for the sweep.
 	deadline time.Time
 
@@ -124,6 +139,10 @@ func NewEngine(n int) (*Engine, error) {
 	e := &Engine{lfds: make(map[*Service]int)}
 	for range n {
 		l, err := newLoop()
+		if l != nil {
+			l.loops = n
+			l.spare = runtime.GOMAXPROCS(0) > n
+		}
 		if err != nil {
 			e.Close()
 			return nil, err
@@ -292,27 +311,59 @@ func (l *loop) run() {
 		if l.now.Sub(l.lastSw) >= sweepEvery {
 			l.sweep()
 		}
-		if l.now.Sub(l.lastYield) >= yieldEvery {
-			// Let the rest of the process run: a loop that never parks
-			// holds its P, and looks stuck to the runtime's monitor.
-			// A short sleep parks (runtime.Gosched would requeue the
-			// loop ahead of the netpoller, starving goroutines that
-			// wait for the network when GOMAXPROCS is 1).
+		every := yieldEvery
+		if l.spare {
+			every = spareYieldEvery
+		}
+		if l.now.Sub(l.lastYield) >= every {
 			l.lastYield = l.now
-			time.Sleep(time.Nanosecond)
+			l.yield()
 		}
 	}
 }
 
-// wait collects ready events. When there are none it parks the goroutine on
-// the netpoller (the epoll fd is readable while events are pending) until
-// events arrive or the next sweep is due, using no CPU. (Blocking in
-// epoll_wait behind the scheduler's back was tried: no measurable gain, and
-// it starves the process's other goroutines when GOMAXPROCS is 1.)
+// yield lets the rest of the process run now and then: a loop that never
+// parks holds its P and looks stuck to the runtime's monitor, which then
+// preempts it or, mid system call, takes its P away. With a spare P,
+// runtime.Gosched is right: it starts a new time slice (a goroutine woken
+// from a sleep inherits the old one, and the monitor keeps counting), and
+// the spare P polls the network. Without one, Gosched would requeue the
+// loop ahead of the netpoller and starve goroutines waiting for the
+// network, so the loop parks briefly instead.
+func (l *loop) yield() {
+	if l.spare {
+		runtime.Gosched()
+	} else {
+		time.Sleep(time.Nanosecond)
+	}
+}
+
+// wait collects ready events. While traffic flows and the process has a
+// spare P for its other goroutines (GOMAXPROCS above the number of loops),
+// it blocks in epoll_wait for at most busyWait: a goroutine in a system
+// call keeps its P busy, so the runtime's monitor neither takes the P away
+// (it does after 10ms) nor falls into the idle sleep that the loop's next
+// system call would wake it from, which on a busy core costs a context
+// switch per request. Otherwise, and after idleAfter without events, it
+// parks on the netpoller (the epoll fd is readable while events are
+// pending) until events arrive or the next sweep is due, using no CPU and
+// no P.
 func (l *loop) wait() int {
-	if n := l.epollWait(0); n > 0 || len(l.ready) > 0 {
+	if len(l.ready) > 0 {
+		return l.epollWait(0)
+	}
+	if l.spare && l.now.Sub(l.lastEvent) < idleAfter {
+		n := l.epollWait(busyWaitMS)
+		if n > 0 {
+			l.lastEvent = l.now
+		}
 		return n
 	}
+	if n := l.epollWait(0); n > 0 {
+		l.lastEvent = l.now
+		return n
+	}
+	l.spare = runtime.GOMAXPROCS(0) > l.loops // re-read while idle
 	if now := time.Now(); !now.Before(l.deadline) {
 		l.deadline = now.Add(sweepEvery)
 		l.file.SetReadDeadline(l.deadline)
@@ -322,6 +373,9 @@ func (l *loop) wait() int {
 		n = l.epollWait(0)
 		return n > 0
 	})
+	if n > 0 {
+		l.lastEvent = time.Now()
+	}
 	return n
 }
 
