@@ -63,37 +63,38 @@ func (l *loop) handle(ep *endpoint, events uint32) {
 	l.pump(s)
 }
 
-// accept takes one connection per listener event; a level-triggered
-// listener reports again while more are queued, and taking one at a time
-// saves the accept that would find the queue empty.
+// accept takes the connections queued on a listener, up to maxAccepts (the
+// level-triggered listener reports again if more are left).
 func (l *loop) accept(svc *Service, lfd int) {
-	fd, sa, err := unix.Accept4(lfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
-	if err != nil {
-		if err != unix.EAGAIN && err != unix.ECONNABORTED && err != unix.EINTR {
-			svc.logf("accept: %v", err)
-		}
-		return
-	}
 	o := svc.opts.Load()
-	if !svc.admit(o) {
-		unix.Close(fd)
-		return
+	for range maxAccepts {
+		fd, peer, err := accept4(lfd)
+		if err != nil {
+			if err != unix.EAGAIN && err != unix.ECONNABORTED && err != unix.EINTR {
+				svc.logf("accept: %v", err)
+			}
+			return
+		}
+		if !svc.admit(o) {
+			unix.Close(fd)
+			continue
+		}
+		if o.NoDelay {
+			unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+		}
+		s := &session{svc: svc, opts: o, peer: peer, last: l.now}
+		s.client = endpoint{kind: kindClient, fd: fd, sess: s, pr: -1, pw: -1, writable: true}
+		s.backend = endpoint{kind: kindBackend, fd: -1, sess: s, pr: -1, pw: -1}
+		s.client.peer, s.backend.peer = &s.backend, &s.client
+		l.link(s)
+		if err := l.register(&s.client); err != nil {
+			svc.logf("epoll: %v", err)
+			l.closeSession(s)
+			continue
+		}
+		s.choice = svc.pool.Pick(s.peer, l.now)
+		l.dial(s)
 	}
-	if o.NoDelay {
-		unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	}
-	s := &session{svc: svc, opts: o, peer: addrPort(sa), last: l.now}
-	s.client = endpoint{kind: kindClient, fd: fd, sess: s, pr: -1, pw: -1, writable: true}
-	s.backend = endpoint{kind: kindBackend, fd: -1, sess: s, pr: -1, pw: -1}
-	s.client.peer, s.backend.peer = &s.backend, &s.client
-	l.link(s)
-	if err := l.register(&s.client); err != nil {
-		svc.logf("epoll: %v", err)
-		l.closeSession(s)
-		return
-	}
-	s.choice = svc.pool.Pick(s.peer, l.now)
-	l.dial(s)
 }
 
 // dial connects to s.choice, failing over until a connect is under way or
@@ -167,15 +168,15 @@ func (l *loop) connected(s *session) bool {
 }
 
 func (l *loop) sendProxyHeader(s *session, version int) error {
-	local, err := unix.Getsockname(s.client.fd)
+	local, err := getsockname(s.client.fd)
 	if err != nil {
 		return err
 	}
 	var hdr []byte
 	if version == 1 {
-		hdr = proxyproto.AppendV1(nil, s.peer, addrPort(local))
+		hdr = proxyproto.AppendV1(nil, s.peer, local)
 	} else {
-		hdr = proxyproto.AppendV2(nil, true, s.peer, addrPort(local))
+		hdr = proxyproto.AppendV2(nil, true, s.peer, local)
 	}
 	n, err := unix.Write(s.backend.fd, hdr)
 	if err != nil {

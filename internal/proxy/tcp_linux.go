@@ -33,6 +33,7 @@ const (
 	smallSplices = 3
 	maxEvents    = 256
 	maxReads     = 16 // reads per direction before other sessions get a turn
+	maxAccepts   = 32 // accepts per listener event
 	maxPipePool  = 64
 	sweepEvery   = 250 * time.Millisecond
 	// yieldEvery is how often a busy loop lets the rest of the process
