@@ -34,6 +34,9 @@ type Daemon struct {
 
 	// PenFile is the Pen -F file re-read on SIGHUP in Pen mode.
 	PenFile string
+	// TOMLFile is the -config file; the write verb saves the running
+	// config there.
+	TOMLFile string
 	// Loops is the number of TCP engine loops; 0 means GOMAXPROCS.
 	Loops int
 }

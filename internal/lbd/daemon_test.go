@@ -6,6 +6,7 @@ import (
 	"log"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -302,5 +303,43 @@ func TestPenSendClient(t *testing.T) {
 	}
 	if err := pen.Send(t.TempDir()+"/none", []string{"mode"}, &out); err == nil {
 		t.Fatal("no error for a missing socket")
+	}
+}
+
+// With a TOML config, the write verb saves the running config there,
+// atomically and owner-only, and the result reloads to the same config.
+func TestPenWriteSavesTOML(t *testing.T) {
+	a := namedBackend(t, "a")
+	cfg := oneService(freePort(t), a)
+	dir := t.TempDir()
+	cfg.Control.PenListen = dir + "/ctl"
+	d, _ := newDaemon(t, cfg)
+	d.TOMLFile = dir + "/lbd.toml"
+	if got := penCommand(t, cfg.Control.PenListen, "server 0 weight 9"); got != "" {
+		t.Fatalf("weight: %q", got)
+	}
+	if got := penCommand(t, cfg.Control.PenListen, "write"); got != "" {
+		t.Fatalf("write: %q", got)
+	}
+	st, err := os.Stat(d.TOMLFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Errorf("saved with mode %v, want 0600", st.Mode().Perm())
+	}
+	back, err := config.Load(d.TOMLFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if back.Services[0].Backends[0].Weight != 9 {
+		t.Fatalf("saved config lost the change: %+v", back.Services[0].Backends[0])
+	}
+	// Over the control socket no other path may be written.
+	if got := penCommand(t, cfg.Control.PenListen, "write "+dir+"/other"); !strings.Contains(got, "only the -F file") {
+		t.Fatalf("write to another path: %q", got)
+	}
+	if _, err := os.Stat(dir + "/other"); err == nil {
+		t.Fatal("control client wrote an arbitrary file")
 	}
 }

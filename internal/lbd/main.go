@@ -177,6 +177,7 @@ func run(inv *invocation, args []string, stderr io.Writer) int {
 	}
 	d := New(logger)
 	d.PenFile = inv.penFile
+	d.TOMLFile = inv.tomlFile
 	// One TCP loop per usable CPU, plus a P for everything else (UDP, TLS,
 	// control, timers) so busy loops never have to make room for it.
 	if os.Getenv("GOMAXPROCS") == "" {

@@ -177,6 +177,9 @@ func (d *Daemon) ExecPen(line string, out io.Writer, startup bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	in := &pen.Interp{Cfg: d.cfg.Clone(), RT: runtimeView{d}, ConfigFile: d.PenFile, Startup: startup, AllowWritePaths: startup, Validate: true}
+	if d.TOMLFile != "" {
+		in.SaveTOML = func(c *config.Config) error { return config.Save(d.TOMLFile, c) }
+	}
 	changed, err := in.Exec(line, out)
 	if err != nil {
 		io.WriteString(out, err.Error())

@@ -76,6 +76,10 @@ type Interp struct {
 	// log FILE and web_stats FILE. Set it for -o/-O/-F; leave it false for
 	// the control socket, whose clients must not choose files lbd writes.
 	AllowWritePaths bool
+	// SaveTOML, when set, is what write without a file name does: lbd
+	// serving a TOML file saves the running config there (atomically)
+	// instead of writing Pen's format.
+	SaveTOML func(*config.Config) error
 	// Validate runs config.Validate on the result of every command that
 	// changes the config and refuses the command when it fails. Set it for
 	// the control socket so the running config is always valid.
@@ -894,6 +898,12 @@ func (st *state) status() error {
 
 // write saves the service in Pen's format.
 func (st *state) write(args []string) error {
+	if len(args) == 0 && st.in.SaveTOML != nil {
+		if err := st.in.SaveTOML(st.c); err != nil {
+			return fmt.Errorf("write: %v", err)
+		}
+		return nil
+	}
 	path := st.in.ConfigFile
 	if len(args) > 0 {
 		path = args[0]

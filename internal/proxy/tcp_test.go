@@ -423,3 +423,19 @@ func TestManyConcurrentConnections(t *testing.T) {
 	}
 	waitActive(t, f.svc, 0)
 }
+
+func TestSourceAddress(t *testing.T) {
+	from := make(chan netip.Addr, 1)
+	be := newBackend(t, func(c net.Conn) {
+		from <- c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr()
+		io.WriteString(c, "ok")
+	})
+	f := startTCP(t, Options{Source: netip.MustParseAddr("127.0.0.2")}, balance.Options{}, be.addr)
+	c := dial(t, f.addr)
+	if got, _ := io.ReadAll(c); string(got) != "ok" {
+		t.Fatalf("got %q", got)
+	}
+	if a := <-from; a != netip.MustParseAddr("127.0.0.2") {
+		t.Fatalf("backend saw the connection from %v, want 127.0.0.2", a)
+	}
+}
