@@ -28,6 +28,7 @@ type Daemon struct {
 	services map[string]*running
 	dummies  map[netip.AddrPort]*dummy.Server
 	penctl   *penControl
+	logs     map[string]*proxy.ConnLog // request logs by path
 	exit     chan struct{}
 	exitOnce sync.Once
 	debug    atomic.Int32 // cfg.Debug, for lock-free reads
@@ -57,6 +58,7 @@ func New(logger *log.Logger) *Daemon {
 		log:      logger,
 		services: make(map[string]*running),
 		dummies:  make(map[netip.AddrPort]*dummy.Server),
+		logs:     make(map[string]*proxy.ConnLog),
 		exit:     make(chan struct{}),
 	}
 }
@@ -104,12 +106,39 @@ func (d *Daemon) applyLocked(cfg *config.Config) error {
 		bs   []balance.Server
 		old  *running
 	}
+	// Request logs: keep open ones, open new ones; on failure close only
+	// what this call opened.
+	logs := make(map[string]*proxy.ConnLog)
+	closeNewLogs := func() {
+		for path, l := range logs {
+			if d.logs[path] != l {
+				l.Close()
+			}
+		}
+	}
+	for _, sc := range cfg.Services {
+		if sc.Log == "" || logs[sc.Log] != nil {
+			continue
+		}
+		if l := d.logs[sc.Log]; l != nil {
+			logs[sc.Log] = l
+			continue
+		}
+		l, err := proxy.OpenConnLog(sc.Log)
+		if err != nil {
+			closeNewLogs()
+			return fmt.Errorf("service %q: log: %w", sc.Name, err)
+		}
+		logs[sc.Log] = l
+	}
 	plans := make([]plan, 0, len(cfg.Services))
 	for _, sc := range cfg.Services {
 		opts, err := proxyOptions(sc)
 		if err != nil {
+			closeNewLogs()
 			return fmt.Errorf("service %q: %w", sc.Name, err)
 		}
+		opts.Log = logs[sc.Log]
 		bo, bs := balanceSpec(sc, acls)
 		p := plan{sc: sc, opts: opts, bo: bo, bs: bs}
 		if old := d.services[sc.Name]; old != nil && sameListener(old.cfg, sc) {
@@ -124,6 +153,7 @@ func (d *Daemon) applyLocked(cfg *config.Config) error {
 		}
 		e, err := proxy.NewEngine(n)
 		if err != nil {
+			closeNewLogs()
 			return err
 		}
 		d.engine = e
@@ -134,6 +164,7 @@ func (d *Daemon) applyLocked(cfg *config.Config) error {
 		for _, r := range started {
 			d.stop(r, true)
 		}
+		closeNewLogs()
 	}
 	next := make(map[string]*running, len(plans))
 	for _, p := range plans {
@@ -195,7 +226,12 @@ func (d *Daemon) applyLocked(cfg *config.Config) error {
 			s.Close()
 		}
 	}
-	d.services, d.dummies, d.cfg = next, newDummies, cfg.Clone()
+	for path, l := range d.logs {
+		if logs[path] != l {
+			l.Close() // connections still finishing log nothing more
+		}
+	}
+	d.services, d.dummies, d.logs, d.cfg = next, newDummies, logs, cfg.Clone()
 	d.debug.Store(int32(cfg.Debug))
 	for _, r := range started {
 		d.log.Printf("service %s: listening on %s/%s (%d backends)", r.cfg.Name, r.cfg.Listen, protoName(r.cfg.Protocol), usedBackends(r.cfg))
@@ -259,8 +295,25 @@ func (d *Daemon) Close() {
 	if d.engine != nil {
 		d.engine.Close()
 	}
+	for _, l := range d.logs {
+		l.Close()
+	}
+	d.logs = map[string]*proxy.ConnLog{}
 	d.services = map[string]*running{}
 	d.dummies = map[netip.AddrPort]*dummy.Server{}
+}
+
+// ReopenLogs reopens the request logs (after log rotation; SIGHUP).
+func (d *Daemon) ReopenLogs() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var errs []error
+	for _, l := range d.logs {
+		if err := l.Reopen(); err != nil {
+			errs = append(errs, fmt.Errorf("log %s: %w", l.Path(), err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Shutdown stops accepting, then waits up to grace for open connections to

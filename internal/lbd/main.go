@@ -216,6 +216,9 @@ func run(inv *invocation, args []string, stderr io.Writer) int {
 		case sig := <-sigs:
 			switch sig {
 			case syscall.SIGHUP:
+				if err := d.ReopenLogs(); err != nil {
+					logger.Printf("%v", err)
+				}
 				reload(d, inv, logger)
 			case syscall.SIGUSR1:
 				d.writeWebStats(logger)

@@ -82,7 +82,7 @@ func (l *loop) accept(svc *Service, lfd int) {
 		if o.NoDelay {
 			unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 		}
-		s := &session{svc: svc, opts: o, peer: peer, last: l.now}
+		s := &session{svc: svc, opts: o, peer: peer, last: l.now, start: l.now}
 		s.client = endpoint{kind: kindClient, fd: fd, sess: s, pr: -1, pw: -1, writable: true}
 		s.backend = endpoint{kind: kindBackend, fd: -1, sess: s, pr: -1, pw: -1}
 		s.client.peer, s.backend.peer = &s.backend, &s.client
@@ -334,8 +334,10 @@ func (l *loop) count(src *endpoint, n int) {
 	s.last = l.now
 	if src.kind == kindClient {
 		s.sent += uint64(n)
+		s.total[0] += uint64(n)
 	} else {
 		s.recv += uint64(n)
+		s.total[1] += uint64(n)
 	}
 }
 
@@ -469,6 +471,7 @@ func (l *loop) closeSession(s *session) {
 	if s.choice.Index != balance.NoServer {
 		if s.state == established {
 			s.svc.pool.Done(s.choice, s.sent, s.recv)
+			logConn(s.opts, s.peer, s.choice.Addr, s.total[0], s.total[1], s.start)
 		} else {
 			s.svc.pool.Done(s.choice, 0, 0)
 		}

@@ -38,6 +38,8 @@ type Options struct {
 	Backlog int
 	// TLS terminates TLS on the listener when non-nil.
 	TLS *tls.Config
+	// Log, when set, gets a line per finished connection or flow.
+	Log *ConnLog
 }
 
 // Service is one load-balanced listener's shared state: its options, its
@@ -97,3 +99,10 @@ func (s *Service) admit(o *Options) bool {
 }
 
 func (s *Service) release() { s.active.Add(-1) }
+
+// logConn records a finished connection in the request log, if any.
+func logConn(o *Options, client, server netip.AddrPort, sent, recv uint64, start time.Time) {
+	if o.Log != nil {
+		o.Log.record(logRecord{service: o.Name, client: client, server: server, sent: sent, recv: recv, start: start, end: time.Now()})
+	}
+}

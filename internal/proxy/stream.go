@@ -144,7 +144,11 @@ func serveConn(svc *Service, o *Options, c net.Conn) {
 	}
 	pool.Connected(choice, peer, time.Now())
 	var sent, recv uint64
-	defer func() { pool.Done(choice, sent, recv) }()
+	start := time.Now()
+	defer func() {
+		pool.Done(choice, sent, recv)
+		logConn(o, peer, choice.Addr, sent, recv, start)
+	}()
 	defer bc.Close()
 	if o.ProxyProtocol != 0 {
 		var hdr []byte

@@ -92,9 +92,11 @@ type session struct {
 	peer            netip.AddrPort // the client
 	deadline        time.Time      // connect deadline
 	last            time.Time      // last traffic
-	sent, recv      uint64         // bytes to / from the backend, not yet reported
-	prev, next      *session       // the loop's session list
-	queued          bool           // on the loop's ready list
+	start           time.Time
+	total           [2]uint64 // bytes to and from the backend, for the log
+	sent, recv      uint64    // bytes to / from the backend, not yet reported
+	prev, next      *session  // the loop's session list
+	queued          bool      // on the loop's ready list
 }
 
 // Engine runs the TCP loops.

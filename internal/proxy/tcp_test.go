@@ -10,6 +10,8 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -437,5 +439,32 @@ func TestSourceAddress(t *testing.T) {
 	}
 	if a := <-from; a != netip.MustParseAddr("127.0.0.2") {
 		t.Fatalf("backend saw the connection from %v, want 127.0.0.2", a)
+	}
+}
+
+func TestRequestLog(t *testing.T) {
+	path := t.TempDir() + "/req.log"
+	cl, err := OpenConnLog(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	be := newBackend(t, echo)
+	f := startTCP(t, Options{Name: "web", Log: cl}, balance.Options{}, be.addr)
+	c := dial(t, f.addr)
+	roundTrip(t, c, "hello")
+	local := c.LocalAddr().(*net.TCPAddr).AddrPort()
+	c.Close()
+	waitActive(t, f.svc, 0)
+	if err := cl.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fields := strings.Fields(string(b))
+	if len(fields) != 9 || fields[0] != "127.0.0.1" || fields[2] != be.addr.Addr().String() || fields[3] != "web" ||
+		fields[4] != strconv.Itoa(int(local.Port())) || fields[5] != strconv.Itoa(int(be.addr.Port())) || fields[6] != "5" || fields[7] != "5" {
+		t.Fatalf("log line %q", b)
 	}
 }

@@ -46,6 +46,7 @@ type flow struct {
 	replied    bool
 	lastPkt    []byte
 	sent, recv atomic.Uint64
+	start      time.Time
 }
 
 // ServeUDP listens on the service address and serves it until Close.
@@ -170,7 +171,7 @@ func (u *UDPServer) newFlow(client netip.AddrPort, local netip.Addr) *flow {
 	if !u.svc.admit(o) {
 		return nil
 	}
-	f := &flow{srv: u, client: client, local: local}
+	f := &flow{srv: u, client: client, local: local, start: time.Now()}
 	f.last.Store(time.Now().UnixNano())
 	now := time.Now()
 	f.choice = u.svc.pool.Pick(client, now)
@@ -294,6 +295,7 @@ func (f *flow) close() {
 	f.mu.Unlock()
 	if choice.Index != balance.NoServer {
 		u.svc.pool.Done(choice, f.sent.Load(), f.recv.Load())
+		logConn(u.svc.opts.Load(), f.client, choice.Addr, f.sent.Load(), f.recv.Load(), f.start)
 	}
 	u.svc.release()
 }
