@@ -16,18 +16,6 @@ func sockaddr(ap netip.AddrPort) (unix.Sockaddr, int) {
 	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: a.As16()}, unix.AF_INET6
 }
 
-// addrPort converts a socket address back; anything but IP gives the zero
-// value.
-func addrPort(sa unix.Sockaddr) netip.AddrPort {
-	switch sa := sa.(type) {
-	case *unix.SockaddrInet4:
-		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
-	case *unix.SockaddrInet6:
-		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), uint16(sa.Port))
-	}
-	return netip.AddrPort{}
-}
-
 // listenTCP opens a non-blocking TCP listening socket.
 func listenTCP(ap netip.AddrPort, backlog int) (int, error) {
 	sa, family := sockaddr(ap)
