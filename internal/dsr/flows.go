@@ -1,0 +1,113 @@
+package dsr
+
+import (
+	"encoding/binary"
+	"net/netip"
+)
+
+// flowKey identifies a flow in the client-to-VIP direction. For client
+// stickiness only src is set (with the service's VIP, proto and port, so
+// one client's flows to different services are apart).
+type flowKey struct {
+	src, dst     netip.Addr
+	sport, dport uint16
+	proto        uint8
+}
+
+// hash is deterministic across restarts and machines (several LBs behind
+// ECMP, or a restarted one, pick the same backend for a flow): FNV-1a over
+// the addresses and ports, then a 64-bit finaliser.
+func (k flowKey) hash() uint64 {
+	var b [36]byte
+	s, d := k.src.As16(), k.dst.As16()
+	copy(b[0:], s[:])
+	copy(b[16:], d[:])
+	binary.BigEndian.PutUint16(b[32:], k.sport)
+	binary.BigEndian.PutUint16(b[34:], k.dport)
+	h := uint64(14695981039346656037)
+	for _, c := range b {
+		h ^= uint64(c)
+		h *= 1099511628211
+	}
+	h ^= uint64(k.proto)
+	h ^= h >> 33
+	h *= 0xff51afd7ed558ccd
+	h ^= h >> 33
+	h *= 0xc4ceb9fe1a85ec53
+	h ^= h >> 33
+	return h
+}
+
+// flowEntry is a flow's backend and when the flow was last seen (coarse
+// seconds, from the worker's clock).
+type flowEntry struct {
+	b    *backend
+	last uint32
+}
+
+// flowTable keeps established flows on their backend when backends are
+// added, drained or removed (Maglev alone would move some of them). It is
+// owned by one worker (fanout sends a flow's frames to one socket), bounded,
+// and forgets flows idle for longer than idle seconds.
+type flowTable struct {
+	m    map[flowKey]flowEntry
+	max  int
+	idle uint32
+	// evicted counts entries dropped to make room.
+	evicted uint64
+}
+
+func newFlowTable(max int, idleSeconds uint32) *flowTable {
+	return &flowTable{m: make(map[flowKey]flowEntry, min(max, 4096)), max: max, idle: idleSeconds}
+}
+
+// get returns the flow's backend if the flow is known, its backend still
+// takes traffic, and it has not idled out; it refreshes the entry.
+func (t *flowTable) get(k flowKey, now uint32) *backend {
+	e, ok := t.m[k]
+	if !ok {
+		return nil
+	}
+	if e.b.gone.Load() || now-e.last > t.idle {
+		delete(t.m, k)
+		return nil
+	}
+	if e.last != now {
+		e.last = now
+		t.m[k] = e
+	}
+	return e.b
+}
+
+// put records a new flow, making room if the table is full: first by
+// expiring idle entries, then by dropping arbitrary ones (Go's map order is
+// random), a few at a time.
+func (t *flowTable) put(k flowKey, b *backend, now uint32) {
+	if len(t.m) >= t.max {
+		t.expire(now, 64)
+		for key := range t.m {
+			if len(t.m) < t.max {
+				break
+			}
+			delete(t.m, key)
+			t.evicted++
+		}
+	}
+	t.m[k] = flowEntry{b: b, last: now}
+}
+
+// expire removes idle entries and entries of gone backends, looking at no
+// more than budget entries (0: all).
+func (t *flowTable) expire(now uint32, budget int) {
+	n := 0
+	for k, e := range t.m {
+		if e.b.gone.Load() || now-e.last > t.idle {
+			delete(t.m, k)
+		}
+		if n++; budget > 0 && n >= budget {
+			return
+		}
+	}
+}
+
+func (t *flowTable) len() int { return len(t.m) }

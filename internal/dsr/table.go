@@ -1,0 +1,157 @@
+package dsr
+
+import (
+	"net/netip"
+	"sync/atomic"
+
+	"github.com/nib-lb/nib/internal/balance"
+)
+
+// Protocol numbers the forwarder handles.
+const (
+	ProtoICMP = 1
+	ProtoTCP  = 6
+	ProtoUDP  = 17
+)
+
+// ServiceConfig is one DSR service as the forwarder needs it.
+type ServiceConfig struct {
+	Name string
+	// VIP is the virtual address; Port 0 means every port.
+	VIP   netip.Addr
+	Port  uint16
+	Proto uint8 // ProtoTCP or ProtoUDP
+	// PerFlow hashes the whole flow (source port included); otherwise a
+	// client's flows all go to one backend (Pen's client stickiness).
+	PerFlow  bool
+	Backends []BackendConfig
+}
+
+// BackendConfig is one backend of a DSR service.
+type BackendConfig struct {
+	Addr netip.Addr
+	// Weight 0 drains the backend: no new flows, established ones stay.
+	Weight int
+}
+
+// backend is a backend's live state, shared by every flow that uses it.
+// A flow entry holds a pointer and checks gone with one atomic load, so a
+// removed or dead backend's flows move without touching the flow tables.
+type backend struct {
+	addr netip.Addr
+	gone atomic.Bool // removed from the configuration, or down
+	// Counters (all workers add to them).
+	packets, bytes atomic.Uint64
+}
+
+// service is one DSR service in a table snapshot.
+type service struct {
+	cfg      ServiceConfig
+	backends []*backend
+	// maglev covers the backends that take new flows (up, weight > 0);
+	// pick maps its slots to them.
+	maglev *balance.MaglevTable
+	pick   []*backend
+	stats  *ServiceStats
+}
+
+// ServiceStats are a service's counters.
+type ServiceStats struct {
+	Packets, Bytes atomic.Uint64
+	NewFlows       atomic.Uint64
+	NoBackend      atomic.Uint64 // frames dropped: no backend takes new flows
+}
+
+type vipKey struct {
+	addr  netip.Addr
+	proto uint8
+	port  uint16
+}
+
+// table is an immutable snapshot of the services, replaced as a whole.
+type table struct {
+	services map[vipKey]*service
+	list     []*service
+}
+
+// lookup finds the service for a frame to addr:port over proto: the exact
+// port first, then the VIP's all-ports service.
+func (t *table) lookup(addr netip.Addr, proto uint8, port uint16) *service {
+	if s := t.services[vipKey{addr, proto, port}]; s != nil {
+		return s
+	}
+	return t.services[vipKey{addr, proto, 0}]
+}
+
+// buildTable makes a snapshot from configs. prev supplies the live backend
+// state and counters to carry over (by service name and backend address);
+// down reports backends that must not get flows.
+func buildTable(cfgs []ServiceConfig, prev *table, down func(netip.Addr) bool) *table {
+	t := &table{services: make(map[vipKey]*service, len(cfgs))}
+	old := map[string]*service{}
+	if prev != nil {
+		for _, s := range prev.list {
+			old[s.cfg.Name] = s
+		}
+	}
+	kept := map[*backend]bool{}
+	for _, c := range cfgs {
+		s := &service{cfg: c, stats: &ServiceStats{}}
+		o := old[c.Name]
+		if o != nil {
+			s.stats = o.stats
+		}
+		var keys []string
+		var weights []int
+		for _, bc := range c.Backends {
+			var b *backend
+			if o != nil {
+				for _, ob := range o.backends {
+					if ob.addr == bc.Addr {
+						b = ob
+					}
+				}
+			}
+			if b == nil {
+				b = &backend{addr: bc.Addr}
+			}
+			isDown := down != nil && down(bc.Addr)
+			b.gone.Store(isDown)
+			kept[b] = true
+			s.backends = append(s.backends, b)
+			if bc.Weight > 0 && !isDown {
+				s.pick = append(s.pick, b)
+				keys = append(keys, bc.Addr.String())
+				weights = append(weights, bc.Weight)
+			}
+		}
+		if len(s.pick) > 0 {
+			s.maglev = balance.NewMaglev(keys, weights, balance.MaglevSize)
+		}
+		t.services[vipKey{c.VIP, c.Proto, c.Port}] = s
+		t.list = append(t.list, s)
+	}
+	// Backends that left the configuration: their flows move.
+	if prev != nil {
+		for _, s := range prev.list {
+			for _, b := range s.backends {
+				if !kept[b] {
+					b.gone.Store(true)
+				}
+			}
+		}
+	}
+	return t
+}
+
+// choose picks a backend for a new flow by Maglev over key's hash.
+func (s *service) choose(h uint64) *backend {
+	if s.maglev == nil {
+		return nil
+	}
+	i := s.maglev.Lookup(h)
+	if i < 0 {
+		return nil
+	}
+	return s.pick[i]
+}
