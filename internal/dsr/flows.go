@@ -2,34 +2,27 @@ package dsr
 
 import (
 	"encoding/binary"
-	"net/netip"
+
+	"github.com/nib-lb/nib/internal/frame"
 )
 
-// flowKey identifies a flow in the client-to-VIP direction. For client
-// stickiness only src is set (with the service's VIP, proto and port, so
-// one client's flows to different services are apart).
-type flowKey struct {
-	src, dst     netip.Addr
-	sport, dport uint16
-	proto        uint8
-}
-
-// hash is deterministic across restarts and machines (several LBs behind
-// ECMP, or a restarted one, pick the same backend for a flow): FNV-1a over
-// the addresses and ports, then a 64-bit finaliser.
-func (k flowKey) hash() uint64 {
+// hashFlow is the flow hash Maglev picks backends by. It is deterministic
+// across restarts and machines (several LBs behind ECMP, or a restarted one,
+// pick the same backend for a flow): FNV-1a over addresses and ports, then a
+// 64-bit finaliser.
+func hashFlow(fl frame.Flow) uint64 {
 	var b [36]byte
-	s, d := k.src.As16(), k.dst.As16()
+	s, d := fl.Src.As16(), fl.Dst.As16()
 	copy(b[0:], s[:])
 	copy(b[16:], d[:])
-	binary.BigEndian.PutUint16(b[32:], k.sport)
-	binary.BigEndian.PutUint16(b[34:], k.dport)
+	binary.BigEndian.PutUint16(b[32:], fl.SrcPort)
+	binary.BigEndian.PutUint16(b[34:], fl.DstPort)
 	h := uint64(14695981039346656037)
 	for _, c := range b {
 		h ^= uint64(c)
 		h *= 1099511628211
 	}
-	h ^= uint64(k.proto)
+	h ^= uint64(fl.Proto)
 	h ^= h >> 33
 	h *= 0xff51afd7ed558ccd
 	h ^= h >> 33
@@ -50,7 +43,7 @@ type flowEntry struct {
 // owned by one worker (fanout sends a flow's frames to one socket), bounded,
 // and forgets flows idle for longer than idle seconds.
 type flowTable struct {
-	m    map[flowKey]flowEntry
+	m    map[frame.Flow]flowEntry
 	max  int
 	idle uint32
 	// evicted counts entries dropped to make room.
@@ -58,12 +51,12 @@ type flowTable struct {
 }
 
 func newFlowTable(max int, idleSeconds uint32) *flowTable {
-	return &flowTable{m: make(map[flowKey]flowEntry, min(max, 4096)), max: max, idle: idleSeconds}
+	return &flowTable{m: make(map[frame.Flow]flowEntry, min(max, 4096)), max: max, idle: idleSeconds}
 }
 
 // get returns the flow's backend if the flow is known, its backend still
 // takes traffic, and it has not idled out; it refreshes the entry.
-func (t *flowTable) get(k flowKey, now uint32) *backend {
+func (t *flowTable) get(k frame.Flow, now uint32) *backend {
 	e, ok := t.m[k]
 	if !ok {
 		return nil
@@ -82,7 +75,7 @@ func (t *flowTable) get(k flowKey, now uint32) *backend {
 // put records a new flow, making room if the table is full: first by
 // expiring idle entries, then by dropping arbitrary ones (Go's map order is
 // random), a few at a time.
-func (t *flowTable) put(k flowKey, b *backend, now uint32) {
+func (t *flowTable) put(k frame.Flow, b *backend, now uint32) {
 	if len(t.m) >= t.max {
 		t.expire(now, 64)
 		for key := range t.m {

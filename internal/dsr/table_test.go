@@ -5,6 +5,8 @@ import (
 	"math"
 	"net/netip"
 	"testing"
+
+	"github.com/nib-lb/nib/internal/frame"
 )
 
 var (
@@ -18,8 +20,8 @@ func svcCfg(port uint16, perFlow bool, bs ...BackendConfig) ServiceConfig {
 	return ServiceConfig{Name: fmt.Sprintf("s%d", port), VIP: vip, Port: port, Proto: ProtoTCP, PerFlow: perFlow, Backends: bs}
 }
 
-func client(i int) flowKey {
-	return flowKey{src: netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), dst: vip, sport: uint16(1024 + i%50000), dport: 80, proto: ProtoTCP}
+func client(i int) frame.Flow {
+	return frame.Flow{Src: netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), Dst: vip, SrcPort: uint16(1024 + i%50000), DstPort: 80, Proto: ProtoTCP}
 }
 
 func TestLookupPortThenAllPorts(t *testing.T) {
@@ -47,7 +49,7 @@ func TestWeightsRespected(t *testing.T) {
 	count := map[netip.Addr]int{}
 	const n = 100000
 	for i := range n {
-		count[s.choose(client(i).hash()).addr]++
+		count[s.choose(hashFlow(client(i))).addr]++
 	}
 	if got := float64(count[be2]) / n; math.Abs(got-0.75) > 0.02 {
 		t.Errorf("weight 3 of 4 got %.3f of flows (%v)", got, count)
@@ -55,9 +57,9 @@ func TestWeightsRespected(t *testing.T) {
 }
 
 func TestHashIsDeterministic(t *testing.T) {
-	k := flowKey{src: netip.MustParseAddr("198.51.100.1"), dst: vip, sport: 40000, dport: 80, proto: ProtoTCP}
+	k := frame.Flow{Src: netip.MustParseAddr("198.51.100.1"), Dst: vip, SrcPort: 40000, DstPort: 80, Proto: ProtoTCP}
 	// A fixed value: a change here moves flows between LBs and restarts.
-	if got, want := k.hash(), uint64(0xc5c9cd63369c5b8f); got != want {
+	if got, want := hashFlow(k), uint64(0xc5c9cd63369c5b8f); got != want {
 		t.Fatalf("hash = %#x, want %#x", got, want)
 	}
 }
@@ -68,11 +70,11 @@ func TestFlowsSurviveChanges(t *testing.T) {
 	cfg := []ServiceConfig{svcCfg(80, true, BackendConfig{be1, 1}, BackendConfig{be2, 1}, BackendConfig{be3, 1})}
 	tb := buildTable(cfg, nil, nil)
 	ft := newFlowTable(1<<20, 300)
-	owner := map[flowKey]*backend{}
+	owner := map[frame.Flow]*backend{}
 	s := tb.lookup(vip, ProtoTCP, 80)
 	for i := range 3000 {
 		k := client(i)
-		b := s.choose(k.hash())
+		b := s.choose(hashFlow(k))
 		ft.put(k, b, 1)
 		owner[k] = b
 	}
@@ -99,7 +101,7 @@ func TestFlowsSurviveChanges(t *testing.T) {
 		t.Fatalf("moved %d kept %d", moved, kept)
 	}
 	for i := 5000; i < 8000; i++ {
-		if b := s.choose(client(i).hash()); b.addr == be2 || b.addr == be3 {
+		if b := s.choose(hashFlow(client(i))); b.addr == be2 || b.addr == be3 {
 			t.Fatalf("new flow went to %v", b.addr)
 		}
 	}
@@ -110,9 +112,9 @@ func TestDownBackendGetsNoFlows(t *testing.T) {
 	tb := buildTable(cfg, nil, nil)
 	ft := newFlowTable(100, 300)
 	s := tb.lookup(vip, ProtoTCP, 80)
-	var onBe2 flowKey
+	var onBe2 frame.Flow
 	for i := 0; ; i++ {
-		if b := s.choose(client(i).hash()); b.addr == be2 {
+		if b := s.choose(hashFlow(client(i))); b.addr == be2 {
 			onBe2 = client(i)
 			ft.put(onBe2, b, 1)
 			break
@@ -124,7 +126,7 @@ func TestDownBackendGetsNoFlows(t *testing.T) {
 	}
 	s = tb2.lookup(vip, ProtoTCP, 80)
 	for i := range 1000 {
-		if s.choose(client(i).hash()).addr != be1 {
+		if s.choose(hashFlow(client(i))).addr != be1 {
 			t.Fatal("a dead backend got a new flow")
 		}
 	}

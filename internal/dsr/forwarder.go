@@ -1,0 +1,263 @@
+package dsr
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Config configures a forwarder on one interface.
+type Config struct {
+	// Interface is the NIC the VIP traffic arrives on and leaves by.
+	Interface *net.Interface
+	// Workers is the number of sockets (one per core, in a fanout group);
+	// 0 means 1.
+	Workers int
+	// FlowTableSize bounds each worker's flow table; 0 means 65536.
+	FlowTableSize int
+	// FlowIdle forgets flows idle this long; 0 means 5 minutes.
+	FlowIdle time.Duration
+	// Batch is the number of frames per recvmmsg/sendmmsg; 0 means 64.
+	Batch int
+}
+
+// Forwarder runs the DSR data path on one interface.
+type Forwarder struct {
+	cfg     Config
+	mac     [6]byte
+	nb      Neighbors
+	down    func(netip.Addr) bool
+	logf    func(string, ...any)
+	table   atomic.Pointer[table]
+	mu      sync.Mutex // serialises Update
+	conns   []*conn
+	workers []*worker
+	clock   atomic.Uint32 // coarse seconds for flow ages
+}
+
+// New opens the forwarder's sockets on cfg.Interface for services. nb
+// resolves backend MACs; down (may be nil) reports backends that must not
+// get flows.
+func New(cfg Config, services []ServiceConfig, nb Neighbors, down func(netip.Addr) bool, logf func(string, ...any)) (*Forwarder, error) {
+	if cfg.Workers <= 0 {
+		cfg.Workers = 1
+	}
+	if cfg.FlowTableSize <= 0 {
+		cfg.FlowTableSize = 65536
+	}
+	if cfg.FlowIdle <= 0 {
+		cfg.FlowIdle = 5 * time.Minute
+	}
+	if cfg.Batch <= 0 {
+		cfg.Batch = 64
+	}
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	if len(cfg.Interface.HardwareAddr) != 6 {
+		return nil, fmt.Errorf("dsr: interface %s has no Ethernet address", cfg.Interface.Name)
+	}
+	f := &Forwarder{cfg: cfg, nb: nb, down: down, logf: logf}
+	copy(f.mac[:], cfg.Interface.HardwareAddr)
+	f.table.Store(buildTable(services, nil, down))
+	filter, err := Filter(vips(services), nil)
+	if err != nil {
+		return nil, err
+	}
+	group := uint16(rand.Uint32()) | 1
+	for range cfg.Workers {
+		c, err := listen(cfg.Interface, filter, group)
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("dsr: %w", err)
+		}
+		f.conns = append(f.conns, c)
+		f.workers = append(f.workers, &worker{f: f, flows: newFlowTable(cfg.FlowTableSize, uint32(cfg.FlowIdle/time.Second))})
+	}
+	return f, nil
+}
+
+func vips(services []ServiceConfig) []netip.Addr {
+	seen := map[netip.Addr]bool{}
+	var out []netip.Addr
+	for _, s := range services {
+		if !seen[s.VIP] {
+			seen[s.VIP] = true
+			out = append(out, s.VIP)
+		}
+	}
+	return out
+}
+
+// Update replaces the services (reload): established flows keep their
+// backends unless those were removed; the packet filter follows the VIPs.
+func (f *Forwarder) Update(services []ServiceConfig) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	filter, err := Filter(vips(services), nil)
+	if err != nil {
+		return err
+	}
+	for _, c := range f.conns {
+		if err := c.pc.SetBPF(filter); err != nil {
+			return fmt.Errorf("dsr: filter: %w", err)
+		}
+	}
+	f.table.Store(buildTable(services, f.table.Load(), f.down))
+	return nil
+}
+
+// Refresh rebuilds the Maglev tables when backends went down or came back.
+func (f *Forwarder) Refresh() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	t := f.table.Load()
+	cfgs := make([]ServiceConfig, len(t.list))
+	for i, s := range t.list {
+		cfgs[i] = s.cfg
+	}
+	f.table.Store(buildTable(cfgs, t, f.down))
+}
+
+// Run forwards until ctx is done or the sockets are closed.
+func (f *Forwarder) Run(ctx context.Context) error {
+	start := time.Now()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-t.C:
+				f.clock.Store(uint32(now.Sub(start) / time.Second))
+			}
+		}
+	}()
+	go func() {
+		<-ctx.Done()
+		f.Close()
+	}()
+	var wg sync.WaitGroup
+	errs := make([]error, len(f.workers))
+	for i, w := range f.workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = w.run(f.conns[i])
+		}()
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		return nil
+	}
+	return errors.Join(errs...)
+}
+
+// Close closes the sockets; Run returns.
+func (f *Forwarder) Close() {
+	for _, c := range f.conns {
+		c.Close()
+	}
+}
+
+func (w *worker) run(c *conn) error {
+	b := newBatch(w.f.cfg.Batch)
+	lastExpire := uint32(0)
+	for {
+		n, err := c.recv(b, true)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+		now := w.f.clock.Load()
+		t := w.f.table.Load()
+		for i := range n {
+			m := &b.msgs[i]
+			w.stats.received.Add(1)
+			if m.Hdr.Flags&unix.MSG_TRUNC != 0 || m.Len < vnetHdrLen {
+				w.stats.drops[DropTruncated].Add(1)
+				continue
+			}
+			msg := b.bufs[i][:m.Len]
+			act, why := w.process(t, msg[vnetHdrLen:], now)
+			if act == actForward {
+				// Forwarded frames keep their vnet header: the kernel
+				// completes a partial checksum and segments a
+				// super-frame on the way out. Receive-only flags go.
+				msg[0] &^= unix.VIRTIO_NET_HDR_F_DATA_VALID | unix.VIRTIO_NET_HDR_F_RSC_INFO
+				b.queue(i, len(msg))
+				continue
+			}
+			w.stats.drops[why].Add(1)
+		}
+		if len(b.outMsgs) > 0 {
+			sent, refused, lastErr := c.send(b)
+			w.stats.forwarded.Add(uint64(sent))
+			if refused > 0 {
+				w.stats.drops[DropSendFailed].Add(uint64(refused))
+				w.f.logf("dsr: %d frames refused by the kernel: %v", refused, lastErr)
+			}
+		}
+		if now != lastExpire {
+			lastExpire = now
+			w.flows.expire(now, 256)
+		}
+	}
+}
+
+// Stats is a snapshot of the forwarder's counters.
+type Stats struct {
+	Received, Forwarded uint64
+	Drops               map[string]uint64
+	Services            []ServiceStatsSnapshot
+}
+
+// ServiceStatsSnapshot is one service's counters.
+type ServiceStatsSnapshot struct {
+	Name                     string
+	Packets, Bytes, NewFlows uint64
+	NoBackend                uint64
+	Backends                 []BackendStats
+}
+
+// BackendStats is one backend's counters.
+type BackendStats struct {
+	Addr           netip.Addr
+	Packets, Bytes uint64
+	Down           bool
+}
+
+// Stats returns the counters (flows is approximate while workers run).
+func (f *Forwarder) Stats() Stats {
+	st := Stats{Drops: map[string]uint64{}}
+	for _, w := range f.workers {
+		st.Received += w.stats.received.Load()
+		st.Forwarded += w.stats.forwarded.Load()
+		for r := range numDropReasons {
+			if v := w.stats.drops[r].Load(); v > 0 {
+				st.Drops[r.String()] += v
+			}
+		}
+	}
+	for _, s := range f.table.Load().list {
+		ss := ServiceStatsSnapshot{Name: s.cfg.Name, Packets: s.stats.Packets.Load(), Bytes: s.stats.Bytes.Load(), NewFlows: s.stats.NewFlows.Load(), NoBackend: s.stats.NoBackend.Load()}
+		for _, b := range s.backends {
+			ss.Backends = append(ss.Backends, BackendStats{Addr: b.addr, Packets: b.packets.Load(), Bytes: b.bytes.Load(), Down: b.gone.Load()})
+		}
+		st.Services = append(st.Services, ss)
+	}
+	return st
+}

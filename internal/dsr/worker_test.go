@@ -1,0 +1,149 @@
+package dsr
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/nib-lb/nib/internal/frame"
+)
+
+var (
+	lbMAC     = [6]byte{0x02, 0, 0, 0, 0, 0x02}
+	clientMAC = [6]byte{0x02, 0, 0, 0, 0, 0x10}
+	macOf     = map[netip.Addr][6]byte{be1: {0x02, 0, 0, 0, 0, 0x21}, be2: {0x02, 0, 0, 0, 0, 0x22}}
+)
+
+type fakeNeighbors map[netip.Addr][6]byte
+
+func (n fakeNeighbors) Lookup(a netip.Addr) ([6]byte, bool) { m, ok := n[a]; return m, ok }
+
+func newTestWorker(t *testing.T, services ...ServiceConfig) (*worker, *table) {
+	t.Helper()
+	f := &Forwarder{nb: fakeNeighbors(macOf), mac: lbMAC}
+	tb := buildTable(services, nil, nil)
+	f.table.Store(tb)
+	return &worker{f: f, flows: newFlowTable(1024, 300)}, tb
+}
+
+// tcpFrame builds client→dst TCP with the given ports and payload.
+func tcpFrame(src, dst netip.Addr, sport, dport uint16, flags uint8, payload string) []byte {
+	b := frame.AppendEthernet(nil, lbMAC, clientMAC, nil, 0x0800)
+	b = frame.AppendIPv4(b, frame.IPv4Header{TTL: 64, Proto: ProtoTCP, Src: src, Dst: dst}, 20+len(payload))
+	b = frame.AppendTCP(b, frame.TCPHeader{SrcPort: sport, DstPort: dport, Seq: 1, Flags: flags, Window: 65535})
+	b = append(b, payload...)
+	var fr frame.Frame
+	if err := fr.Parse(b); err != nil {
+		panic(err)
+	}
+	fr.SetL4Checksum()
+	return b
+}
+
+func TestProcessForwardsRewritingMACsOnly(t *testing.T) {
+	w, tb := newTestWorker(t, svcCfg(80, true, BackendConfig{be1, 1}))
+	cl := netip.MustParseAddr("198.51.100.9")
+	in := tcpFrame(cl, vip, 40000, 80, 0x02, "")
+	b := append([]byte(nil), in...)
+	act, _ := w.process(tb, b, 1)
+	if act != actForward {
+		t.Fatalf("action %v", act)
+	}
+	if [6]byte(b[0:6]) != macOf[be1] || [6]byte(b[6:12]) != lbMAC {
+		t.Fatalf("MACs %x %x", b[0:6], b[6:12])
+	}
+	if string(b[12:]) != string(in[12:]) {
+		t.Fatal("bytes above layer 2 changed")
+	}
+	st := w.f.table.Load().list[0]
+	if st.stats.Packets.Load() != 1 || st.stats.NewFlows.Load() != 1 || st.backends[0].packets.Load() != 1 {
+		t.Fatalf("counters %d %d %d", st.stats.Packets.Load(), st.stats.NewFlows.Load(), st.backends[0].packets.Load())
+	}
+}
+
+func TestProcessDrops(t *testing.T) {
+	w, tb := newTestWorker(t, svcCfg(80, true, BackendConfig{be1, 1}))
+	cl := netip.MustParseAddr("198.51.100.9")
+	noMAC := netip.MustParseAddr("192.0.2.99")
+	for _, tc := range []struct {
+		name string
+		tb   *table
+		b    []byte
+		want DropReason
+	}{
+		{"truncated ip", tb, tcpFrame(cl, vip, 1, 80, 2, "")[:20], DropMalformed},
+		{"wrong port", tb, tcpFrame(cl, vip, 1, 81, 2, ""), DropNoService},
+		{"not a vip", tb, tcpFrame(cl, be2, 1, 80, 2, ""), DropNoService},
+		{"unresolved backend", buildTable([]ServiceConfig{svcCfg(80, true, BackendConfig{noMAC, 1})}, nil, nil), tcpFrame(cl, vip, 1, 80, 2, ""), DropUnresolved},
+		{"every backend drained", buildTable([]ServiceConfig{svcCfg(80, true, BackendConfig{be1, 0})}, nil, nil), tcpFrame(cl, vip, 1, 80, 2, ""), DropNoBackend},
+	} {
+		w.flows = newFlowTable(1024, 300) // rows share no flows
+		act, why := w.process(tc.tb, tc.b, 1)
+		if act != actDrop || why != tc.want {
+			t.Errorf("%s: %v %v, want drop %v", tc.name, act, why, tc.want)
+		}
+	}
+}
+
+func TestProcessStickyVersusPerFlow(t *testing.T) {
+	for _, perFlow := range []bool{false, true} {
+		w, tb := newTestWorker(t, svcCfg(80, perFlow, BackendConfig{be1, 1}, BackendConfig{be2, 1}))
+		seen := map[bool]map[[6]byte]bool{}
+		for c := range 50 {
+			cl := netip.AddrFrom4([4]byte{198, 51, 100, byte(c)})
+			macs := map[[6]byte]bool{}
+			for port := range uint16(30) {
+				b := tcpFrame(cl, vip, 30000+port, 80, 2, "")
+				if act, why := w.process(tb, b, 1); act != actForward {
+					t.Fatalf("drop %v", why)
+				}
+				macs[[6]byte(b[0:6])] = true
+			}
+			if !perFlow && len(macs) != 1 {
+				t.Fatalf("sticky service spread client %v over %d backends", cl, len(macs))
+			}
+			seen[len(macs) > 1] = macs
+		}
+		if perFlow && seen[true] == nil {
+			t.Fatal("per-flow service kept every client on one backend")
+		}
+	}
+}
+
+// An ICMP "fragmentation needed" about a flow goes to the flow's backend.
+func TestProcessICMPErrorFollowsFlow(t *testing.T) {
+	w, tb := newTestWorker(t, svcCfg(80, true, BackendConfig{be1, 1}, BackendConfig{be2, 1}))
+	cl := netip.MustParseAddr("198.51.100.9")
+	syn := tcpFrame(cl, vip, 40000, 80, 2, "")
+	w.process(tb, syn, 1)
+	owner := [6]byte(syn[0:6])
+	// The backend's reply (VIP → client) as quoted by a router.
+	quote := frame.AppendIPv4(nil, frame.IPv4Header{TTL: 64, Proto: ProtoTCP, Src: vip, Dst: cl}, 20)
+	quote = frame.AppendTCP(quote, frame.TCPHeader{SrcPort: 80, DstPort: 40000, Seq: 9, Flags: 0x10})
+	router := netip.MustParseAddr("203.0.113.1")
+	b := frame.AppendEthernet(nil, lbMAC, clientMAC, nil, 0x0800)
+	b = frame.AppendIPv4(b, frame.IPv4Header{TTL: 64, Proto: ProtoICMP, Src: router, Dst: vip}, 8+len(quote))
+	b = frame.AppendICMP(b, 3, 4, 1400)
+	b = append(b, quote...)
+	if act, why := w.process(tb, b, 2); act != actForward {
+		t.Fatalf("ICMP error dropped: %v", why)
+	}
+	if [6]byte(b[0:6]) != owner {
+		t.Fatalf("ICMP error went to %x, flow is on %x", b[0:6], owner)
+	}
+	// An echo request to the VIP is not forwarded.
+	echo := frame.AppendEthernet(nil, lbMAC, clientMAC, nil, 0x0800)
+	echo = frame.AppendIPv4(echo, frame.IPv4Header{TTL: 64, Proto: ProtoICMP, Src: cl, Dst: vip}, 8)
+	echo = frame.AppendICMP(echo, 8, 0, 0)
+	if act, why := w.process(tb, echo, 2); act != actDrop || why != DropICMP {
+		t.Fatalf("echo: %v %v", act, why)
+	}
+}
+
+func BenchmarkProcess(b *testing.B) {
+	w, tb := newTestWorker(&testing.T{}, svcCfg(80, true, BackendConfig{be1, 1}, BackendConfig{be2, 1}))
+	f := tcpFrame(netip.MustParseAddr("198.51.100.9"), vip, 40000, 80, 0x10, "0123456789")
+	b.ReportAllocs()
+	for b.Loop() {
+		w.process(tb, f, 1)
+	}
+}
