@@ -198,6 +198,12 @@ func (w *worker) run(c *conn) error {
 				// completes a partial checksum and segments a
 				// super-frame on the way out. Receive-only flags go.
 				msg[0] &^= unix.VIRTIO_NET_HDR_F_DATA_VALID | unix.VIRTIO_NET_HDR_F_RSC_INFO
+				if msg[0]&unix.VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 {
+					w.stats.partial.Add(1)
+				}
+				if msg[1] != unix.VIRTIO_NET_HDR_GSO_NONE {
+					w.stats.super.Add(1)
+				}
 				b.queue(i, len(msg))
 				continue
 			}
@@ -221,8 +227,11 @@ func (w *worker) run(c *conn) error {
 // Stats is a snapshot of the forwarder's counters.
 type Stats struct {
 	Received, Forwarded uint64
-	Drops               map[string]uint64
-	Services            []ServiceStatsSnapshot
+	// PartialChecksums and SuperFrames count forwarded frames whose
+	// checksum or segmentation the kernel finished on the way out.
+	PartialChecksums, SuperFrames uint64
+	Drops                         map[string]uint64
+	Services                      []ServiceStatsSnapshot
 }
 
 // ServiceStatsSnapshot is one service's counters.
@@ -246,6 +255,8 @@ func (f *Forwarder) Stats() Stats {
 	for _, w := range f.workers {
 		st.Received += w.stats.received.Load()
 		st.Forwarded += w.stats.forwarded.Load()
+		st.PartialChecksums += w.stats.partial.Load()
+		st.SuperFrames += w.stats.super.Load()
 		for r := range numDropReasons {
 			if v := w.stats.drops[r].Load(); v > 0 {
 				st.Drops[r.String()] += v

@@ -47,7 +47,11 @@ const (
 type workerStats struct {
 	received  atomic.Uint64
 	forwarded atomic.Uint64
-	drops     [numDropReasons]atomic.Uint64
+	// Frames that still needed their checksum (CHECKSUM_PARTIAL) and
+	// GRO/TSO super-frames, forwarded with their vnet header for the
+	// kernel to finish.
+	partial, super atomic.Uint64
+	drops          [numDropReasons]atomic.Uint64
 }
 
 // worker owns one socket, its batch buffers and its flow table.
