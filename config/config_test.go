@@ -295,6 +295,103 @@ address = "10.0.0.1:53"
 		},
 	},
 	{
+		name: "dsr minimal, backend port 0 accepted",
+		in: `
+[[service]]
+name = "vip"
+listen = "192.0.2.100:80"
+mode = "dsr"
+interface = "eth0"
+[[service.backend]]
+address = "192.0.2.21"
+[[service.backend]]
+address = "192.0.2.22:0"
+[[service.backend]]
+address = "0.0.0.0"
+`,
+		want: func() *Config {
+			s := NewDSRService("vip", "eth0", ap("192.0.2.100:80"), TCP)
+			s.Backends = []Backend{NewBackend(ap("192.0.2.21:0")), NewBackend(ap("192.0.2.22:0")), NewBackend(ap("0.0.0.0:0"))}
+			return &Config{Services: []Service{s}}
+		},
+	},
+	{
+		name: "dsr all ports, udp, shared interface, tarpit, next to proxy",
+		in: `
+[acl]
+tarpit = ["deny 198.51.100.1", "permit 198.51.100.0/24", "permit 203.0.113.0/16"]
+clients = ["deny 192.0.2.0/24"]
+[[service]]
+name = "proxy"
+listen = "192.0.2.1:80"
+mode = "proxy"
+[[service.backend]]
+address = "10.0.0.1:80"
+[[service]]
+name = "dsr-all"
+listen = "192.0.2.100"
+protocol = "tcp"
+mode = "dsr"
+interface = "eth1"
+tarpit_acl = "tarpit"
+tracking = false
+idle_timeout = "1m"
+max_connections = 1000
+client_acl = "clients"
+web_stats = "/tmp/dsr.html"
+[[service.backend]]
+address = "192.0.2.21"
+weight = 3
+prio = 1
+[[service.backend]]
+address = "192.0.2.22"
+weight = 0
+[[service]]
+name = "dsr-dns"
+listen = "192.0.2.100:53"
+protocol = "udp"
+mode = "dsr"
+interface = "eth1"
+[[service.backend]]
+address = "192.0.2.21"
+[[service]]
+name = "dsr-dns2"
+listen = "192.0.2.101:0"
+protocol = "udp"
+mode = "dsr"
+interface = "eth1"
+algorithm = "maglev"
+backend = [{address = "192.0.2.21"}]
+`,
+		want: func() *Config {
+			p := NewService("proxy", ap("192.0.2.1:80"), TCP)
+			p.Backends = []Backend{NewBackend(ap("10.0.0.1:80"))}
+			all := NewDSRService("dsr-all", "eth1", ap("192.0.2.100:0"), TCP)
+			all.TarpitACL = "tarpit"
+			all.Tracking = false
+			all.IdleTimeout = time.Minute
+			all.MaxConnections = 1000
+			all.ClientACL = "clients"
+			all.WebStats = "/tmp/dsr.html"
+			all.Backends = []Backend{{Address: ap("192.0.2.21:0"), Weight: 3, Prio: 1}, {Address: ap("192.0.2.22:0")}}
+			dns := NewDSRService("dsr-dns", "eth1", ap("192.0.2.100:53"), UDP)
+			dns.Backends = []Backend{NewBackend(ap("192.0.2.21:0"))}
+			dns2 := NewDSRService("dsr-dns2", "eth1", ap("192.0.2.101:0"), UDP)
+			dns2.Backends = []Backend{NewBackend(ap("192.0.2.21:0"))}
+			return &Config{
+				ACLs: map[string]ACL{
+					"tarpit": {Rules: []Rule{
+						{Deny, netip.MustParsePrefix("198.51.100.1/32")},
+						{Permit, netip.MustParsePrefix("198.51.100.0/24")},
+						{Permit, netip.MustParsePrefix("203.0.0.0/16")},
+					}},
+					"clients": {Rules: []Rule{{Deny, netip.MustParsePrefix("192.0.2.0/24")}}},
+				},
+				Services: []Service{p, all, dns, dns2},
+			}
+		},
+	},
+	{
 		name: "inline tables and odd strings",
 		in: `
 [[dummy]]
@@ -619,6 +716,265 @@ source = "::"
 			`lbd.toml:4:13: service[0].emergency: 0.0.0.0:80 is not a usable address`,
 			`lbd.toml:5:9: service[0].abuse: port 0 in 10.0.0.1:0`,
 			`lbd.toml:6:10: service[0].source: :: is not a usable source address`,
+		},
+	},
+	{
+		name: "dsr needs an interface and an IPv4 VIP",
+		in: `[[service]]
+name = "a"
+listen = "[2001:db8::1]:80"
+mode = "dsr"
+[[service]]
+name = "b"
+listen = "192.0.2.100:http"
+mode = "nat"
+interface = "eth0/1"
+[[service]]
+name = "c"
+listen = "0.0.0.0:80"
+mode = "dsr"
+interface = "a-very-long-name0"
+[[service]]
+name = "d"
+mode = "dsr"
+interface = "eth 0"
+`,
+		want: []string{
+			`lbd.toml:1:3: service[0].interface: mode "dsr" needs the network interface to forward on, e.g. "eth0" (Pen: dsr_if)`,
+			`lbd.toml:3:10: service[0].listen: 2001:db8::1: IPv6 VIPs are not supported yet`,
+			`lbd.toml:7:10: service[1].listen: "192.0.2.100:http" is not an ip:port`,
+			`lbd.toml:8:8: service[1].mode: "nat" must be one of "proxy", "dsr"`,
+			`lbd.toml:9:13: service[1].interface: is only used with mode "dsr"`,
+			`lbd.toml:12:10: service[2].listen: 0.0.0.0 cannot be a VIP: it must be a unicast address on the interface's LAN`,
+			`lbd.toml:14:13: service[2].interface: "a-very-long-name0" is not a Linux interface name (1 to 15 characters, no '/', ':' or white space)`,
+			`lbd.toml:15:3: service[3].listen: a VIP is required: "ip" (every port) or "ip:port"`,
+			`lbd.toml:18:13: service[3].interface: "eth 0" is not a Linux interface name (1 to 15 characters, no '/', ':' or white space)`,
+		},
+	},
+	{
+		name: "proxy-only keys on a dsr service",
+		in: `[[service]]
+name = "vip"
+listen = "192.0.2.100:443"
+mode = "dsr"
+interface = "eth0"
+algorithm = "weight"
+hash_port = true
+stubborn = true
+idle_timeout = "0s"
+emergency = "192.0.2.9:80"
+abuse = "192.0.2.8:80"
+http = true
+proxy_protocol = "v2"
+source = "192.0.2.1"
+nodelay = true
+keepalive = true
+log = "/tmp/log"
+[service.tls]
+cert = "c.pem"
+`,
+		want: []string{
+			`lbd.toml:6:13: service[0].algorithm: "weight" is not available with mode "dsr", which always uses weighted "maglev"`,
+			`lbd.toml:7:13: service[0].hash_port: not allowed with mode "dsr": with mode "dsr", tracking = false hashes each flow with the client port (Pen -r)`,
+			`lbd.toml:8:12: service[0].stubborn: not allowed with mode "dsr": DSR never connects to backends, so there is nothing to fail over`,
+			`lbd.toml:9:16: service[0].idle_timeout: DSR flows must expire: 0s is not allowed for mode "dsr"`,
+			`lbd.toml:10:13: service[0].emergency: not allowed with mode "dsr": DSR has no emergency server; flows of dead or drained backends move to the others`,
+			`lbd.toml:11:9: service[0].abuse: not allowed with mode "dsr": DSR drops clients that client_acl denies`,
+			`lbd.toml:12:8: service[0].http: not allowed with mode "dsr": DSR forwards frames and never sees HTTP requests`,
+			`lbd.toml:13:18: service[0].proxy_protocol: not allowed with mode "dsr": DSR forwards frames unchanged and cannot add a PROXY header`,
+			`lbd.toml:14:10: service[0].source: not allowed with mode "dsr": with DSR, backends see the client's own address`,
+			`lbd.toml:15:11: service[0].nodelay: not allowed with mode "dsr": DSR keeps no sockets`,
+			`lbd.toml:16:13: service[0].keepalive: not allowed with mode "dsr": DSR keeps no sockets`,
+			`lbd.toml:17:7: service[0].log: not allowed with mode "dsr": DSR logs no connections; see the DSR counters`,
+			`lbd.toml:18:10: service[0].tls: not allowed with mode "dsr": DSR forwards frames and cannot terminate TLS`,
+		},
+	},
+	{
+		name: "dsr backends are IPv4 addresses without a port",
+		in: `[acl]
+x = ["permit 10.0.0.0/8"]
+[[service]]
+name = "vip"
+listen = "192.0.2.100:80"
+mode = "dsr"
+interface = "eth0"
+backend = [
+  {address = "192.0.2.21:80"},
+  {address = "2001:db8::21"},
+  {address = "127.0.0.1"},
+  {address = "192.0.2.100"},
+  {address = "192.0.2.22", max = 5, hard = 6, acl = "x"},
+  {address = "192.0.2.22"},
+  {address = "192.0.2.300"},
+  {weight = 1},
+]
+`,
+		want: []string{
+			`lbd.toml:9:14: service[0].backend[0].address: DSR never changes the destination port: give the backend without a port, "192.0.2.21"`,
+			`lbd.toml:10:14: service[0].backend[1].address: 2001:db8::21: IPv6 backends are not supported yet`,
+			`lbd.toml:11:14: service[0].backend[2].address: 127.0.0.1 cannot be a DSR backend: it must be a unicast address on the interface's LAN`,
+			`lbd.toml:12:14: service[0].backend[3].address: 192.0.2.100 is the VIP`,
+			`lbd.toml:13:34: service[0].backend[4].max: not allowed with mode "dsr": DSR keeps no connection counts per backend`,
+			`lbd.toml:13:44: service[0].backend[4].hard: not allowed with mode "dsr": DSR keeps no connection counts per backend`,
+			`lbd.toml:13:53: service[0].backend[4].acl: not allowed with mode "dsr": use the service's client_acl`,
+			`lbd.toml:14:14: service[0].backend[5].address: 192.0.2.22 is already backend[4]`,
+			`lbd.toml:15:14: service[0].backend[6].address: "192.0.2.300" is not an ip or ip:port`,
+			`lbd.toml:16:3: service[0].backend[7].address: an ip is required ("0.0.0.0" marks an unused slot)`,
+		},
+	},
+	{
+		name: "interface and tarpit_acl on a proxy service, tarpit on udp",
+		in: `[acl]
+t = ["permit 192.0.2.77"]
+[[service]]
+name = "web"
+listen = "127.0.0.1:80"
+interface = "eth0"
+tarpit_acl = "t"
+[[service]]
+name = "dns"
+listen = "192.0.2.100:53"
+protocol = "udp"
+mode = "dsr"
+interface = "eth0"
+tarpit_acl = "t"
+[[service]]
+name = "vip"
+listen = "192.0.2.100:80"
+mode = "dsr"
+interface = "eth0"
+tarpit_acl = "nosuch"
+`,
+		want: []string{
+			`lbd.toml:6:13: service[0].interface: is only used with mode "dsr"`,
+			`lbd.toml:7:14: service[0].tarpit_acl: the tarpit needs mode "dsr" and protocol "tcp"`,
+			`lbd.toml:14:14: service[1].tarpit_acl: the tarpit answers TCP SYNs: it needs protocol "tcp"`,
+			`lbd.toml:20:14: service[2].tarpit_acl: ACL "nosuch" is not defined in [acl]`,
+		},
+	},
+	{
+		name: "unsafe tarpit ACLs",
+		in: `[acl]
+empty = []
+lastdeny = ["permit 192.0.2.77", "deny 192.0.2.78"]
+any = ["deny 192.0.2.100", "permit any"]
+wide = ["permit 10.0.0.0/8", "permit 2001:db8::/64", "permit 172.16.0.0/16", "permit 2001:db8::/112"]
+[[service]]
+name = "a"
+listen = "192.0.2.100:1"
+mode = "dsr"
+interface = "eth0"
+tarpit_acl = "empty"
+[[service]]
+name = "b"
+listen = "192.0.2.100:2"
+mode = "dsr"
+interface = "eth0"
+tarpit_acl = "lastdeny"
+[[service]]
+name = "c"
+listen = "192.0.2.100:3"
+mode = "dsr"
+interface = "eth0"
+tarpit_acl = "any"
+[[service]]
+name = "d"
+listen = "192.0.2.100:4"
+mode = "dsr"
+interface = "eth0"
+tarpit_acl = "wide"
+[[service]]
+name = "e"
+listen = "192.0.2.100:5"
+mode = "dsr"
+interface = "eth0"
+tarpit_acl = "empty"
+`,
+		want: []string{
+			`lbd.toml:3:34: acl.lastdeny[1]: tarpit ACL "lastdeny" must end with a permit rule: after a final deny every address not listed matches, and lbd would answer ARP for the whole LAN`,
+			`lbd.toml:4:28: acl.any[1]: "permit any" in tarpit ACL "any" matches every address: lbd would answer ARP for the whole LAN; permit /16 or narrower`,
+			`lbd.toml:5:9: acl.wide[0]: "permit 10.0.0.0/8" in tarpit ACL "wide" is too broad: lbd would answer ARP for all of it; permit /16 or narrower`,
+			`lbd.toml:5:30: acl.wide[1]: "permit 2001:db8::/64" in tarpit ACL "wide" is too broad: lbd would answer for all of it; permit /112 or narrower`,
+			`lbd.toml:11:14: service[0].tarpit_acl: tarpit ACL "empty" is empty: an empty tarpit ACL matches every address and would answer ARP for the whole LAN`,
+		},
+	},
+	{
+		name: "tarpit ACL must not claim a VIP or backend",
+		in: `[acl]
+t = ["permit 192.0.2.0/24"]
+u = ["deny 192.0.2.100", "permit 192.0.2.0/24"]
+[[service]]
+name = "a"
+listen = "192.0.2.100:80"
+mode = "dsr"
+interface = "eth0"
+tarpit_acl = "t"
+[[service]]
+name = "b"
+listen = "198.51.100.100:80"
+mode = "dsr"
+interface = "eth0"
+tarpit_acl = "u"
+backend = [{address = "198.51.100.1"}, {address = "192.0.2.21"}]
+[[service]]
+name = "c"
+listen = "192.0.2.200:80"
+mode = "dsr"
+interface = "eth1"
+`,
+		want: []string{
+			`lbd.toml:9:14: service[0].tarpit_acl: tarpit ACL "t" matches 192.0.2.100, the VIP of service[0]`,
+			`lbd.toml:9:14: service[0].tarpit_acl: tarpit ACL "t" matches 192.0.2.21, backend[1] of service[1]`,
+			`lbd.toml:15:14: service[1].tarpit_acl: tarpit ACL "u" matches 192.0.2.21, backend[1] of service[1]`,
+		},
+	},
+	{
+		name: "dsr VIPs overlap, and a VIP must not be local",
+		in: `[control]
+pen_listen = "192.0.2.102:10000"
+[[dummy]]
+listen = "192.0.2.101:8080"
+[[service]]
+name = "proxy"
+listen = "192.0.2.100:8080"
+[[service]]
+name = "all"
+listen = "192.0.2.100"
+mode = "dsr"
+interface = "eth0"
+[[service]]
+name = "web"
+listen = "192.0.2.100:80"
+mode = "dsr"
+interface = "eth1"
+[[service]]
+name = "b"
+listen = "192.0.2.101:80"
+mode = "dsr"
+interface = "eth0"
+[[service]]
+name = "c"
+listen = "192.0.2.103:80"
+mode = "dsr"
+interface = "eth0"
+[[service]]
+name = "d"
+listen = "192.0.2.103:80"
+mode = "dsr"
+interface = "eth0"
+[[service]]
+name = "e"
+listen = "192.0.2.102:53"
+protocol = "udp"
+mode = "dsr"
+interface = "eth0"
+`,
+		want: []string{
+			`lbd.toml:10:10: service[1].listen: VIP 192.0.2.100 is also the address of service[0].listen: a DSR VIP must not be a local address of lbd`,
+			`lbd.toml:15:10: service[2].listen: tcp VIP 192.0.2.100:80 overlaps 192.0.2.100 (every port) of service[1].listen`,
+			`lbd.toml:20:10: service[3].listen: VIP 192.0.2.101 is also the address of dummy[0].listen: a DSR VIP must not be a local address of lbd`,
+			`lbd.toml:30:10: service[5].listen: tcp VIP 192.0.2.103:80 overlaps 192.0.2.103:80 of service[4].listen`,
+			`lbd.toml:35:10: service[6].listen: VIP 192.0.2.102 is also the address of control.pen_listen: a DSR VIP must not be a local address of lbd`,
 		},
 	},
 }
@@ -1128,4 +1484,124 @@ func FuzzParse(f *testing.F) {
 		}
 		roundTrip(t, c)
 	})
+}
+
+func TestNewDSRService(t *testing.T) {
+	want := Service{
+		Name: "vip", Listen: ap("192.0.2.100:0"), Protocol: UDP,
+		Mode: ModeDSR, Interface: "eth0",
+		Algorithm: Maglev, Tracking: true, TrackingSize: 2048,
+		Blacklist: 30 * time.Second, ConnectTimeout: 3 * time.Second,
+		IdleTimeout: 300 * time.Second, MaxConnections: 65536, Backlog: 500,
+	}
+	if diff := cmp.Diff(want, NewDSRService("vip", "eth0", ap("192.0.2.100:0"), UDP), cmpOpts...); diff != "" {
+		t.Errorf("NewDSRService (-want +got):\n%s", diff)
+	}
+	if NewService("x", ap("127.0.0.1:1"), TCP).Mode != ModeProxy {
+		t.Error("NewService is not a proxy service")
+	}
+	if ModeDSR.String() != "dsr" || ModeProxy.String() != "proxy" || Mode(7).String() != "Mode(7)" {
+		t.Error("Mode.String")
+	}
+}
+
+func TestCheckInterface(t *testing.T) {
+	for _, name := range []string{"eth0", "enp0s31f6", "br-lan.10", "wlan0_ap", "a", "abcdefghijklmno"} {
+		if err := CheckInterface(name); err != nil {
+			t.Errorf("CheckInterface(%q): %v", name, err)
+		}
+	}
+	for _, name := range []string{"", ".", "..", "abcdefghijklmnop", "eth0/1", "eth0:1", "eth 0", "eth\t0", "eth\x000", "ethé"} {
+		if err := CheckInterface(name); err == nil {
+			t.Errorf("CheckInterface(%q) succeeded", name)
+		}
+	}
+}
+
+func TestMarshalDSR(t *testing.T) {
+	s := NewDSRService("vip", "eth0", ap("192.0.2.100:0"), TCP)
+	s.Tracking = false
+	s.TarpitACL = "t"
+	s.Backends = []Backend{NewBackend(ap("192.0.2.21:0")), NewBackend(ap("0.0.0.0:0"))}
+	c := &Config{
+		ACLs:     map[string]ACL{"t": {Rules: []Rule{{Permit, netip.MustParsePrefix("192.0.2.77/32")}}}},
+		Services: []Service{s},
+	}
+	out := roundTrip(t, c)
+	want := `# lbd configuration, written by lbd. Every key is documented in nib's config/reference.toml.
+
+[acl]
+t = ['permit 192.0.2.77']
+
+[[service]]
+name = 'vip'
+listen = '192.0.2.100'
+protocol = 'tcp'
+mode = 'dsr'
+interface = 'eth0'
+tarpit_acl = 't'
+tracking = false
+
+[[service.backend]]
+address = '192.0.2.21'
+
+[[service.backend]]
+address = '0.0.0.0'
+`
+	if diff := cmp.Diff(want, string(out)); diff != "" {
+		t.Errorf("Marshal (-want +got):\n%s", diff)
+	}
+	c.Services[0].Listen = ap("192.0.2.100:53")
+	c.Services[0].Mode = 9
+	if out, err := Marshal(c); err == nil {
+		t.Errorf("Marshal of mode 9 succeeded:\n%s", out)
+	}
+}
+
+func TestValidateDSRProgrammatic(t *testing.T) {
+	s := NewDSRService("vip", "eth0", ap("192.0.2.100:80"), TCP)
+	s.Backends = []Backend{NewBackend(ap("192.0.2.21:80")), NewBackend(ap("[::ffff:192.0.2.22]:0"))}
+	s.TarpitACL = "t"
+	s.TLS = NewTLS("c", "")
+	c := &Config{
+		ACLs:     map[string]ACL{"t": {Rules: []Rule{{Permit, netip.MustParsePrefix("192.0.2.0/24")}}}},
+		Services: []Service{s, NewService("p", ap("0.0.0.0:80"), TCP)},
+	}
+	c.Services[1].Backends = []Backend{NewBackend(ap("10.0.0.1:80"))}
+	want := []string{
+		`service[0].tls: not allowed with mode "dsr": DSR forwards frames and cannot terminate TLS`,
+		`service[0].backend[0].address: DSR never changes the destination port: give the backend without a port, "192.0.2.21"`,
+		`service[0].backend[1].address: ::ffff:192.0.2.22: IPv6 backends are not supported yet`,
+		`service[0].tarpit_acl: tarpit ACL "t" matches 192.0.2.100, the VIP of service[0]`,
+	}
+	var got []string
+	for _, e := range splitErrors(Validate(c)) {
+		got = append(got, e.Error())
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Validate errors (-want +got):\n%s", diff)
+	}
+}
+
+func TestMatches(t *testing.T) {
+	a := func(s string) netip.Addr { return netip.MustParseAddr(s) }
+	p := func(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+	for _, tt := range []struct {
+		acl  ACL
+		addr string
+		want bool
+	}{
+		{ACL{}, "192.0.2.1", true},
+		{ACL{Rules: []Rule{{Permit, p("192.0.2.0/24")}}}, "192.0.2.1", true},
+		{ACL{Rules: []Rule{{Permit, p("192.0.2.0/24")}}}, "192.0.3.1", false},
+		{ACL{Rules: []Rule{{Deny, p("192.0.2.0/24")}}}, "192.0.3.1", true},
+		{ACL{Rules: []Rule{{Deny, p("192.0.2.1/32")}, {Permit, netip.Prefix{}}}}, "192.0.2.1", false},
+		{ACL{Rules: []Rule{{Deny, p("192.0.2.1/32")}, {Permit, netip.Prefix{}}}}, "192.0.2.2", true},
+		{ACL{Rules: []Rule{{Permit, p("2001:db8::/32")}}}, "192.0.2.2", false},
+		{ACL{Rules: []Rule{{Permit, p("192.0.2.0/24")}}}, "::ffff:192.0.2.2", true},
+	} {
+		if got := matches(tt.acl, a(tt.addr)); got != tt.want {
+			t.Errorf("matches(%v, %s) = %v, want %v", tt.acl, tt.addr, got, tt.want)
+		}
+	}
 }

@@ -30,6 +30,14 @@ const (
 	DefaultWeight = 1
 	// DefaultTLSMinVersion is the lowest TLS version accepted.
 	DefaultTLSMinVersion = tls.VersionTLS12
+
+	// DefaultDSRIdleTimeout forgets a DSR flow (TCP or UDP) idle this
+	// long. Pen's DSR keeps no flows at all.
+	DefaultDSRIdleTimeout = 300 * time.Second
+	// DefaultDSRFlows is a DSR service's flow-table size (its
+	// max_connections): flows beyond it are still forwarded by Maglev,
+	// but lose their backend when the backend set changes.
+	DefaultDSRFlows = 65536
 )
 
 // NewService returns a service with every default filled in: round-robin
@@ -51,6 +59,22 @@ func NewService(name string, listen netip.AddrPort, p Protocol) Service {
 	if p == UDP {
 		s.IdleTimeout = DefaultUDPIdleTimeout
 	}
+	return s
+}
+
+// NewDSRService returns a DSR service (Pen's dsr_if) on interface iface
+// for the VIP vip (port 0: every port) with every default filled in:
+// weighted Maglev over the client address (Tracking on, as Pen; turning it
+// off, Pen's -r, hashes each flow with the client port), flows forgotten
+// after DefaultDSRIdleTimeout, a flow table of DefaultDSRFlows. Parse
+// starts every [[service]] with mode = "dsr" from it.
+func NewDSRService(name, iface string, vip netip.AddrPort, p Protocol) Service {
+	s := NewService(name, vip, p)
+	s.Mode = ModeDSR
+	s.Interface = iface
+	s.Algorithm = Maglev
+	s.IdleTimeout = DefaultDSRIdleTimeout
+	s.MaxConnections = DefaultDSRFlows
 	return s
 }
 

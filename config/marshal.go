@@ -62,10 +62,17 @@ func Marshal(c *Config) ([]byte, error) {
 
 func rawServiceOf(errs *errList, key string, s *Service) rawService {
 	def := NewService(s.Name, s.Listen, s.Protocol)
+	listen := formatAddrPort(s.Listen)
+	if s.Mode == ModeDSR {
+		def = NewDSRService(s.Name, s.Interface, s.Listen, s.Protocol)
+		listen = formatVIP(s.Listen)
+	}
 	rs := rawService{
 		Name:      s.Name,
-		Listen:    formatAddrPort(s.Listen),
+		Listen:    listen,
 		Protocol:  ptr(enumValue(errs, key+".protocol", protocolNames, int(s.Protocol))),
+		Interface: s.Interface,
+		TarpitACL: s.TarpitACL,
 		HashPort:  s.HashPort,
 		Stubborn:  s.Stubborn,
 		Emergency: formatAddrPort(s.Emergency),
@@ -76,6 +83,9 @@ func rawServiceOf(errs *errList, key string, s *Service) rawService {
 		KeepAlive: s.KeepAlive,
 		Log:       s.Log,
 		WebStats:  s.WebStats,
+	}
+	if s.Mode != ModeProxy {
+		rs.Mode = ptr(enumValue(errs, key+".mode", modeNames, int(s.Mode)))
 	}
 	if s.Algorithm != def.Algorithm {
 		rs.Algorithm = ptr(enumValue(errs, key+".algorithm", algorithmNames, int(s.Algorithm)))
@@ -96,8 +106,12 @@ func rawServiceOf(errs *errList, key string, s *Service) rawService {
 		rs.TLS = rawTLSOf(errs, key+".tls", s.TLS)
 	}
 	for _, b := range s.Backends {
+		addr := formatAddrPort(b.Address)
+		if s.Mode == ModeDSR {
+			addr = formatVIP(b.Address)
+		}
 		rs.Backend = append(rs.Backend, rawBackend{
-			Address: formatAddrPort(b.Address),
+			Address: addr,
 			Max:     b.Max,
 			Hard:    b.Hard,
 			Weight:  unlessDefault(b.Weight, DefaultWeight),
@@ -170,6 +184,14 @@ func formatAddrPort(ap netip.AddrPort) string {
 		return ""
 	}
 	return ap.String()
+}
+
+// formatVIP writes a DSR address: "ip" for port 0, else "ip:port".
+func formatVIP(ap netip.AddrPort) string {
+	if ap.IsValid() && ap.Port() == 0 {
+		return ap.Addr().String()
+	}
+	return formatAddrPort(ap)
 }
 
 // Save writes c to path atomically after validating it: a temporary file

@@ -10,6 +10,7 @@ import (
 // The spellings of enumerated values in the file, indexed by value.
 var (
 	protocolNames      = []string{TCP: "tcp", UDP: "udp"}
+	modeNames          = []string{ModeProxy: "proxy", ModeDSR: "dsr"}
 	algorithmNames     = []string{RoundRobin: "roundrobin", Hash: "hash", Weight: "weight", Prio: "prio", Maglev: "maglev"}
 	proxyProtocolNames = []string{ProxyNone: "", ProxyV1: "v1", ProxyV2: "v2"}
 	clientAuthNames    = []string{ClientAuthNone: "none", ClientAuthRequest: "request", ClientAuthRequire: "require"}
@@ -52,6 +53,9 @@ func quoteList(names []string) string {
 
 // String returns the protocol as written in the file: "tcp" or "udp".
 func (p Protocol) String() string { return enumString(protocolNames, int(p), "Protocol") }
+
+// String returns the mode as written in the file: "proxy" or "dsr".
+func (m Mode) String() string { return enumString(modeNames, int(m), "Mode") }
 
 // String returns the algorithm as written in the file, e.g. "roundrobin".
 func (a Algorithm) String() string { return enumString(algorithmNames, int(a), "Algorithm") }

@@ -100,7 +100,18 @@ func (rs *rawService) service(errs *errList, key string) Service {
 	if rs.Protocol != nil {
 		p = Protocol(parseName(errs, key+".protocol", *rs.Protocol, protocolNames))
 	}
-	s := NewService(rs.Name, parseAddrPort(errs, key+".listen", rs.Listen), p)
+	mode := ModeProxy
+	if rs.Mode != nil {
+		mode = Mode(parseName(errs, key+".mode", *rs.Mode, modeNames))
+	}
+	var s Service
+	if mode == ModeDSR {
+		s = NewDSRService(rs.Name, rs.Interface, parseVIP(errs, key+".listen", rs.Listen), p)
+	} else {
+		s = NewService(rs.Name, parseAddrPort(errs, key+".listen", rs.Listen), p)
+		s.Interface = rs.Interface
+	}
+	s.TarpitACL = rs.TarpitACL
 	if rs.Algorithm != nil {
 		s.Algorithm = Algorithm(parseName(errs, key+".algorithm", *rs.Algorithm, algorithmNames))
 	}
@@ -147,7 +158,12 @@ func (rs *rawService) service(errs *errList, key string) Service {
 	}
 	for i, rb := range rs.Backend {
 		bkey := fmt.Sprintf("%s.backend[%d]", key, i)
-		b := NewBackend(parseAddrPort(errs, bkey+".address", rb.Address))
+		var b Backend
+		if mode == ModeDSR {
+			b = NewBackend(parseVIP(errs, bkey+".address", rb.Address))
+		} else {
+			b = NewBackend(parseAddrPort(errs, bkey+".address", rb.Address))
+		}
 		b.Max = rb.Max
 		b.Hard = rb.Hard
 		if rb.Weight != nil {
@@ -215,6 +231,22 @@ func parseAddrPort(errs *errList, key, s string) netip.AddrPort {
 	ap, err := netip.ParseAddrPort(s)
 	if err != nil {
 		errs.add(key, "%q is not an ip:port", s)
+	}
+	return ap
+}
+
+// parseVIP parses a DSR address: "ip" (port 0) or "ip:port".
+func parseVIP(errs *errList, key, s string) netip.AddrPort {
+	if s == "" {
+		return netip.AddrPort{}
+	}
+	if a, err := netip.ParseAddr(s); err == nil && a.Zone() == "" {
+		return netip.AddrPortFrom(a, 0)
+	}
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil || ap.Addr().Zone() != "" {
+		errs.add(key, "%q is not an ip or ip:port", s)
+		return netip.AddrPort{}
 	}
 	return ap
 }

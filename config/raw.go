@@ -34,6 +34,10 @@ type rawService struct {
 	Listen   string  `toml:"listen"`
 	Protocol *string `toml:"protocol"`
 
+	Mode      *string `toml:"mode,omitempty"`
+	Interface string  `toml:"interface,omitempty"`
+	TarpitACL string  `toml:"tarpit_acl,omitempty"`
+
 	Algorithm      *string `toml:"algorithm,omitempty"`
 	Tracking       *bool   `toml:"tracking,omitempty"`
 	TrackingExpiry *string `toml:"tracking_expiry,omitempty"`

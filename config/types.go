@@ -69,6 +69,21 @@ const (
 	UDP
 )
 
+// Mode is how a service moves traffic.
+type Mode int
+
+// Modes.
+const (
+	// ModeProxy terminates each connection (or UDP flow) and opens one to
+	// the backend: Pen's default.
+	ModeProxy Mode = iota
+	// ModeDSR is Direct Server Return (Pen's dsr_if): lbd answers ARP for
+	// the VIP on Interface, rewrites the destination MAC of each frame to
+	// the chosen backend's and sends it back out; backends reply to the
+	// client directly. IP addresses and ports are never changed.
+	ModeDSR
+)
+
 // Algorithm is the initial server choice, in Pen's order of precedence.
 type Algorithm int
 
@@ -111,15 +126,27 @@ const (
 type Service struct {
 	// Name identifies the service in logs, metrics and control verbs.
 	Name string
-	// Listen is the address clients connect to, e.g. 192.0.2.10:80.
+	// Listen is the address clients connect to, e.g. 192.0.2.10:80. In
+	// ModeDSR it is the VIP and port; port 0 means every port.
 	Listen netip.AddrPort
 	// Protocol is TCP or UDP.
 	Protocol Protocol
+	// Mode is ModeProxy (the default) or ModeDSR.
+	Mode Mode
+	// Interface is the network interface a ModeDSR service captures and
+	// forwards frames on (Pen's dsr_if), e.g. "eth0"; "" in ModeProxy.
+	Interface string
+	// TarpitACL names an ACL of destination addresses that lbd tarpits
+	// (answers ARP for, and answers every TCP SYN to with a SYN+ACK that
+	// leads nowhere); ModeDSR with TCP only; "" off (Pen's tarpit_acl).
+	TarpitACL string
 
 	// Algorithm is the initial server choice.
 	Algorithm Algorithm
 	// Tracking remembers each client's server (Pen's default; -r turns it
-	// off).
+	// off). In ModeDSR it chooses the flow key: on, every flow of a client
+	// address goes to the same backend; off (Pen -r), flows are hashed
+	// with the client port too, and spread over the backends.
 	Tracking bool
 	// TrackingExpiry forgets a client after this long; 0 never (Pen -T).
 	TrackingExpiry time.Duration
@@ -134,13 +161,16 @@ type Service struct {
 	Blacklist time.Duration
 	// ConnectTimeout bounds a backend connect (Pen -t).
 	ConnectTimeout time.Duration
-	// IdleTimeout closes connections (UDP: flows) idle this long; 0 never.
+	// IdleTimeout closes connections (UDP and DSR: forgets flows) idle
+	// this long; 0 never.
 	IdleTimeout time.Duration
-	// MaxConnections bounds the service's concurrent connections (Pen -x).
+	// MaxConnections bounds the service's concurrent connections (Pen -x);
+	// in ModeDSR it is the size of the flow table.
 	MaxConnections int
 
 	// Backends are Pen's server slots, in slot order. A backend whose
-	// address is invalid or unspecified (0.0.0.0) is an unused slot.
+	// address is invalid or unspecified (0.0.0.0) is an unused slot. In
+	// ModeDSR backend addresses have port 0: DSR never changes ports.
 	Backends []Backend
 	// Emergency is used only when no backend can be chosen (Pen -e); the
 	// zero value means none.
@@ -175,7 +205,7 @@ type Service struct {
 
 // Backend is one server slot.
 type Backend struct {
-	// Address is the backend's IP and port.
+	// Address is the backend's IP and port; in ModeDSR the port is 0.
 	Address netip.AddrPort
 	// Max is the soft connection limit; 0 unlimited.
 	Max int
@@ -190,9 +220,10 @@ type Backend struct {
 }
 
 // Used reports whether the slot holds a backend (Pen marks unused slots
-// with address 0.0.0.0).
+// with address 0.0.0.0). The port is not looked at: DSR backends have port
+// 0, and Validate refuses port 0 on a proxy backend.
 func (b Backend) Used() bool {
-	return b.Address.Addr().IsValid() && !b.Address.Addr().IsUnspecified() && b.Address.Port() != 0
+	return b.Address.Addr().IsValid() && !b.Address.Addr().IsUnspecified()
 }
 
 // TLS configures TLS termination.

@@ -40,6 +40,10 @@ type validator struct {
 	errs *errList
 	// listeners seen so far, to find two that would bind the same socket.
 	listeners []listener
+	// vips of the DSR services seen so far.
+	vips []listener
+	// tarpits are the tarpit ACLs already checked.
+	tarpits map[string]bool
 }
 
 type listener struct {
@@ -86,6 +90,7 @@ func (v *validator) validate() {
 		}
 		v.service(key, s)
 	}
+	v.vipsNotLocal()
 }
 
 // validName reports whether s is a service name ([a-z0-9_.-]+) or, with
@@ -186,8 +191,21 @@ func (v *validator) listen(key string, ap netip.AddrPort, p Protocol) {
 }
 
 func (v *validator) service(key string, s *Service) {
-	if v.endpoint(key+".listen", s.Listen, true) {
-		v.listen(key+".listen", s.Listen, s.Protocol)
+	switch s.Mode {
+	case ModeProxy:
+		if v.endpoint(key+".listen", s.Listen, true) {
+			v.listen(key+".listen", s.Listen, s.Protocol)
+		}
+		if s.Interface != "" {
+			v.add(key+".interface", "is only used with mode \"dsr\"")
+		}
+		if s.TarpitACL != "" {
+			v.add(key+".tarpit_acl", "the tarpit needs mode \"dsr\" and protocol \"tcp\"")
+		}
+	case ModeDSR:
+		v.dsr(key, s)
+	default:
+		v.add(key+".mode", "unknown mode %d", s.Mode)
 	}
 	if _, ok := enumName(protocolNames, int(s.Protocol)); !ok {
 		v.add(key+".protocol", "unknown protocol %d", s.Protocol)
@@ -208,17 +226,24 @@ func (v *validator) service(key string, s *Service) {
 	switch {
 	case s.IdleTimeout < 0:
 		v.add(key+".idle_timeout", "%s must not be negative", s.IdleTimeout)
+	case s.IdleTimeout == 0 && s.Mode == ModeDSR:
+		v.add(key+".idle_timeout", "DSR flows must expire: 0s is not allowed for mode \"dsr\"")
 	case s.IdleTimeout == 0 && s.Protocol == UDP:
 		v.add(key+".idle_timeout", "UDP flows must expire: 0s is not allowed for protocol \"udp\"")
 	}
 	v.intRange(key+".max_connections", s.MaxConnections, 1, maxTableSize)
+	v.aclRef(key+".client_acl", s.ClientACL)
+	v.intRange(key+".backlog", s.Backlog, 1, maxBacklog)
+	if s.Mode == ModeDSR {
+		v.dsrBackends(key, s)
+		return
+	}
 	if s.Emergency.IsValid() {
 		v.endpoint(key+".emergency", s.Emergency, false)
 	}
 	if s.Abuse.IsValid() {
 		v.endpoint(key+".abuse", s.Abuse, false)
 	}
-	v.aclRef(key+".client_acl", s.ClientACL)
 	if s.HTTP && s.Protocol == UDP {
 		v.add(key+".http", "HTTP mode needs protocol \"tcp\"")
 	}
@@ -234,7 +259,6 @@ func (v *validator) service(key string, s *Service) {
 	if s.Source.IsValid() && s.Source.IsUnspecified() {
 		v.add(key+".source", "%s is not a usable source address", s.Source)
 	}
-	v.intRange(key+".backlog", s.Backlog, 1, maxBacklog)
 	if s.TLS != nil {
 		v.tls(key+".tls", s)
 	}

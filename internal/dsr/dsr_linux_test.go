@@ -202,3 +202,219 @@ func TestLinuxDSRUploadWithOffloads(t *testing.T) {
 		t.Logf("forwarded %d frames, %d with partial checksums, %d super-frames", st.Forwarded, st.PartialChecksums, st.SuperFrames)
 	}
 }
+
+// startService runs handler-per-connection TCP servers (or, with udp, a
+// datagram handler) on every backend's VIP:port and returns the backends'
+// configs for a service.
+func echoNamed(t *testing.T, lab *dsrLab, port int) []BackendConfig {
+	t.Helper()
+	var out []BackendConfig
+	for _, be := range lab.tp.Backends() {
+		ln, err := be.Listen("tcp", fmt.Sprintf("%s:%d", lab.tp.VIP(), port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		name := be.Name()
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				go func() {
+					defer c.Close()
+					buf := make([]byte, 512)
+					for {
+						n, err := c.Read(buf)
+						if err != nil {
+							return
+						}
+						if _, err := fmt.Fprintf(c, "%s:%s", name, buf[:n]); err != nil {
+							return
+						}
+					}
+				}()
+			}
+		}()
+		out = append(out, BackendConfig{Addr: be.Addr(), Weight: 1})
+	}
+	return out
+}
+
+func ask(t *testing.T, c net.Conn, msg string) string {
+	t.Helper()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, msg); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	buf := make([]byte, 512)
+	n, err := c.Read(buf)
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	return string(buf[:n])
+}
+
+// A long-lived TCP flow keeps its backend while a backend is added, the
+// flow's own backend is drained and another is removed.
+func TestLinuxDSRFlowSurvivesChanges(t *testing.T) {
+	netnstest.SkipUnprivileged(t)
+	lab := startLab(t, netnstest.Options{Backends: 3}, true)
+	all := echoNamed(t, lab, 82)
+	svc := func(bs ...BackendConfig) []ServiceConfig {
+		return []ServiceConfig{{Name: "echo", VIP: lab.tp.VIP(), Port: 82, Proto: ProtoTCP, PerFlow: true, Backends: bs}}
+	}
+	if err := lab.fwd.Update(svc(all[0], all[1])); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	c, err := lab.tp.Client().Dial(ctx, "tcp", lab.tp.VIP().String()+":82")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	first := ask(t, c, "1")
+	owner := strings.SplitN(first, ":", 2)[0]
+	var mine, other BackendConfig
+	for i, b := range all[:2] {
+		if lab.tp.Backends()[i].Name() == owner {
+			mine = b
+		} else {
+			other = b
+		}
+	}
+	steps := []struct {
+		name string
+		cfg  []ServiceConfig
+	}{
+		{"add be3", svc(all[0], all[1], all[2])},
+		{"drain the flow's backend", svc(BackendConfig{mine.Addr, 0}, other, all[2])},
+		{"remove another backend", svc(BackendConfig{mine.Addr, 0}, all[2])},
+	}
+	for i, st := range steps {
+		if err := lab.fwd.Update(st.cfg); err != nil {
+			t.Fatal(err)
+		}
+		if got := ask(t, c, strconv.Itoa(i+2)); got != owner+":"+strconv.Itoa(i+2) {
+			t.Fatalf("after %s the flow got %q, want it still on %s", st.name, got, owner)
+		}
+	}
+	// New flows avoid the drained backend.
+	for i := range 20 {
+		c2, err := lab.tp.Client().Dial(ctx, "tcp", lab.tp.VIP().String()+":82")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := ask(t, c2, "x"); strings.HasPrefix(got, owner+":") {
+			t.Fatalf("new flow %d went to the drained backend", i)
+		}
+		c2.Close()
+	}
+}
+
+func TestLinuxDSRUDP(t *testing.T) {
+	netnstest.SkipUnprivileged(t)
+	lab := startLab(t, netnstest.Options{}, true)
+	var backends []BackendConfig
+	for _, be := range lab.tp.Backends() {
+		pc, err := be.ListenPacket("udp4", lab.tp.VIP().String()+":53")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { pc.Close() })
+		name := be.Name()
+		go func() {
+			buf := make([]byte, 1500)
+			for {
+				n, from, err := pc.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				pc.WriteTo(append([]byte(name+":"), buf[:n]...), from)
+			}
+		}()
+		backends = append(backends, BackendConfig{Addr: be.Addr(), Weight: 1})
+	}
+	cfgs := []ServiceConfig{lab.fwd.table.Load().list[0].cfg, {Name: "dns", VIP: lab.tp.VIP(), Port: 53, Proto: ProtoUDP, PerFlow: true, Backends: backends}}
+	if err := lab.fwd.Update(cfgs); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	for i := range 30 {
+		c, err := lab.tp.Client().Dial(context.Background(), "udp4", lab.tp.VIP().String()+":53")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := ask(t, c, fmt.Sprintf("q%d", i))
+		c.Close()
+		name, q, _ := strings.Cut(got, ":")
+		if q != fmt.Sprintf("q%d", i) {
+			t.Fatalf("answer %q", got)
+		}
+		seen[name]++
+	}
+	if len(seen) != 2 {
+		t.Fatalf("UDP answers by backend: %v", seen)
+	}
+}
+
+func TestLinuxDSRMalformedFramesDropped(t *testing.T) {
+	netnstest.SkipUnprivileged(t)
+	lab := startLab(t, netnstest.Options{}, true)
+	client := lab.tp.Client()
+	vipB := lab.tp.VIP().As4()
+	src := client.Addr().As4()
+	ipHdr := func(ihlWords byte, totalLen int, proto byte) []byte {
+		h := make([]byte, 20)
+		h[0] = 0x40 | ihlWords
+		h[2], h[3] = byte(totalLen>>8), byte(totalLen)
+		h[8], h[9] = 64, proto
+		copy(h[12:], src[:])
+		copy(h[16:], vipB[:])
+		return h
+	}
+	eth := append(append(append([]byte(nil), lab.tp.LB().MAC()...), client.MAC()...), 0x08, 0x00)
+	frames := map[string][]byte{
+		"ihl too small":           append(append([]byte(nil), eth...), ipHdr(4, 40, 6)...),
+		"ihl past the end":        append(append([]byte(nil), eth...), ipHdr(15, 60, 6)...),
+		"total length past end":   append(append(append([]byte(nil), eth...), ipHdr(5, 1500, 6)...), make([]byte, 20)...),
+		"tcp header cut":          append(append(append([]byte(nil), eth...), ipHdr(5, 24, 6)...), 0, 80, 0, 80),
+		"tcp data offset too low": append(append(append([]byte(nil), eth...), ipHdr(5, 40, 6)...), append([]byte{0x9c, 0x40, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x20, 2}, make([]byte, 6)...)...),
+	}
+	before := lab.fwd.Stats()
+	err := client.Do(func() error {
+		ifi, err := net.InterfaceByName("eth0")
+		if err != nil {
+			return err
+		}
+		pc, err := packetConn(ifi)
+		if err != nil {
+			return err
+		}
+		defer pc.Close()
+		for name, f := range frames {
+			if err := pc.send(f); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := before.Drops["malformed"] + uint64(len(frames))
+	deadline := time.Now().Add(3 * time.Second)
+	for lab.fwd.Stats().Drops["malformed"] < want {
+		if time.Now().After(deadline) {
+			t.Fatalf("malformed drops %d, want %d (stats %+v)", lab.fwd.Stats().Drops["malformed"], want, lab.fwd.Stats())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Still forwarding.
+	resp, err := client.HTTPClient(t).Get("http://" + lab.tp.VIP().String() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+}

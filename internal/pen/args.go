@@ -81,27 +81,43 @@ type options struct {
 	log, webStats               string
 	commands                    []string // -o/-O in order
 	positionals                 []string
+	// dsrIf is the interface of -O "dsr_if IF", found before the config
+	// is built so that the listener is read as the VIP (see dsrInterface).
+	dsrIf string
 }
 
 // ParseArgs parses Pen's command line (without the program name):
 // getopt-style flags, then "[host:]port h1[:p1[:maxc[:hard[:weight[:prio]]]]] ...".
 // Flags and positionals are applied first, then the -o/-O commands in order,
 // then the -F file. The result has passed config.Validate.
+//
+// Pen runs -o/-O commands while it parses the options, so "dsr_if IF"
+// (startup only) is in force before the listener is read. nib builds the
+// config before it runs the commands, so it looks for dsr_if among them
+// first: with it, the service is a DSR service on IF, the listener is
+// VIP[:port] (no port, or port 0: every port), the servers' ports are
+// ignored, -U makes it UDP and -r hashes each flow with the client port
+// (Tracking off). The dsr_if command itself then does nothing. dsr_if in
+// the -F file cannot change the mode (it must also be on the command line).
+// A DSR service passes config.Validate; lbd decides whether it can run it.
 func ParseArgs(args []string) (*Invocation, error) {
 	inv := &Invocation{}
 	var o options
 	if err := o.scan(args, inv); err != nil {
 		return nil, err
 	}
-	for _, cmd := range o.commands {
-		if f := strings.Fields(cmd); len(f) > 0 && f[0] == "dsr_if" {
-			return nil, dsrIf(f[1:])
-		}
+	iface, err := dsrInterface(o.commands)
+	if err != nil {
+		return nil, err
 	}
+	o.dsrIf = iface
 	if len(o.positionals) == 0 && inv.ConfigFile == "" {
+		if iface != "" {
+			return nil, errors.New("missing VIP: usage is lbd -O \"dsr_if IF\" [flags] VIP[:port] server ... (lbd -help for help)")
+		}
 		return nil, errors.New("missing listen port: usage is lbd [flags] [host:]port server ... (lbd -help for help)")
 	}
-	c, err := o.build()
+	c, err := o.build(inv)
 	if err != nil {
 		return nil, err
 	}
@@ -119,6 +135,10 @@ func ParseArgs(args []string) (*Invocation, error) {
 		if _, err := in.Exec(cmd, &notes); err != nil {
 			return nil, fmt.Errorf("-o %q: %w", cmd, err)
 		}
+		// Some replies (tarpit_acl) have no newline; keep notices apart.
+		if b := notes.String(); b != "" && !strings.HasSuffix(b, "\n") {
+			notes.WriteByte('\n')
+		}
 	}
 	if inv.ConfigFile != "" {
 		if _, err := in.ExecFile(inv.ConfigFile, &notes); err != nil {
@@ -134,6 +154,9 @@ func ParseArgs(args []string) (*Invocation, error) {
 		return nil, errors.New("no servers: give them after the listen port or with \"server N address A port P\" in the -F file")
 	}
 	if !c.Services[0].Listen.IsValid() {
+		if c.Services[0].Mode == config.ModeDSR {
+			return nil, errors.New("missing VIP: give VIP[:port] on the command line or \"listen\" in the -F file")
+		}
 		return nil, errors.New("missing listen port: give [host:]port on the command line or \"listen\" in the -F file")
 	}
 	if err := config.Validate(c); err != nil {
@@ -285,37 +308,52 @@ func (o *options) flagArg(f byte, v string, inv *Invocation) error {
 }
 
 // build makes the config from the scanned flags and positionals.
-func (o *options) build() (*config.Config, error) {
+func (o *options) build(inv *Invocation) (*config.Config, error) {
 	proto := config.TCP
 	network := "tcp"
 	if o.udp {
 		proto = config.UDP
 		network = "udp"
 	}
+	dsr := o.dsrIf != ""
 	var listen netip.AddrPort
 	var servers []string
 	if len(o.positionals) > 0 {
 		var err error
-		listen, err = parseListen(o.positionals[0], network)
+		if dsr {
+			listen, err = parseVIP(o.positionals[0], network)
+		} else {
+			listen, err = parseListen(o.positionals[0], network)
+		}
 		if err != nil {
 			return nil, err
 		}
 		servers = o.positionals[1:]
 	}
-	s := config.NewService(ServiceName, listen, proto)
-	s.Tracking = !o.roundrobin
-	switch {
-	case o.weight:
-		s.Algorithm = config.Weight
-	case o.hash:
-		s.Algorithm = config.Hash
-	default:
-		s.Algorithm = config.RoundRobin
+	var s config.Service
+	if dsr {
+		if err := o.dsrFlags(inv); err != nil {
+			return nil, err
+		}
+		s = config.NewDSRService(ServiceName, o.dsrIf, listen, proto)
+		// Pen's DSR hashes the client address, and with -r its port too.
+		s.Tracking = !o.roundrobin
+	} else {
+		s = config.NewService(ServiceName, listen, proto)
+		s.Tracking = !o.roundrobin
+		switch {
+		case o.weight:
+			s.Algorithm = config.Weight
+		case o.hash:
+			s.Algorithm = config.Hash
+		default:
+			s.Algorithm = config.RoundRobin
+		}
+		s.HashPort = o.roundrobin && isHash(s.Algorithm)
+		s.Stubborn = o.stubborn
+		s.HTTP = o.http
+		s.Log = o.log
 	}
-	s.HashPort = o.roundrobin && isHash(s.Algorithm)
-	s.Stubborn = o.stubborn
-	s.HTTP = o.http
-	s.Log = o.log
 	s.WebStats = o.webStats
 	if o.log != "" && strings.Contains(o.log, ":") && !strings.HasPrefix(o.log, "/") {
 		return nil, fmt.Errorf("-l %s: logging to penlogd over the network is not supported; give a file", o.log)
@@ -364,7 +402,13 @@ func (o *options) build() (*config.Config, error) {
 	}
 
 	for i, arg := range servers {
-		b, err := parseServer(arg, listen.Port(), network)
+		var b config.Backend
+		var err error
+		if dsr {
+			b, err = parseDSRServer(arg)
+		} else {
+			b, err = parseServer(arg, listen.Port(), network)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("server %d (%q): %w", i, arg, err)
 		}
@@ -633,11 +677,128 @@ func parseControl(s string) (string, error) {
 	return netip.AddrPortFrom(a, p).String(), nil
 }
 
-// dsrIf is the hook for "-O dsr_if IF". DSR is not wired into the Pen
-// front end yet; when it is, this sets the service's DSR interface.
-func dsrIf(args []string) error {
-	_ = args
-	return errors.New("dsr_if: DSR mode is not supported yet")
+// dsrInterface finds "dsr_if IF" among the -o/-O commands and checks IF.
+// It returns "" when there is none; naming two interfaces is an error.
+func dsrInterface(commands []string) (string, error) {
+	iface := ""
+	for _, cmd := range commands {
+		t := tokens(cmd)
+		if len(t) == 0 || t[0] != "dsr_if" {
+			continue
+		}
+		if len(t) < 2 {
+			return "", errors.New("dsr_if: missing interface name")
+		}
+		if err := config.CheckInterface(t[1]); err != nil {
+			return "", fmt.Errorf("dsr_if: %v", err)
+		}
+		if iface != "" && iface != t[1] {
+			return "", fmt.Errorf("dsr_if: two interfaces (%s and %s); one lbd service forwards on one", iface, t[1])
+		}
+		iface = t[1]
+	}
+	return iface, nil
+}
+
+// dsrFlags checks the flags against DSR mode: those Pen's DSR ignores are
+// noted, those whose purpose DSR cannot serve are refused.
+func (o *options) dsrFlags(inv *Invocation) error {
+	for _, f := range []struct {
+		set       bool
+		flag, why string
+	}{
+		{o.emergency != "", "-e", "DSR has no emergency server; flows of dead or drained servers move to the others"},
+		{o.abuse != "", "-B", "DSR has no abuse server; clients denied by client_acl are dropped"},
+		{o.http, "-H", "DSR forwards frames and never sees HTTP requests"},
+		{o.cert != "", "-E", "DSR forwards frames and cannot terminate TLS"},
+	} {
+		if f.set {
+			return fmt.Errorf("%s cannot be used with dsr_if: %s", f.flag, f.why)
+		}
+	}
+	for _, f := range []struct {
+		set       bool
+		flag, why string
+	}{
+		{o.hash, "-h", "DSR always hashes (weighted Maglev)"},
+		{o.weight, "-W", "DSR always uses the server weights (weighted Maglev)"},
+		{o.stubborn, "-s", "DSR never connects to servers, so there is no failover to turn off"},
+		{o.log != "", "-l", "DSR logs no connections"},
+	} {
+		if f.set {
+			inv.Notices = append(inv.Notices, fmt.Sprintf("%s ignored in DSR mode: %s", f.flag, f.why))
+		}
+	}
+	return nil
+}
+
+// parseVIP parses the listener of a DSR service, Pen's VIP[:port]: no port
+// or port 0 means every port. A bare port gives no VIP and is refused.
+func parseVIP(s, network string) (netip.AddrPort, error) {
+	if strings.Contains(s, "/") {
+		return netip.AddrPort{}, fmt.Errorf("VIP %s: Unix sockets make no sense for DSR", s)
+	}
+	if a, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(s, "["), "]")); err == nil {
+		if a.Zone() != "" {
+			return netip.AddrPort{}, fmt.Errorf("VIP %s: zones are not supported", s)
+		}
+		return netip.AddrPortFrom(a.Unmap(), 0), nil
+	}
+	host, port := s, ""
+	if i := strings.LastIndexByte(s, ':'); i >= 0 {
+		host, port = s[:i], s[i+1:]
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if host == "" || strings.Trim(host, "0123456789") == "" && port == "" {
+		return netip.AddrPort{}, fmt.Errorf("listen %s: with dsr_if the listener is the VIP[:port] (e.g. 192.0.2.100:80, or 192.0.2.100 for every port), not a bare port", s)
+	}
+	var p uint16
+	if port != "" {
+		var err error
+		if p, err = parsePort(port, network); err != nil {
+			return netip.AddrPort{}, fmt.Errorf("VIP %s: %w", s, err)
+		}
+	}
+	a, err := resolve(host)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("VIP %s: %w", s, err)
+	}
+	return netip.AddrPortFrom(a, p), nil
+}
+
+// parseDSRServer parses a DSR server, "h[:p[:maxc[:hard[:weight[:prio]]]]]"
+// like any other, but the port is ignored as in Pen (DSR never changes the
+// destination port) and stored as 0, and an unspecified weight is 1 (Pen's
+// DSR counts weight 0 as 1; in nib weight 0 drains the server).
+func parseDSRServer(s string) (config.Backend, error) {
+	if strings.Contains(s, "/") {
+		return config.Backend{}, errors.New("servers on Unix sockets are not supported")
+	}
+	host, f, err := splitServer(s)
+	if err != nil {
+		return config.Backend{}, err
+	}
+	if len(f) > 5 {
+		return config.Backend{}, errors.New("too many fields: want host:port:max:hard:weight:prio")
+	}
+	a, err := resolve(host)
+	if err != nil {
+		return config.Backend{}, err
+	}
+	b := config.NewBackend(netip.AddrPortFrom(a, 0))
+	dst := []*int{&b.Max, &b.Hard, &b.Weight, &b.Prio}
+	names := []string{"max", "hard", "weight", "prio"}
+	for i, v := range f[min(len(f), 1):] {
+		if v == "" {
+			continue
+		}
+		n, err := atoiMin(names[i], v, 0)
+		if err != nil {
+			return config.Backend{}, err
+		}
+		*dst[i] = n
+	}
+	return b, nil
 }
 
 // Usage prints lbd's help for Pen-style invocation.
@@ -673,6 +834,11 @@ flags without values combine, as in -dfr):
   -W          weighted least connections (all weights 0: all equal)
   -x N        maximum simultaneous connections [500]
   -X          enable the "exit" control command
+DSR (Direct Server Return; the service forwards frames, backends reply directly):
+  -O "dsr_if IF"  forward on interface IF; the listener is then VIP[:port]
+              (no port: every port), servers are addresses (ports ignored),
+              -U forwards UDP, -r hashes each flow with the client port
+  -O "tarpit_acl N"  tarpit the destination addresses ACL N permits (TCP)
 TLS:
   -E FILE     terminate TLS with this PEM certificate chain
   -K FILE     PEM private key (default: in the -E file)

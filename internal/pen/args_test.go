@@ -57,6 +57,13 @@ func TestParseArgs(t *testing.T) {
 		s.Backends = bs
 		return s
 	}
+	dsr := func(iface, vip string, p config.Protocol, bs ...string) config.Service {
+		s := config.NewDSRService("pen", iface, ap(vip), p)
+		for _, b := range bs {
+			s.Backends = append(s.Backends, config.NewBackend(netip.AddrPortFrom(netip.MustParseAddr(b), 0)))
+		}
+		return s
+	}
 	tests := []struct {
 		name string
 		args []string
@@ -228,6 +235,72 @@ func TestParseArgs(t *testing.T) {
 			}(),
 		},
 		{
+			name: "seed dsr tcp",
+			args: []string{"-df", "-O", "dsr_if eth0", "-r", "192.0.2.100:80", "192.0.2.21", "192.0.2.22"},
+			svc: func() config.Service {
+				s := dsr("eth0", "192.0.2.100:80", config.TCP, "192.0.2.21", "192.0.2.22")
+				s.Tracking = false
+				return s
+			}(),
+			edit: func(c *config.Config) { c.Debug = 1 },
+			inv:  Invocation{Foreground: true},
+		},
+		{
+			name: "seed dsr udp",
+			args: []string{"-df", "-U", "-O", "dsr_if eth1", "-r", "192.0.2.100:53", "192.0.2.21", "192.0.2.22"},
+			svc: func() config.Service {
+				s := dsr("eth1", "192.0.2.100:53", config.UDP, "192.0.2.21", "192.0.2.22")
+				s.Tracking = false
+				return s
+			}(),
+			edit: func(c *config.Config) { c.Debug = 1 },
+			inv:  Invocation{Foreground: true},
+		},
+		{
+			name: "seed dsr all ports",
+			args: []string{"-df", "-O", "poll", "-O", "dsr_if eth1", "-S", "2", "-r", "192.0.2.100", "192.0.2.21", "192.0.2.22"},
+			svc: func() config.Service {
+				s := dsr("eth1", "192.0.2.100:0", config.TCP, "192.0.2.21", "192.0.2.22")
+				s.Tracking = false
+				return s
+			}(),
+			edit: func(c *config.Config) { c.Debug = 1 },
+			inv:  Invocation{Foreground: true},
+			note: "-S is obsolete",
+		},
+		{
+			name: "seed dsr tarpit (testsuite 14)",
+			args: []string{"-df", "-r", "-O", "acl 1 permit 192.0.2.77", "-O", "tarpit_acl 1", "-O", "dsr_if eth1", "192.0.2.100:80", "192.0.2.21", "192.0.2.22"},
+			svc: func() config.Service {
+				s := dsr("eth1", "192.0.2.100:80", config.TCP, "192.0.2.21", "192.0.2.22")
+				s.Tracking = false
+				s.TarpitACL = "1"
+				return s
+			}(),
+			edit: func(c *config.Config) {
+				c.Debug = 1
+				c.ACLs = map[string]config.ACL{"1": {Rules: []config.Rule{{Action: config.Permit, Prefix: netip.MustParsePrefix("192.0.2.77/32")}}}}
+			},
+			inv:  Invocation{Foreground: true},
+			note: "tarpit_acl = 1",
+		},
+		{
+			name: "dsr with tracking, port 0, server fields, ignored flags",
+			args: []string{"-hWs", "-x", "1000", "-o", "dsr_if eth0", "-o", "weight", "-o", "hash", "-o", "server 2 address 192.0.2.23 port 99",
+				"192.0.2.100:0", "192.0.2.21:80:0:0:3", "[192.0.2.22]::0:0:0:1"},
+			svc: func() config.Service {
+				s := dsr("eth0", "192.0.2.100:0", config.TCP)
+				s.MaxConnections = 1000
+				s.Backends = []config.Backend{
+					{Address: ap("192.0.2.21:0"), Weight: 3},
+					{Address: ap("192.0.2.22:0"), Weight: 0, Prio: 1},
+					{Address: ap("192.0.2.23:0"), Weight: 1},
+				}
+				return s
+			}(),
+			note: "-h ignored in DSR mode",
+		},
+		{
 			name: "service names for ports",
 			args: []string{"127.0.0.1:http", "10.0.0.1:https"},
 			svc:  tcp("127.0.0.1:80", backend("10.0.0.1:443", 0, 0, 0, 0)),
@@ -306,6 +379,7 @@ func TestParseArgsControl(t *testing.T) {
 func TestParseArgsErrors(t *testing.T) {
 	noServers := tempFile(t, "empty.cfg", "# nothing\n")
 	badCfg := tempFile(t, "bad.cfg", "tracking 5\nserver x\n")
+	dsrCfg := tempFile(t, "dsr.cfg", "dsr_if eth0\n")
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -314,8 +388,34 @@ func TestParseArgsErrors(t *testing.T) {
 		{[]string{"-N", "80", "10.0.0.1"}, "-N is not implemented"},
 		{[]string{"-i", "pen", "80", "10.0.0.1"}, "Windows only"},
 		{[]string{"-A", "/etc/ssl/certs", "80", "10.0.0.1"}, "-A"},
-		{[]string{"-O", "dsr_if eth0", "-r", "192.0.2.1"}, "DSR mode is not supported yet"},
-		{[]string{"-df", "-O", "poll", "-O", "dsr_if eth1", "-S", "2", "-r", "192.0.2.1:0", "10.0.0.1"}, "DSR mode is not supported yet"},
+		{[]string{"-O", "dsr_if eth0", "-r", "192.0.2.1"}, "no servers"},
+		{[]string{"-O", "dsr_if eth0", "-r"}, "missing VIP"},
+		{[]string{"-r", "-O", "acl 1 permit", "-O", "tarpit_acl 1", "-O", "dsr_if eth1", "192.0.2.100:80", "192.0.2.21"},
+			`acl.1[0]: "permit any" in tarpit ACL "1" matches every address: lbd would answer ARP for the whole LAN; permit /16 or narrower`},
+		{[]string{"-O", "acl 1 deny 192.0.2.78", "-O", "tarpit_acl 1", "-O", "dsr_if eth1", "192.0.2.100:80", "192.0.2.21"}, "must end with a permit rule"},
+		{[]string{"-O", "acl 1 permit 10.0.0.0 255.0.0.0", "-O", "tarpit_acl 1", "-O", "dsr_if eth1", "192.0.2.100:80", "192.0.2.21"}, "too broad"},
+		{[]string{"-O", "tarpit_acl 1", "-O", "dsr_if eth1", "192.0.2.100:80", "192.0.2.21"}, "an empty tarpit ACL matches every address"},
+		{[]string{"-O", "acl 2 permit 192.0.2.0 255.255.255.0", "-O", "tarpit_acl 2", "-O", "dsr_if eth1", "192.0.2.100:80", "192.0.2.21"}, "the VIP of service[0]"},
+		{[]string{"-U", "-O", "acl 1 permit 192.0.2.77", "-O", "tarpit_acl 1", "-O", "dsr_if eth1", "192.0.2.100:53", "192.0.2.21"}, "cannot be used with -U"},
+		{[]string{"-O", "acl 1 permit 192.0.2.77", "-O", "tarpit_acl 1", "80", "10.0.0.1"}, "the tarpit needs DSR mode"},
+		{[]string{"-O", "dsr_if eth0", "80", "192.0.2.21"}, "not a bare port"},
+		{[]string{"-O", "dsr_if eth0", ":80", "192.0.2.21"}, "not a bare port"},
+		{[]string{"-O", "dsr_if eth0", "/tmp/sock", "192.0.2.21"}, "Unix sockets"},
+		{[]string{"-O", "dsr_if eth0", "192.0.2.100:99999", "192.0.2.21"}, "bad port"},
+		{[]string{"-O", "dsr_if eth0", "-O", "dsr_if eth1", "192.0.2.100:80", "192.0.2.21"}, "two interfaces"},
+		{[]string{"-O", "dsr_if", "192.0.2.100:80", "192.0.2.21"}, "dsr_if: missing interface name"},
+		{[]string{"-O", "dsr_if eth0/1", "192.0.2.100:80", "192.0.2.21"}, "not a Linux interface name"},
+		{[]string{"-O", "dsr_if eth0", "::1:80", "192.0.2.21"}, "IPv6 VIPs are not supported yet"},
+		{[]string{"-O", "dsr_if eth0", "192.0.2.100:80", "[2001:db8::21]"}, "IPv6 backends are not supported yet"},
+		{[]string{"-O", "dsr_if eth0", "192.0.2.100:80", "192.0.2.21", "192.0.2.21:81"}, "already backend[0]"},
+		{[]string{"-O", "dsr_if eth0", "192.0.2.100:80", "192.0.2.21:80:5"}, "DSR keeps no connection counts"},
+		{[]string{"-O", "dsr_if eth0", "192.0.2.100:80", "192.0.2.21:80:0:0:0:0:0"}, "too many fields"},
+		{[]string{"-O", "dsr_if eth0", "-e", "192.0.2.9", "192.0.2.100:80", "192.0.2.21"}, "-e cannot be used with dsr_if"},
+		{[]string{"-O", "dsr_if eth0", "-B", "192.0.2.9", "192.0.2.100:80", "192.0.2.21"}, "-B cannot be used with dsr_if"},
+		{[]string{"-O", "dsr_if eth0", "-H", "192.0.2.100:80", "192.0.2.21"}, "-H cannot be used with dsr_if"},
+		{[]string{"-O", "dsr_if eth0", "-E", "/nonexistent/crt", "192.0.2.100:80", "192.0.2.21"}, "-E cannot be used with dsr_if"},
+		{[]string{"-O", "dsr_if eth0", "-O", "source 192.0.2.1", "192.0.2.100:80", "192.0.2.21"}, `service[0].source: not allowed with mode "dsr"`},
+		{[]string{"-F", dsrCfg, "192.0.2.100:80", "192.0.2.21"}, "give it with -o/-O on the command line"},
 		{[]string{"-y", "80", "10.0.0.1"}, "unknown option -y"},
 		{[]string{"80", "10.0.0.1", "-x"}, "option -x requires an argument"},
 		{[]string{"-x", "many", "80", "10.0.0.1"}, "-x: bad number"},
@@ -378,6 +478,40 @@ func TestPrintTOML(t *testing.T) {
 	}
 }
 
+// TestPrintTOMLDSR checks that the DSR seed command lines print TOML that
+// parses back to the same config.
+func TestPrintTOMLDSR(t *testing.T) {
+	for _, line := range []string{
+		`-df -O dsr_if\x20eth0 -r 192.0.2.100:80 192.0.2.21 192.0.2.22`,
+		`-df -U -O dsr_if\x20eth1 -r 192.0.2.100:53 192.0.2.21 192.0.2.22`,
+		`-df -O poll -O dsr_if\x20eth1 -S 2 -r 192.0.2.100 192.0.2.21 192.0.2.22`,
+		`-df -r -O acl\x201\x20permit\x20192.0.2.77 -O tarpit_acl\x201 -O dsr_if\x20eth1 192.0.2.100:80 192.0.2.21 192.0.2.22`,
+	} {
+		args := strings.Fields(line)
+		for i := range args {
+			args[i] = strings.ReplaceAll(args[i], `\x20`, " ")
+		}
+		var b bytes.Buffer
+		if err := PrintTOML(args, &b); err != nil {
+			t.Errorf("PrintTOML(%q): %v", args, err)
+			continue
+		}
+		c, err := config.Parse("print.toml", b.Bytes())
+		if err != nil {
+			t.Errorf("%q: output does not parse back: %v\n%s", args, err, b.String())
+			continue
+		}
+		inv, _ := ParseArgs(args)
+		if diff := cmp.Diff(inv.Config, c, cmpopts.EquateComparable(netip.Addr{}, netip.AddrPort{}, netip.Prefix{})); diff != "" {
+			t.Errorf("%q: TOML round trip (-want +got):\n%s", args, diff)
+		}
+		if !strings.Contains(b.String(), "mode = 'dsr'\n") {
+			t.Errorf("%q: no DSR service:\n%s", args, b.String())
+		}
+		t.Logf("%s:\n%s", line, b.String())
+	}
+}
+
 // FuzzParseArgs feeds arbitrary Pen command lines to ParseArgs: it must
 // never panic, and whatever it accepts must be a valid config that survives
 // a TOML round trip.
@@ -391,6 +525,11 @@ func FuzzParseArgs(f *testing.F) {
 		"-h -r -s -H -X -C 10080 8080 127.0.0.1",
 		"-o server\x000\x00address\x00127.0.0.2 -O roundrobin 80 127.0.0.1",
 		"-B 127.0.0.1:9 -e 127.0.0.1:8 ::1:2222 ::1",
+		"-df -O dsr_if\x00eth0 -r 192.0.2.100:80 192.0.2.21 192.0.2.22",
+		"-df -U -O dsr_if\x00eth1 -r 192.0.2.100:53 192.0.2.21 192.0.2.22",
+		"-df -O poll -O dsr_if\x00eth1 -S 2 -r 192.0.2.100 192.0.2.21 192.0.2.22",
+		"-df -r -O acl\x001\x00permit\x00192.0.2.77 -O tarpit_acl\x001 -O dsr_if\x00eth1 192.0.2.100:80 192.0.2.21 192.0.2.22",
+		"-O acl\x001\x00permit -O tarpit_acl\x001 -O dsr_if\x00eth1 192.0.2.100:80 192.0.2.21:80:0:0:3",
 	} {
 		f.Add(s)
 	}

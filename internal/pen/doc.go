@@ -31,9 +31,21 @@
 //     traffic, read files and overwrite files.
 //   - A server address of "" (as in ":100") means 127.0.0.1, which is where
 //     Pen's connect to 0.0.0.0 ends up on Linux.
+//   - DSR (-O "dsr_if IF"): ParseArgs finds dsr_if among the -o/-O
+//     commands before it builds the config, because nib applies flags and
+//     positionals before the commands while Pen runs them during option
+//     parsing. The listener is then VIP[:port] (no port or 0: every
+//     port), server ports are ignored (stored as 0), -U is UDP DSR and -r
+//     hashes each flow with the client port (Tracking off). An unspecified
+//     server weight is 1: Pen's DSR counts 0 as 1, nib drains a server of
+//     weight 0. -e, -B, -H and -E are refused with DSR. dsr_if in a -F
+//     file alone is refused (give it with -O).
+//   - tarpit_acl N is checked before lbd uses it: an empty list, one that
+//     ends in deny, a permit of "any" or broader than /16, or one matching
+//     a VIP or backend is refused (Pen would answer ARP for the whole LAN).
 //   - Unix-socket listeners and servers, GeoIP ACLs, transparent mode,
-//     -A (CA directory), network logging (-l host:port) and DSR are not
-//     supported (yet) and are refused with a clear message.
+//     -A (CA directory) and network logging (-l host:port) are not
+//     supported and are refused with a clear message.
 //
 // VERBS.md in this directory lists every verb and what nib does with it.
 package pen

@@ -312,20 +312,28 @@ func (st *state) verb(v string, args []string) error {
 	s := st.s()
 	switch v {
 	// Algorithm, in Pen's precedence prio > weight > hash > roundrobin.
+	// A DSR service always uses weighted Maglev, and Tracking alone
+	// chooses its flow key: the algorithm verbs leave it alone, as Pen's
+	// DSR ignores them.
 	case "roundrobin":
 		s.Tracking = false
-		s.HashPort = isHash(s.Algorithm)
+		s.HashPort = isHash(s.Algorithm) && s.Mode == config.ModeProxy
 	case "hash":
+		if s.Mode == config.ModeDSR {
+			break
+		}
 		if s.Algorithm == config.RoundRobin {
 			s.Algorithm = config.Hash
 		}
 		s.HashPort = isHash(s.Algorithm) && !s.Tracking
 	case "weight":
-		if s.Algorithm != config.Prio {
+		if s.Algorithm != config.Prio && s.Mode != config.ModeDSR {
 			s.Algorithm = config.Weight
 		}
 	case "prio":
-		s.Algorithm = config.Prio
+		if s.Mode != config.ModeDSR {
+			s.Algorithm = config.Prio
+		}
 	case "stubborn":
 		s.Stubborn = true
 	case "mode":
@@ -403,10 +411,28 @@ func (st *state) verb(v string, args []string) error {
 		}
 		st.printf("%s\n", aclName(st.c.Control.PenACL))
 	case "tarpit_acl":
-		if len(args) > 0 {
-			return errors.New("tarpit_acl: the tarpit needs DSR mode, which is not supported yet")
+		if len(args) > 0 && args[0] == "-1" {
+			s.TarpitACL = "" // Pen's "off"
+		} else if len(args) > 0 {
+			n, err := aclNum(v, args[0])
+			if err != nil {
+				return err
+			}
+			if s.Mode != config.ModeDSR {
+				return errors.New("tarpit_acl: the tarpit needs DSR mode (-O \"dsr_if IF\")")
+			}
+			if s.Protocol != config.TCP {
+				return errors.New("tarpit_acl: the tarpit answers TCP SYNs; it cannot be used with -U")
+			}
+			s.TarpitACL = strconv.Itoa(n)
+			st.ensureACL(s.TarpitACL)
 		}
-		st.printf("tarpit_acl = -1")
+		// Pen's reply has no newline.
+		if s.TarpitACL == "" {
+			st.printf("tarpit_acl = -1")
+		} else {
+			st.printf("tarpit_acl = %s", s.TarpitACL)
+		}
 
 	case "http":
 		s.HTTP = true
@@ -474,7 +500,11 @@ func (st *state) verb(v string, args []string) error {
 			if s.Protocol == config.UDP {
 				network = "udp"
 			}
-			ap, err := parseListen(args[0], network)
+			parse := parseListen
+			if s.Mode == config.ModeDSR {
+				parse = parseVIP
+			}
+			ap, err := parse(args[0], network)
 			if err != nil {
 				return err
 			}
@@ -539,10 +569,7 @@ func (st *state) verb(v string, args []string) error {
 	case "transparent":
 		return errors.New("transparent: transparent mode is not supported")
 	case "dsr_if":
-		if !st.in.Startup {
-			return errors.New("dsr_if: startup only")
-		}
-		return dsrIf(args)
+		return st.dsrIf(args)
 	case "ssl_ciphers":
 		if err := st.needTLS(v); err != nil {
 			return err
@@ -582,7 +609,7 @@ func (st *state) no(v string, args []string) error {
 		s.Tracking = true
 		s.HashPort = false
 	case "hash":
-		if isHash(s.Algorithm) {
+		if isHash(s.Algorithm) && s.Mode != config.ModeDSR {
 			s.Algorithm = config.RoundRobin
 			s.HashPort = false
 		}
@@ -604,6 +631,8 @@ func (st *state) no(v string, args []string) error {
 		s.KeepAlive = false
 	case "source":
 		s.Source = netip.Addr{}
+	case "tarpit_acl":
+		s.TarpitACL = ""
 	case "log":
 		s.Log = ""
 	case "web_stats":
@@ -696,7 +725,7 @@ func (st *state) aclReferenced(name string) bool {
 		return true
 	}
 	for _, s := range st.c.Services {
-		if s.ClientACL == name {
+		if s.ClientACL == name || s.TarpitACL == name {
 			return true
 		}
 		for _, b := range s.Backends {
@@ -768,7 +797,7 @@ func (st *state) server(args []string) error {
 	}
 	s := st.s()
 	for len(s.Backends) <= n {
-		s.Backends = append(s.Backends, unusedBackend())
+		s.Backends = append(s.Backends, unusedBackend(s.Mode))
 	}
 	b := &s.Backends[n]
 	network := "tcp"
@@ -796,18 +825,24 @@ func (st *state) server(args []string) error {
 				return fmt.Errorf("server: %v", err)
 			}
 			if a.IsUnspecified() {
-				b.Address = unusedBackend().Address
+				b.Address = unusedBackend(s.Mode).Address
 				continue
 			}
 			port := b.Address.Port()
 			if port == 0 {
 				port = s.Listen.Port()
 			}
+			if s.Mode == config.ModeDSR {
+				port = 0 // DSR never changes the destination port
+			}
 			b.Address = netip.AddrPortFrom(a, port)
 		case "port":
 			p, err := parsePort(v, network)
 			if err != nil {
 				return fmt.Errorf("server: %v", err)
+			}
+			if s.Mode == config.ModeDSR {
+				continue // ignored, as in Pen's DSR
 			}
 			b.Address = netip.AddrPortFrom(b.Address.Addr(), p)
 		case "max", "hard", "weight", "prio":
@@ -834,11 +869,36 @@ func (st *state) server(args []string) error {
 	return nil
 }
 
-// unusedBackend is an empty server slot (Pen's address 0.0.0.0).
-func unusedBackend() config.Backend {
+// unusedBackend is an empty server slot (Pen's address 0.0.0.0). Its
+// weight is Pen's default 0, except in DSR mode, where Pen counts weight 0
+// as 1 but nib drains the server: there it is 1.
+func unusedBackend(m config.Mode) config.Backend {
 	b := config.NewBackend(netip.AddrPortFrom(netip.IPv4Unspecified(), 0))
-	b.Weight = 0 // Pen's default
+	if m != config.ModeDSR {
+		b.Weight = 0
+	}
 	return b
+}
+
+// dsrIf runs "dsr_if IF". ParseArgs applies -o/-O "dsr_if IF" before it
+// builds the config (the listener must be read as the VIP), so here the
+// service is already in DSR mode on IF and the verb does nothing; the
+// same holds when a -F file repeats it, also on SIGHUP. Anything else
+// would change the mode of a built service, which is refused.
+func (st *state) dsrIf(args []string) error {
+	if len(args) == 0 {
+		return errors.New("dsr_if: missing interface name")
+	}
+	s := st.s()
+	switch {
+	case s.Mode == config.ModeDSR && s.Interface == args[0]:
+		return nil
+	case s.Mode == config.ModeDSR:
+		return fmt.Errorf("dsr_if: the service forwards on %s; changing the interface needs a restart", s.Interface)
+	case !st.in.Startup:
+		return errors.New("dsr_if: startup only")
+	}
+	return errors.New("dsr_if: give it with -o/-O on the command line, where it makes the listener the VIP[:port]")
 }
 
 // servers prints the server table in Pen's format.

@@ -548,6 +548,7 @@ func FuzzExec(f *testing.F) {
 		"tracking 5", "idle_timeout 3", "service pen server 0 acl 3", "recent 10", "tarpit_acl", "bogus", "no bogus",
 		"server 1 address 0.0.0.0", "source ::1", "debug 3", "write", "include x", "listen 1:2", "\r\n", "# x",
 		"server 0 blacklist 5", "exit", "status", "conn_max 1", "ssl_option no_tlsv1.2",
+		"tarpit_acl 1", "no tarpit_acl", "tarpit_acl -1", "dsr_if eth0",
 	} {
 		f.Add(s)
 	}
@@ -555,19 +556,198 @@ func FuzzExec(f *testing.F) {
 	lookupHost = func(host string) (netip.Addr, error) { return netip.Addr{}, errors.New("no DNS while fuzzing") }
 	f.Cleanup(func() { lookupHost = old })
 	f.Fuzz(func(t *testing.T, line string) {
-		in := newInterp(t)
-		in.RT = &fakeRT{servers: []ServerStat{{Conns: 1}}}
-		before := in.Cfg.Clone()
-		var out bytes.Buffer
-		changed, err := in.Exec(line, &out)
-		if err != nil && (changed || !reflect.DeepEqual(before, in.Cfg) || out.Len() > 0) {
-			t.Fatalf("failed Exec(%q) changed %v or wrote %q", line, changed, out.String())
-		}
-		if !changed && !reflect.DeepEqual(before, in.Cfg) {
-			t.Fatalf("Exec(%q) reported no change but changed the config", line)
-		}
-		if out.Len() > 64<<10 {
-			t.Fatalf("Exec(%q) wrote %d bytes", line, out.Len())
+		// A proxy service, and a DSR service with a tarpit.
+		for _, in := range []*Interp{newInterp(t), newInterp(t, dsrArgs...)} {
+			in.RT = &fakeRT{servers: []ServerStat{{Conns: 1}}}
+			before := in.Cfg.Clone()
+			var out bytes.Buffer
+			changed, err := in.Exec(line, &out)
+			if err != nil && (changed || !reflect.DeepEqual(before, in.Cfg) || out.Len() > 0) {
+				t.Fatalf("failed Exec(%q) changed %v or wrote %q", line, changed, out.String())
+			}
+			if !changed && !reflect.DeepEqual(before, in.Cfg) {
+				t.Fatalf("Exec(%q) reported no change but changed the config", line)
+			}
+			if out.Len() > 64<<10 {
+				t.Fatalf("Exec(%q) wrote %d bytes", line, out.Len())
+			}
 		}
 	})
+}
+
+// dsrArgs is the tarpit seed command line (Pen's testsuite test 14).
+var dsrArgs = []string{"-df", "-r", "-O", "acl 1 permit 192.0.2.77", "-O", "tarpit_acl 1", "-O", "dsr_if eth1", "192.0.2.100:80", "192.0.2.21", "192.0.2.22"}
+
+func TestTarpitACLVerb(t *testing.T) {
+	in := newInterp(t, "-O", "dsr_if eth0", "192.0.2.100:80", "192.0.2.21")
+	in.Validate = true
+	for _, tc := range []struct{ line, want string }{
+		{"tarpit_acl", "tarpit_acl = -1"},
+		{"acl 3 permit 192.0.2.77", ""},
+		{"tarpit_acl 3", "tarpit_acl = 3"},
+		{"tarpit_acl", "tarpit_acl = 3"},
+		{"no tarpit_acl", ""},
+		{"tarpit_acl", "tarpit_acl = -1"},
+		{"tarpit_acl 3", "tarpit_acl = 3"},
+		{"tarpit_acl -1", "tarpit_acl = -1"},
+		{"tarpit_acl 3", "tarpit_acl = 3"},
+	} {
+		if got := run(t, in, tc.line); got != tc.want {
+			t.Errorf("%q:\n got %q\nwant %q", tc.line, got, tc.want)
+		}
+	}
+	if got := in.Cfg.Services[0].TarpitACL; got != "3" {
+		t.Errorf("TarpitACL = %q, want 3", got)
+	}
+	// With Validate (the control socket), unsafe tarpits are refused and
+	// the running tarpit is kept.
+	before := in.Cfg.Clone()
+	for line, want := range map[string]string{
+		"no acl 3":     "an empty tarpit ACL matches every address",
+		"acl 3 deny":   "must end with a permit rule",
+		"tarpit_acl 4": "an empty tarpit ACL matches every address",
+		"tarpit_acl x": "ACL numbers are 0 to 9",
+		"acl 3 permit": "matches every address",
+	} {
+		var out bytes.Buffer
+		if _, err := in.Exec(line, &out); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Exec(%q) = %v, want error containing %q", line, err, want)
+		}
+		if out.Len() != 0 {
+			t.Errorf("Exec(%q) wrote %q", line, out.String())
+		}
+	}
+	if !reflect.DeepEqual(before, in.Cfg) {
+		t.Error("refused commands changed the config")
+	}
+
+	// A named (TOML) tarpit ACL prints its name.
+	in.Cfg.ACLs["dark"] = in.Cfg.ACLs["3"]
+	in.Cfg.Services[0].TarpitACL = "dark"
+	if got := run(t, in, "tarpit_acl"); got != "tarpit_acl = dark" {
+		t.Errorf("tarpit_acl with a named ACL = %q", got)
+	}
+
+	// Proxy and UDP services have no tarpit.
+	for args, want := range map[string]string{
+		"80 10.0.0.1": "needs DSR mode",
+		"-U -O dsr_if\x00eth0 192.0.2.1:53 192.0.2.2": "cannot be used with -U",
+	} {
+		a := strings.Fields(args)
+		for i := range a {
+			a[i] = strings.ReplaceAll(a[i], "\x00", " ")
+		}
+		in := newInterp(t, a...)
+		if _, err := in.Exec("tarpit_acl 1", io.Discard); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: tarpit_acl 1 = %v, want %q", args, err, want)
+		}
+		if got := run(t, in, "no tarpit_acl"); got != "" {
+			t.Errorf("no tarpit_acl wrote %q", got)
+		}
+	}
+}
+
+func TestDSRVerbs(t *testing.T) {
+	in := newInterp(t, dsrArgs...)
+	for _, tc := range []struct{ line, want string }{
+		{"mode", "hash roundrobin no stubborn no weight no prio\n"},
+		{"listen", "192.0.2.100:80\n"},
+		{"servers", "0 addr 192.0.2.21 port 0 conn 0 max 0 hard 0 weight 1 prio 0 sx 0 rx 0\n" +
+			"1 addr 192.0.2.22 port 0 conn 0 max 0 hard 0 weight 1 prio 0 sx 0 rx 0\n"},
+		{"dsr_if eth1", ""},
+		{"weight", ""}, {"prio", ""}, {"no hash", ""}, {"hash", ""},
+		{"no roundrobin", ""},
+		{"mode", "hash no roundrobin no stubborn no weight no prio\n"},
+		{"server 1 port 8080 weight 4", ""},
+		{"server 2 address 192.0.2.23", ""},
+		{"servers", "0 addr 192.0.2.21 port 0 conn 0 max 0 hard 0 weight 1 prio 0 sx 0 rx 0\n" +
+			"1 addr 192.0.2.22 port 0 conn 0 max 0 hard 0 weight 4 prio 0 sx 0 rx 0\n" +
+			"2 addr 192.0.2.23 port 0 conn 0 max 0 hard 0 weight 1 prio 0 sx 0 rx 0\n"},
+	} {
+		if got := run(t, in, tc.line); got != tc.want {
+			t.Errorf("%q:\n got %q\nwant %q", tc.line, got, tc.want)
+		}
+	}
+	s := in.Cfg.Services[0]
+	if s.Algorithm != config.Maglev || !s.Tracking || s.HashPort {
+		t.Errorf("algorithm verbs changed a DSR service: %v tracking %v hash_port %v", s.Algorithm, s.Tracking, s.HashPort)
+	}
+	if err := config.Validate(in.Cfg); err != nil {
+		t.Errorf("Validate: %v", err)
+	}
+	for line, want := range map[string]string{
+		"dsr_if eth0": "changing the interface needs a restart",
+		"dsr_if":      "missing interface name",
+	} {
+		if _, err := in.Exec(line, io.Discard); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Exec(%q) = %v, want %q", line, err, want)
+		}
+	}
+	in.Startup = true
+	run(t, in, "listen 192.0.2.101")
+	if got := in.Cfg.Services[0].Listen; got != ap("192.0.2.101:0") {
+		t.Errorf("listen 192.0.2.101 set %v", got)
+	}
+	proxy := newInterp(t)
+	if _, err := proxy.Exec("dsr_if eth0", io.Discard); err == nil || !strings.Contains(err.Error(), "startup only") {
+		t.Errorf("dsr_if over control on a proxy service: %v", err)
+	}
+	proxy.Startup = true
+	if _, err := proxy.Exec("dsr_if eth0", io.Discard); err == nil || !strings.Contains(err.Error(), "-o/-O") {
+		t.Errorf("dsr_if at startup on a built proxy service: %v", err)
+	}
+}
+
+func TestWriteConfigDSR(t *testing.T) {
+	in := newInterp(t, dsrArgs...)
+	run(t, in, "server 1 weight 3")
+	var b bytes.Buffer
+	WriteConfig(in.Cfg, 0, &b)
+	out := b.String()
+	for _, want := range []string{
+		"acl 1 permit 192.0.2.77 255.255.255.255\n",
+		"roundrobin\n",
+		"server 0 acl 0 address 192.0.2.21 port 0 max 0 hard 0 weight 1 prio 0\n",
+		"server 1 acl 0 address 192.0.2.22 port 0 max 0 hard 0 weight 3 prio 0\n",
+		"no stubborn\ntarpit_acl 1\nno tcp_nodelay\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("WriteConfig lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "dsr_if") {
+		t.Errorf("WriteConfig wrote dsr_if (Pen does not):\n%s", out)
+	}
+
+	// Read back onto the same command line without the tarpit, also with a
+	// repeated dsr_if as a hand-edited -F file might have.
+	back := newInterp(t, "-O", "dsr_if eth1", "192.0.2.100:80", "192.0.2.99")
+	back.AllowWritePaths = true
+	for _, l := range append(strings.Split(out, "\n"), "dsr_if eth1") {
+		run(t, back, l)
+	}
+	if !reflect.DeepEqual(in.Cfg, back.Cfg) {
+		t.Errorf("round trip differs\nwritten:\n%s\nwant %+v\n got %+v", out, in.Cfg.Services[0], back.Cfg.Services[0])
+	}
+
+	// No tarpit, and a tarpit ACL with a name Pen cannot express.
+	run(t, in, "no tarpit_acl")
+	b.Reset()
+	WriteConfig(in.Cfg, 0, &b)
+	if !strings.Contains(b.String(), "no stubborn\nno tarpit_acl\n") {
+		t.Errorf("no tarpit_acl missing:\n%s", b.String())
+	}
+	in.Cfg.ACLs["dark"] = in.Cfg.ACLs["1"]
+	in.Cfg.Services[0].TarpitACL = "dark"
+	b.Reset()
+	WriteConfig(in.Cfg, 0, &b)
+	if !strings.Contains(b.String(), "# tarpit_acl \"dark\" cannot be written in Pen's format\nno tarpit_acl\n") {
+		t.Errorf("named tarpit ACL:\n%s", b.String())
+	}
+	// A proxy service writes no tarpit line (as Pen).
+	b.Reset()
+	WriteConfig(newInterp(t).Cfg, 0, &b)
+	if strings.Contains(b.String(), "tarpit") {
+		t.Errorf("proxy service wrote a tarpit line:\n%s", b.String())
+	}
 }

@@ -15,8 +15,9 @@ import (
 // idle_timeout, keepalive, source). Executing the lines with an Interp on
 // a config made from the same command line reproduces the service, its
 // ACLs, the debug level and the control ACL. What only the command line
-// sets (listener, protocol, TLS, emergency and abuse servers, backlog) is
-// not written, as with Pen.
+// sets (listener, protocol, TLS, emergency and abuse servers, backlog,
+// and DSR's dsr_if) is not written, as with Pen; a DSR service's tarpit_acl
+// is.
 func WriteConfig(c *config.Config, svc int, w io.Writer) {
 	if svc < 0 || svc >= len(c.Services) {
 		return
@@ -66,6 +67,18 @@ func WriteConfig(c *config.Config, svc int, w io.Writer) {
 			i, aclRef(b.ACL, w, "server "+strconv.Itoa(i)+" acl"), addr, port, b.Max, b.Hard, b.Weight, b.Prio)
 	}
 	onoff(s.Stubborn, "stubborn")
+	if s.Mode == config.ModeDSR {
+		// Pen does not write dsr_if (it is startup only); nib does not
+		// either, but keeps the tarpit.
+		if _, ok := penACL(s.TarpitACL); ok {
+			p("tarpit_acl %s\n", s.TarpitACL)
+		} else {
+			if s.TarpitACL != "" {
+				p("# tarpit_acl %q cannot be written in Pen's format\n", s.TarpitACL)
+			}
+			p("no tarpit_acl\n")
+		}
+	}
 	onoff(s.NoDelay, "tcp_nodelay")
 	p("timeout %d\n", secs(s.ConnectTimeout))
 	p("tracking %d\n", secs(s.TrackingExpiry))
