@@ -1,0 +1,349 @@
+package arpd
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mdlayher/packet"
+	"golang.org/x/sys/unix"
+)
+
+// inNetns runs f on an OS thread switched into network namespace ns;
+// sockets f opens stay in ns. The thread's namespace is restored after.
+func inNetns(ns string, f func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		defer unix.Close(orig)
+		target, err := unix.Open("/run/netns/"+ns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		defer unix.Close(target)
+		if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("setns %s: %w", ns, err)
+			return
+		}
+		err = f()
+		if unix.Setns(orig, unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		} // else the thread stays locked and exits with the goroutine
+		errc <- err
+	}()
+	return <-errc
+}
+
+func run(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// waitFor polls cond every 20 ms for at most d.
+func waitFor(d time.Duration, cond func() bool) bool {
+	for end := time.Now().Add(d); ; {
+		if cond() {
+			return true
+		}
+		if time.Now().After(end) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// rawARP is a packet socket for ARP in namespace b, for sending spoofed
+// replies and our own requests.
+type rawARP struct {
+	pc  *packet.Conn
+	ifi *net.Interface
+}
+
+func (r *rawARP) send(t *testing.T, dst [6]byte, op uint16, sha [6]byte, spa netip.Addr, tha [6]byte, tpa netip.Addr) {
+	t.Helper()
+	f := buildARP(dst, sha, op, sha, spa, tha, tpa)
+	if _, err := r.pc.WriteTo(f[:], &packet.Addr{HardwareAddr: dst[:]}); err != nil {
+		t.Fatalf("raw send: %v", err)
+	}
+}
+
+// replyFrom waits up to d for an ARP reply from mac for addr.
+func (r *rawARP) replyFrom(mac [6]byte, addr netip.Addr, d time.Duration) bool {
+	buf := make([]byte, 256)
+	end := time.Now().Add(d)
+	for i := 0; i < 1000 && time.Now().Before(end); i++ {
+		r.pc.SetReadDeadline(end)
+		n, _, err := r.pc.ReadFrom(buf)
+		if err != nil {
+			return false
+		}
+		if p, ok := parseARP(buf[:n]); ok && p.op == opReply && p.sha == mac && p.spa == addr {
+			return true
+		}
+	}
+	return false
+}
+
+func TestNetns(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (network namespaces)")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("no ip command")
+	}
+	var rb [3]byte
+	rand.Read(rb[:])
+	id := "nib" + hex.EncodeToString(rb[:])
+	nsA, nsB := id+"-a", id+"-b"
+	va, vb := id+"a", id+"b"
+	run(t, "ip", "netns", "add", nsA)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", nsA).Run() })
+	run(t, "ip", "netns", "add", nsB)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", nsB).Run() })
+	run(t, "ip", "-n", nsA, "link", "add", va, "type", "veth", "peer", "name", vb, "netns", nsB)
+	run(t, "ip", "-n", nsA, "addr", "add", "192.0.2.2/24", "dev", va)
+	run(t, "ip", "-n", nsB, "addr", "add", "192.0.2.21/24", "dev", vb)
+	// b also owns 192.0.2.101 (configured as a VIP: must never be claimed)
+	// and 192.0.2.202 (in the tarpit range: must never be claimed).
+	run(t, "ip", "-n", nsB, "addr", "add", "192.0.2.101/32", "dev", vb)
+	run(t, "ip", "-n", nsB, "addr", "add", "192.0.2.202/32", "dev", vb)
+	for _, ns := range [][2]string{{nsA, va}, {nsB, vb}} {
+		run(t, "ip", "-n", ns[0], "link", "set", "lo", "up")
+		run(t, "ip", "-n", ns[0], "link", "set", ns[1], "up")
+	}
+
+	// Wait until the link carries frames (linkwatch activates the qdisc
+	// up to a second after "up"): a probe lost then would let us claim.
+	for i := 0; ; i++ {
+		if exec.Command("ip", "netns", "exec", nsB, "ping", "-c1", "-W1", "192.0.2.2").Run() == nil {
+			break
+		}
+		if i == 4 {
+			t.Fatal("no connectivity between the namespaces")
+		}
+	}
+
+	var (
+		d     *Daemon
+		aMAC  [6]byte
+		bMAC  [6]byte
+		raw   rawARP
+		vipA  = netip.MustParseAddr("192.0.2.100")
+		vipB  = netip.MustParseAddr("192.0.2.101")
+		beB   = netip.MustParseAddr("192.0.2.21")
+		tpNet = netip.MustParsePrefix("192.0.2.200/29")
+	)
+	err := inNetns(nsA, func() error {
+		ifi, err := net.InterfaceByName(va)
+		if err != nil {
+			return err
+		}
+		aMAC = [6]byte(ifi.HardwareAddr)
+		d, err = NewWithOptions(ifi, t.Logf, Options{
+			ProbeWindow: 300 * time.Millisecond, ReplyWindow: 500 * time.Millisecond,
+			Refresh: time.Second, RetryMin: 200 * time.Millisecond, RetryMax: time.Second,
+			AnnounceInterval: 200 * time.Millisecond, Tick: 20 * time.Millisecond,
+		})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	if d.IP() != netip.MustParseAddr("192.0.2.2") || d.MAC() != aMAC {
+		t.Fatalf("own address %s %s", d.IP(), macString(d.MAC()))
+	}
+	err = inNetns(nsB, func() error {
+		ifi, err := net.InterfaceByName(vb)
+		if err != nil {
+			return err
+		}
+		bMAC = [6]byte(ifi.HardwareAddr)
+		raw.ifi = ifi
+		raw.pc, err = packet.Listen(ifi, packet.Raw, etherTypeARP, nil)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { raw.pc.Close() })
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(2 * time.Second):
+			t.Error("Run did not stop")
+		}
+	})
+	d.SetTarpit(tpNet.Contains)
+	d.SetBackends([]netip.Addr{beB})
+	d.SetVIPs([]netip.Addr{vipA, vipB})
+
+	state := func(a netip.Addr) VIPStatus {
+		for _, s := range d.VIPs() {
+			if s.Addr == a {
+				return s
+			}
+		}
+		return VIPStatus{}
+	}
+	if !waitFor(3*time.Second, func() bool { return state(vipA).State == VIPClaimed }) {
+		t.Fatalf("VIP %s not claimed: %+v", vipA, d.VIPs())
+	}
+	if s := state(vipB); s.State != VIPInUse || s.OtherMAC != bMAC {
+		t.Errorf("VIP %s that b owns: %+v, want in use by %s", vipB, s, macString(bMAC))
+	}
+
+	t.Run("VIP answered", func(t *testing.T) {
+		exec.Command("ip", "netns", "exec", nsB, "ping", "-c1", "-W1", vipA.String()).Run() // fails: only its ARP matters
+		out := run(t, "ip", "-n", nsB, "neigh", "show", vipA.String(), "dev", vb)
+		if !strings.Contains(out, "lladdr "+macString(aMAC)) {
+			t.Fatalf("b's neighbour entry for the VIP: %q, want lladdr %s", out, macString(aMAC))
+		}
+		if d.Counters().RepliesVIP == 0 {
+			t.Fatal("RepliesVIP not counted")
+		}
+	})
+
+	t.Run("backend resolved", func(t *testing.T) {
+		if !waitFor(3*time.Second, func() bool { m, ok := d.Lookup(beB); return ok && m == bMAC }) {
+			m, ok := d.Lookup(beB)
+			t.Fatalf("Lookup(%s) = %s %v, want %s", beB, macString(m), ok, macString(bMAC))
+		}
+	})
+
+	t.Run("unsolicited reply ignored", func(t *testing.T) {
+		fake := [6]byte{0x02, 0xba, 0xd0, 0, 0, 0x66}
+		before := d.Counters().UnsolicitedIgnored
+		raw.send(t, aMAC, opReply, fake, beB, aMAC, d.IP())
+		raw.send(t, broadcast, opRequest, fake, beB, [6]byte{}, beB) // and a gratuitous ARP
+		start := time.Now()
+		if !waitFor(2*time.Second, func() bool { return d.Counters().UnsolicitedIgnored >= before+2 }) {
+			t.Fatalf("spoofed replies not counted: %+v", d.Counters())
+		}
+		t.Logf("counted after %v", time.Since(start))
+		for range 10 { // across an early refresh
+			if m, _ := d.Lookup(beB); m != bMAC {
+				t.Fatalf("spoofed: Lookup = %s", macString(m))
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
+
+	t.Run("backend MAC change learned by refresh", func(t *testing.T) {
+		newMAC := [6]byte{0x02, 0x42, 0, 0, 0, 0x77}
+		run(t, "ip", "-n", nsB, "link", "set", "dev", vb, "address", macString(newMAC))
+		if !waitFor(5*time.Second, func() bool { m, _ := d.Lookup(beB); return m == newMAC }) {
+			m, _ := d.Lookup(beB)
+			t.Fatalf("Lookup = %s after the MAC change, want %s", macString(m), macString(newMAC))
+		}
+		if d.Down(beB) {
+			t.Fatal("backend reported down")
+		}
+		bMAC = newMAC
+	})
+
+	t.Run("tarpit", func(t *testing.T) {
+		x := netip.MustParseAddr("192.0.2.201")
+		probes := d.Counters().ProbesSent
+		raw.send(t, broadcast, opRequest, bMAC, beB, [6]byte{}, x)
+		if raw.replyFrom(aMAC, x, 150*time.Millisecond) {
+			t.Fatal("tarpit address answered before the probe window")
+		}
+		if d.Counters().ProbesSent <= probes {
+			t.Fatalf("no probe: %+v", d.Counters())
+		}
+		time.Sleep(300 * time.Millisecond)
+		raw.send(t, broadcast, opRequest, bMAC, beB, [6]byte{}, x)
+		if !raw.replyFrom(aMAC, x, time.Second) {
+			t.Fatal("tarpit address not answered after the probe window")
+		}
+
+		// b owns .202: our probe is answered, the address never claimed.
+		used := netip.MustParseAddr("192.0.2.202")
+		for range 3 {
+			raw.send(t, broadcast, opRequest, bMAC, beB, [6]byte{}, used)
+			if raw.replyFrom(aMAC, used, 400*time.Millisecond) {
+				t.Fatal("claimed a tarpit address another host uses")
+			}
+		}
+		if d.Counters().InUseRefused < 2 { // VIP .101 and tarpit .202
+			t.Fatalf("refusals not counted: %+v", d.Counters())
+		}
+
+		// Outside the tarpit set: never answered, never probed.
+		out := netip.MustParseAddr("192.0.2.150")
+		probes = d.Counters().ProbesSent
+		for range 2 {
+			raw.send(t, broadcast, opRequest, bMAC, beB, [6]byte{}, out)
+			if raw.replyFrom(aMAC, out, 400*time.Millisecond) {
+				t.Fatal("answered an address outside the tarpit set")
+			}
+		}
+		if d.Counters().ProbesSent != probes {
+			t.Fatal("probed an address outside the tarpit set")
+		}
+	})
+	t.Logf("counters %+v", d.Counters())
+}
+
+func TestNewNoIPv4(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (network namespaces)")
+	}
+	var rb [3]byte
+	rand.Read(rb[:])
+	ns := "nib" + hex.EncodeToString(rb[:]) + "-a"
+	run(t, "ip", "netns", "add", ns)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	run(t, "ip", "-n", ns, "link", "add", "d0", "type", "veth", "peer", "name", "d1")
+	run(t, "ip", "-n", ns, "link", "set", "d0", "up")
+	err := inNetns(ns, func() error {
+		ifi, err := net.InterfaceByName("d0")
+		if err != nil {
+			return err
+		}
+		d, err := New(ifi, t.Logf)
+		if err == nil {
+			d.Close()
+			return errors.New("New accepted an interface without IPv4")
+		}
+		if !strings.Contains(err.Error(), "no IPv4 address") {
+			return fmt.Errorf("unclear error: %v", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
