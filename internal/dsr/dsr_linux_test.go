@@ -13,6 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mdlayher/packet"
+	"golang.org/x/sys/unix"
+
+	"github.com/nib-lb/nib/internal/frame"
 	"github.com/nib-lb/nib/internal/netnstest"
 )
 
@@ -53,7 +57,7 @@ func startLab(t *testing.T, opts netnstest.Options, perFlow bool) *dsrLab {
 		if err != nil {
 			return err
 		}
-		lab.fwd, err = New(Config{Interface: ifi, Workers: 2}, []ServiceConfig{svc}, nb, nil, t.Logf)
+		lab.fwd, err = New(Config{Interface: ifi, Workers: 2}, []ServiceConfig{svc}, tarpitFor(opts), nb, nil, t.Logf)
 		return err
 	})
 	if err != nil {
@@ -71,6 +75,14 @@ func startLab(t *testing.T, opts netnstest.Options, perFlow bool) *dsrLab {
 	// Until arpd answers for the VIP, tell the client where it is.
 	tp.Client().Run(t, "ip", "neigh", "replace", tp.VIP().String(), "lladdr", lb.MAC().String(), "dev", "eth0", "nud", "permanent")
 	return lab
+}
+
+// tarpitFor is the lab's tarpit: 198.51.100.77 and .78 (TEST-NET-2 inside
+// the namespaces), when the options ask for it.
+var labTarpit = netip.MustParsePrefix("198.51.100.76/31")
+
+func tarpitFor(netnstest.Options) Tarpit {
+	return Tarpit{Match: labTarpit.Contains, Prefixes: []netip.Prefix{labTarpit}}
 }
 
 func rxBytes(t *testing.T, h *netnstest.Host) uint64 {
@@ -178,7 +190,7 @@ func TestLinuxDSRUploadWithOffloads(t *testing.T) {
 	lab.fwd.Update([]ServiceConfig{
 		lab.fwd.table.Load().list[0].cfg,
 		{Name: "up", VIP: lab.tp.VIP(), Port: 81, Proto: ProtoTCP, PerFlow: true, Backends: lab.fwd.table.Load().list[0].cfg.Backends},
-	})
+	}, Tarpit{})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	c, err := lab.tp.Client().Dial(ctx, "tcp", lab.tp.VIP().String()+":81")
@@ -265,7 +277,7 @@ func TestLinuxDSRFlowSurvivesChanges(t *testing.T) {
 	svc := func(bs ...BackendConfig) []ServiceConfig {
 		return []ServiceConfig{{Name: "echo", VIP: lab.tp.VIP(), Port: 82, Proto: ProtoTCP, PerFlow: true, Backends: bs}}
 	}
-	if err := lab.fwd.Update(svc(all[0], all[1])); err != nil {
+	if err := lab.fwd.Update(svc(all[0], all[1]), Tarpit{}); err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
@@ -293,7 +305,7 @@ func TestLinuxDSRFlowSurvivesChanges(t *testing.T) {
 		{"remove another backend", svc(BackendConfig{mine.Addr, 0}, all[2])},
 	}
 	for i, st := range steps {
-		if err := lab.fwd.Update(st.cfg); err != nil {
+		if err := lab.fwd.Update(st.cfg, Tarpit{}); err != nil {
 			t.Fatal(err)
 		}
 		if got := ask(t, c, strconv.Itoa(i+2)); got != owner+":"+strconv.Itoa(i+2) {
@@ -337,7 +349,7 @@ func TestLinuxDSRUDP(t *testing.T) {
 		backends = append(backends, BackendConfig{Addr: be.Addr(), Weight: 1})
 	}
 	cfgs := []ServiceConfig{lab.fwd.table.Load().list[0].cfg, {Name: "dns", VIP: lab.tp.VIP(), Port: 53, Proto: ProtoUDP, PerFlow: true, Backends: backends}}
-	if err := lab.fwd.Update(cfgs); err != nil {
+	if err := lab.fwd.Update(cfgs, Tarpit{}); err != nil {
 		t.Fatal(err)
 	}
 	seen := map[string]int{}
@@ -417,4 +429,95 @@ func TestLinuxDSRMalformedFramesDropped(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
+}
+
+func TestLinuxTarpit(t *testing.T) {
+	netnstest.SkipUnprivileged(t)
+	lab := startLab(t, netnstest.Options{}, true)
+	client, lb := lab.tp.Client(), lab.tp.LB()
+	trap := netip.MustParseAddr("198.51.100.77")
+	lbMAC, clMAC := [6]byte(lb.MAC()), [6]byte(client.MAC())
+	syn := func(sport uint16, hdrLen int) []byte {
+		b := frame.AppendEthernet(nil, lbMAC, clMAC, nil, 0x0800)
+		b = frame.AppendIPv4(b, frame.IPv4Header{TTL: 64, Proto: ProtoTCP, Src: client.Addr(), Dst: trap}, hdrLen)
+		opts := make([]byte, hdrLen-20)
+		for i := range opts {
+			opts[i] = 1 // NOP
+		}
+		if len(opts) >= 4 {
+			copy(opts, []byte{2, 4, 0x05, 0xb4}) // MSS 1460
+		}
+		b = frame.AppendTCP(b, frame.TCPHeader{SrcPort: sport, DstPort: 80, Seq: 1000 * uint32(sport), Flags: 0x02, Window: 64240, Options: opts})
+		var fr frame.Frame
+		if err := fr.Parse(b); err != nil {
+			t.Fatal(err)
+		}
+		fr.SetL4Checksum()
+		return b
+	}
+	lens := []int{20, 24, 28, 32, 40}
+	var got [][]byte
+	err := client.Do(func() error {
+		ifi, err := net.InterfaceByName("eth0")
+		if err != nil {
+			return err
+		}
+		pc, err := packetConn(ifi)
+		if err != nil {
+			return err
+		}
+		defer pc.Close()
+		rx, err := packet.Listen(ifi, packet.Raw, unix.ETH_P_IP, nil)
+		if err != nil {
+			return err
+		}
+		defer rx.Close()
+		for i, n := range lens {
+			if err := pc.send(syn(uint16(40000+i), n)); err != nil {
+				return err
+			}
+		}
+		rx.SetReadDeadline(time.Now().Add(2 * time.Second))
+		buf := make([]byte, 2048)
+		for len(got) < len(lens) {
+			n, _, err := rx.ReadFrom(buf)
+			if err != nil {
+				return nil
+			}
+			var fr frame.Frame
+			if fr.Parse(buf[:n]) == nil && fr.Src() == trap && fr.Proto() == ProtoTCP {
+				got = append(got, append([]byte(nil), buf[:n]...))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(lens) {
+		t.Fatalf("%d SYN+ACKs for %d SYNs (stats %+v)", len(got), len(lens), lab.fwd.Stats())
+	}
+	for _, b := range got {
+		var fr frame.Frame
+		if err := fr.Parse(b); err != nil {
+			t.Fatal(err)
+		}
+		i := int(fr.DstPort()) - 40000
+		ipOK, l4OK := fr.VerifyChecksums()
+		if !ipOK || !l4OK || fr.TCPFlags() != 0x12 || fr.TCPAck() != 1000*uint32(fr.DstPort())+1 || fr.Dst() != client.Addr() {
+			t.Errorf("reply to the %d-byte SYN: checksums ip=%v tcp=%v flags %#x ack %d", lens[i], ipOK, l4OK, fr.TCPFlags(), fr.TCPAck())
+		}
+	}
+	// A whole request to the tarpit never completes: the client's kernel
+	// connects (SYN+ACK) but the zero window holds the request.
+	client.Run(t, "ip", "neigh", "replace", trap.String(), "lladdr", lb.MAC().String(), "dev", "eth0", "nud", "permanent")
+	c := client.HTTPClient(t)
+	c.Timeout = 2 * time.Second
+	if resp, err := c.Get("http://" + trap.String() + "/"); err == nil {
+		resp.Body.Close()
+		t.Fatal("a request to the tarpit completed")
+	}
+	if st := lab.fwd.Stats(); st.TarpitReplies < uint64(len(lens)+1) {
+		t.Errorf("tarpit replies %d", st.TarpitReplies)
+	}
 }

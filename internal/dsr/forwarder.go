@@ -41,12 +41,13 @@ type Forwarder struct {
 	conns   []*conn
 	workers []*worker
 	clock   atomic.Uint32 // coarse seconds for flow ages
+	secret  uint64        // keys the tarpit's stateless sequence numbers
 }
 
 // New opens the forwarder's sockets on cfg.Interface for services. nb
 // resolves backend MACs; down (may be nil) reports backends that must not
 // get flows.
-func New(cfg Config, services []ServiceConfig, nb Neighbors, down func(netip.Addr) bool, logf func(string, ...any)) (*Forwarder, error) {
+func New(cfg Config, services []ServiceConfig, tp Tarpit, nb Neighbors, down func(netip.Addr) bool, logf func(string, ...any)) (*Forwarder, error) {
 	if cfg.Workers <= 0 {
 		cfg.Workers = 1
 	}
@@ -65,10 +66,12 @@ func New(cfg Config, services []ServiceConfig, nb Neighbors, down func(netip.Add
 	if len(cfg.Interface.HardwareAddr) != 6 {
 		return nil, fmt.Errorf("dsr: interface %s has no Ethernet address", cfg.Interface.Name)
 	}
-	f := &Forwarder{cfg: cfg, nb: nb, down: down, logf: logf}
+	f := &Forwarder{cfg: cfg, nb: nb, down: down, logf: logf, secret: rand.Uint64()}
 	copy(f.mac[:], cfg.Interface.HardwareAddr)
-	f.table.Store(buildTable(services, nil, down))
-	filter, err := Filter(vips(services), nil)
+	t := buildTable(services, nil, down)
+	t.tarpit = tp
+	f.table.Store(t)
+	filter, err := Filter(vips(services), tp.Prefixes)
 	if err != nil {
 		return nil, err
 	}
@@ -99,10 +102,10 @@ func vips(services []ServiceConfig) []netip.Addr {
 
 // Update replaces the services (reload): established flows keep their
 // backends unless those were removed; the packet filter follows the VIPs.
-func (f *Forwarder) Update(services []ServiceConfig) error {
+func (f *Forwarder) Update(services []ServiceConfig, tp Tarpit) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	filter, err := Filter(vips(services), nil)
+	filter, err := Filter(vips(services), tp.Prefixes)
 	if err != nil {
 		return err
 	}
@@ -111,7 +114,9 @@ func (f *Forwarder) Update(services []ServiceConfig) error {
 			return fmt.Errorf("dsr: filter: %w", err)
 		}
 	}
-	f.table.Store(buildTable(services, f.table.Load(), f.down))
+	t := buildTable(services, f.table.Load(), f.down)
+	t.tarpit = tp
+	f.table.Store(t)
 	return nil
 }
 
@@ -124,7 +129,9 @@ func (f *Forwarder) Refresh() {
 	for i, s := range t.list {
 		cfgs[i] = s.cfg
 	}
-	f.table.Store(buildTable(cfgs, t, f.down))
+	nt := buildTable(cfgs, t, f.down)
+	nt.tarpit = t.tarpit
+	f.table.Store(nt)
 }
 
 // Run forwards until ctx is done or the sockets are closed.
@@ -173,6 +180,12 @@ func (f *Forwarder) Close() {
 
 func (w *worker) run(c *conn) error {
 	b := newBatch(w.f.cfg.Batch)
+	// Tarpit answers are built here, one per received frame at most;
+	// the vnet header in front stays zero (checksums are complete).
+	replies := make([][]byte, len(b.bufs))
+	for i := range replies {
+		replies[i] = make([]byte, vnetHdrLen+128)
+	}
 	lastExpire := uint32(0)
 	for {
 		n, err := c.recv(b, true)
@@ -192,7 +205,13 @@ func (w *worker) run(c *conn) error {
 				continue
 			}
 			msg := b.bufs[i][:m.Len]
+			w.reply = replies[i][:cap(replies[i])]
 			act, why := w.process(t, msg[vnetHdrLen:], now)
+			if act == actReply {
+				w.stats.tarpitReplies.Add(1)
+				b.queueBuf(w.reply)
+				continue
+			}
 			if act == actForward {
 				// Forwarded frames keep their vnet header: the kernel
 				// completes a partial checksum and segments a
@@ -230,8 +249,10 @@ type Stats struct {
 	// PartialChecksums and SuperFrames count forwarded frames whose
 	// checksum or segmentation the kernel finished on the way out.
 	PartialChecksums, SuperFrames uint64
-	Drops                         map[string]uint64
-	Services                      []ServiceStatsSnapshot
+	// TarpitReplies counts SYN+ACKs sent for tarpit addresses.
+	TarpitReplies uint64
+	Drops         map[string]uint64
+	Services      []ServiceStatsSnapshot
 }
 
 // ServiceStatsSnapshot is one service's counters.
@@ -257,6 +278,7 @@ func (f *Forwarder) Stats() Stats {
 		st.Forwarded += w.stats.forwarded.Load()
 		st.PartialChecksums += w.stats.partial.Load()
 		st.SuperFrames += w.stats.super.Load()
+		st.TarpitReplies += w.stats.tarpitReplies.Load()
 		for r := range numDropReasons {
 			if v := w.stats.drops[r].Load(); v > 0 {
 				st.Drops[r.String()] += v

@@ -167,10 +167,14 @@ func (c *conn) recv(b *batch, wait bool) (int, error) {
 }
 
 // queue adds bufs[i][:n] (vnet header and frame) to the batch's output.
-func (b *batch) queue(i, n int) {
+func (b *batch) queue(i, n int) { b.queueBuf(b.bufs[i][:n]) }
+
+// queueBuf adds buf (vnet header and frame) to the batch's output; it must
+// stay untouched until send. At most len(bufs) frames can be queued.
+func (b *batch) queueBuf(buf []byte) {
 	k := len(b.outMsgs)
-	b.outIov[k].Base = &b.bufs[i][0]
-	b.outIov[k].SetLen(n)
+	b.outIov[k].Base = &buf[0]
+	b.outIov[k].SetLen(len(buf))
 	b.outMsgs = append(b.outMsgs, unix.Mmsghdr{})
 	b.outMsgs[k].Hdr.Iov = &b.outIov[k]
 	b.outMsgs[k].Hdr.SetIovlen(1)

@@ -72,6 +72,16 @@ type vipKey struct {
 type table struct {
 	services map[vipKey]*service
 	list     []*service
+	tarpit   Tarpit
+}
+
+// Tarpit says which destination addresses are tarpitted (Pen 0.32): every
+// TCP SYN to one gets a SYN+ACK with a zero window, and nothing else.
+type Tarpit struct {
+	// Match reports whether an address is tarpitted; nil means none.
+	Match func(netip.Addr) bool
+	// Prefixes cover every matched address (for the packet filter).
+	Prefixes []netip.Prefix
 }
 
 // lookup finds the service for a frame to addr:port over proto: the exact

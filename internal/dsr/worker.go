@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 
 	"github.com/nib-lb/nib/internal/frame"
+	"github.com/nib-lb/nib/internal/tarpit"
 )
 
 // Neighbors resolves backend MAC addresses (arpd's cache implements it).
@@ -26,10 +27,11 @@ const (
 	DropUnresolved                    // backend MAC not known (yet)
 	DropICMP                          // ICMP to a VIP that is not an error about a flow
 	DropSendFailed                    // the kernel refused the frame
+	DropTarpitted                     // to a tarpit address, not a SYN: ignored
 	numDropReasons
 )
 
-var dropNames = [numDropReasons]string{"truncated", "malformed", "unsupported", "no-service", "no-backend", "unresolved", "icmp", "send-failed"}
+var dropNames = [numDropReasons]string{"truncated", "malformed", "unsupported", "no-service", "no-backend", "unresolved", "icmp", "send-failed", "tarpitted"}
 
 // String returns the reason's name, as used in counters.
 func (r DropReason) String() string { return dropNames[r] }
@@ -51,6 +53,7 @@ type workerStats struct {
 	// GRO/TSO super-frames, forwarded with their vnet header for the
 	// kernel to finish.
 	partial, super atomic.Uint64
+	tarpitReplies  atomic.Uint64
 	drops          [numDropReasons]atomic.Uint64
 }
 
@@ -60,6 +63,9 @@ type worker struct {
 	flows *flowTable
 	fr    frame.Frame
 	stats workerStats
+	// reply is where process builds a tarpit answer (after room for the
+	// vnet header); the caller sends reply[:vnetHdrLen+n].
+	reply []byte
 }
 
 // process decides what to do with frame b (Ethernet header first) and, to
@@ -74,6 +80,14 @@ func (w *worker) process(t *table, b []byte, now uint32) (action, DropReason) {
 	}
 	if fr.IPVersion() != 4 {
 		return actDrop, DropUnsupported
+	}
+	if t.tarpit.Match != nil && t.tarpit.Match(fr.Dst()) && t.lookupAny(fr.Dst(), fr.Proto()) == nil {
+		out, ok := tarpit.Reply(w.reply[vnetHdrLen:vnetHdrLen], fr, w.f.mac, w.f.secret)
+		if !ok {
+			return actDrop, DropTarpitted
+		}
+		w.reply = w.reply[:vnetHdrLen+len(out)]
+		return actReply, 0
 	}
 	var key frame.Flow
 	var s *service
