@@ -1,7 +1,6 @@
 package dsr
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -26,28 +25,6 @@ const vnetHdrLen = 10
 // maxFrame bounds one received frame: a GRO super-frame of 64 KiB plus
 // link headers. Larger ones (BIG TCP) are truncated, dropped and counted.
 const maxFrame = 65536 + 256
-
-// VnetHdr is struct virtio_net_hdr (host byte order, as the kernel writes
-// it for packet sockets on little-endian hosts).
-type VnetHdr struct {
-	Flags      uint8
-	GSOType    uint8
-	HdrLen     uint16
-	GSOSize    uint16
-	CsumStart  uint16
-	CsumOffset uint16
-}
-
-func parseVnetHdr(b []byte) VnetHdr {
-	return VnetHdr{
-		Flags:      b[0],
-		GSOType:    b[1],
-		HdrLen:     binary.NativeEndian.Uint16(b[2:]),
-		GSOSize:    binary.NativeEndian.Uint16(b[4:]),
-		CsumStart:  binary.NativeEndian.Uint16(b[6:]),
-		CsumOffset: binary.NativeEndian.Uint16(b[8:]),
-	}
-}
 
 // conn is one AF_PACKET socket of the forwarder: bound to the interface,
 // filtered to the frames that concern lbd, one member of a fanout group.
