@@ -155,8 +155,11 @@ func (f *Frame) SetIPv4Checksum() {
 }
 
 // SetL4Checksum computes and stores the full TCP, UDP, ICMP or ICMPv6
-// checksum (a UDP result of 0 is stored as 0xffff). It returns false, doing
-// nothing, for fragments and other protocols.
+// checksum (a UDP result of 0 is stored as 0xffff), whatever the field held:
+// it also completes a CHECKSUM_PARTIAL frame (TP_STATUS_CSUMNOTREADY). It
+// returns false, doing nothing, for fragments and other protocols. The IPv6
+// pseudo-header uses the IPv6 header's destination, not the final one of a
+// routing header with segments left.
 func (f *Frame) SetL4Checksum() bool {
 	if !f.l4Checksummable() {
 		return false

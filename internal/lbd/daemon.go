@@ -29,6 +29,7 @@ type Daemon struct {
 	dummies  map[netip.AddrPort]*dummy.Server
 	penctl   *penControl
 	logs     map[string]*proxy.ConnLog // request logs by path
+	dsr      map[string]*dsrPort       // DSR machinery by interface
 	exit     chan struct{}
 	exitOnce sync.Once
 	debug    atomic.Int32 // cfg.Debug, for lock-free reads
@@ -59,6 +60,7 @@ func New(logger *log.Logger) *Daemon {
 		services: make(map[string]*running),
 		dummies:  make(map[netip.AddrPort]*dummy.Server),
 		logs:     make(map[string]*proxy.ConnLog),
+		dsr:      make(map[string]*dsrPort),
 		exit:     make(chan struct{}),
 	}
 }
@@ -133,6 +135,9 @@ func (d *Daemon) applyLocked(cfg *config.Config) error {
 	}
 	plans := make([]plan, 0, len(cfg.Services))
 	for _, sc := range cfg.Services {
+		if sc.Mode == config.ModeDSR {
+			continue // see applyDSR
+		}
 		opts, err := proxyOptions(sc)
 		if err != nil {
 			closeNewLogs()
@@ -188,6 +193,17 @@ func (d *Daemon) applyLocked(cfg *config.Config) error {
 		started = append(started, r)
 		next[p.sc.Name] = r
 	}
+	dsrSpecs := dsrSpecs(cfg, acls)
+	startedDSR, err := d.applyDSR(dsrSpecs)
+	if err != nil {
+		rollback()
+		return err
+	}
+	rollbackDSR := func() {
+		for _, p := range startedDSR {
+			p.close()
+		}
+	}
 	newDummies := make(map[netip.AddrPort]*dummy.Server)
 	for _, dc := range cfg.Dummies {
 		if s := d.dummies[dc.Listen]; s != nil {
@@ -201,6 +217,7 @@ func (d *Daemon) applyLocked(cfg *config.Config) error {
 					s.Close()
 				}
 			}
+			rollbackDSR()
 			rollback()
 			return fmt.Errorf("dummy %s: %w", dc.Listen, err)
 		}
@@ -212,9 +229,11 @@ func (d *Daemon) applyLocked(cfg *config.Config) error {
 				s.Close()
 			}
 		}
+		rollbackDSR()
 		rollback()
 		return err
 	}
+	d.commitDSR(dsrSpecs, startedDSR)
 	// Commit: stop what is gone; its connections finish on their own.
 	for name, r := range d.services {
 		if next[name] != r {
@@ -291,6 +310,10 @@ func (d *Daemon) Close() {
 	}
 	for _, s := range d.dummies {
 		s.Close()
+	}
+	for iface, p := range d.dsr {
+		p.close()
+		delete(d.dsr, iface)
 	}
 	if d.engine != nil {
 		d.engine.Close()

@@ -1,0 +1,257 @@
+package lbd
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/nib-lb/nib/config"
+	"github.com/nib-lb/nib/internal/acl"
+	"github.com/nib-lb/nib/internal/arpd"
+	"github.com/nib-lb/nib/internal/dsr"
+)
+
+// dsrPort is the DSR machinery on one interface: the ARP daemon that
+// answers for its VIPs and resolves its backends, and the forwarder.
+type dsrPort struct {
+	iface  string
+	arp    *arpd.Daemon
+	fwd    *dsr.Forwarder
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu        sync.Mutex
+	blacklist map[netip.Addr]time.Time // penctl "server N blacklist T"
+	services  []config.Service
+}
+
+// down reports backends that must get no flows: not answering ARP, or
+// blacklisted by the operator.
+func (p *dsrPort) down(a netip.Addr) bool {
+	if p.arp.Down(a) {
+		return true
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	until, ok := p.blacklist[a]
+	return ok && time.Now().Before(until)
+}
+
+// dsrSpec is what one interface's services turn into.
+type dsrSpec struct {
+	services []dsr.ServiceConfig
+	tarpit   dsr.Tarpit
+	vips     []netip.Addr
+	backends []netip.Addr
+	flows    int
+	idle     time.Duration
+	cfg      []config.Service
+}
+
+// dsrSpecs groups the DSR services of cfg by interface.
+func dsrSpecs(cfg *config.Config, acls map[string]*acl.List) map[string]*dsrSpec {
+	out := map[string]*dsrSpec{}
+	for _, sc := range cfg.Services {
+		if sc.Mode != config.ModeDSR {
+			continue
+		}
+		sp := out[sc.Interface]
+		if sp == nil {
+			sp = &dsrSpec{}
+			out[sc.Interface] = sp
+		}
+		proto := uint8(dsr.ProtoTCP)
+		if sc.Protocol == config.UDP {
+			proto = dsr.ProtoUDP
+		}
+		ds := dsr.ServiceConfig{Name: sc.Name, VIP: sc.Listen.Addr(), Port: sc.Listen.Port(), Proto: proto, PerFlow: !sc.Tracking}
+		for _, b := range sc.Backends {
+			if !b.Used() {
+				continue
+			}
+			ds.Backends = append(ds.Backends, dsr.BackendConfig{Addr: b.Address.Addr(), Weight: b.Weight})
+			sp.backends = append(sp.backends, b.Address.Addr())
+		}
+		sp.services = append(sp.services, ds)
+		sp.vips = append(sp.vips, ds.VIP)
+		sp.flows = max(sp.flows, sc.MaxConnections)
+		sp.idle = max(sp.idle, sc.IdleTimeout)
+		sp.cfg = append(sp.cfg, sc)
+		if l := acls[sc.TarpitACL]; sc.TarpitACL != "" && l != nil {
+			prev := sp.tarpit.Match
+			sp.tarpit.Match = func(a netip.Addr) bool { return l.Allows(a) || prev != nil && prev(a) }
+			for _, r := range l.Rules {
+				if r.Action == acl.Permit && r.Prefix.IsValid() {
+					sp.tarpit.Prefixes = append(sp.tarpit.Prefixes, r.Prefix)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// applyDSR brings the DSR ports in line with specs. New ports are
+// returned for the caller to commit (or close on a later failure).
+func (d *Daemon) applyDSR(specs map[string]*dsrSpec) (started []*dsrPort, err error) {
+	defer func() {
+		if err != nil {
+			for _, p := range started {
+				p.close()
+			}
+			started = nil
+		}
+	}()
+	for iface, sp := range specs {
+		if p := d.dsr[iface]; p != nil {
+			if err := p.fwd.Update(sp.services, sp.tarpit); err != nil {
+				return started, fmt.Errorf("dsr %s: %w", iface, err)
+			}
+			continue
+		}
+		p, err := d.startDSR(iface, sp)
+		if err != nil {
+			return started, err
+		}
+		started = append(started, p)
+	}
+	return started, nil
+}
+
+// commitDSR finishes a reload: ARP follows the new services, new ports
+// join, ports without services stop.
+func (d *Daemon) commitDSR(specs map[string]*dsrSpec, started []*dsrPort) {
+	for _, p := range started {
+		d.dsr[p.iface] = p
+	}
+	for iface, p := range d.dsr {
+		sp := specs[iface]
+		if sp == nil {
+			p.close()
+			delete(d.dsr, iface)
+			continue
+		}
+		p.arp.SetVIPs(sp.vips)
+		p.arp.SetBackends(sp.backends)
+		p.arp.SetTarpit(sp.tarpit.Match)
+		p.mu.Lock()
+		p.services = sp.cfg
+		p.mu.Unlock()
+	}
+}
+
+func (d *Daemon) startDSR(iface string, sp *dsrSpec) (*dsrPort, error) {
+	ifi, err := net.InterfaceByName(iface)
+	if err != nil {
+		return nil, fmt.Errorf("dsr: interface %q: %w", iface, err)
+	}
+	logf := func(format string, args ...any) { d.log.Printf("dsr "+iface+": "+format, args...) }
+	a, err := arpd.New(ifi, logf)
+	if err != nil {
+		return nil, fmt.Errorf("dsr %s: %w", iface, err)
+	}
+	p := &dsrPort{iface: iface, arp: a, blacklist: map[netip.Addr]time.Time{}, services: sp.cfg}
+	workers := d.Loops
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	p.fwd, err = dsr.New(dsr.Config{Interface: ifi, Workers: workers, FlowTableSize: sp.flows, FlowIdle: sp.idle}, sp.services, sp.tarpit, a, p.down, logf)
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p.cancel = cancel
+	p.wg.Add(3)
+	go func() {
+		defer p.wg.Done()
+		if err := a.Run(ctx); err != nil {
+			logf("arp: %v", err)
+		}
+	}()
+	go func() {
+		defer p.wg.Done()
+		if err := p.fwd.Run(ctx); err != nil {
+			logf("forwarder: %v", err)
+		}
+	}()
+	go func() {
+		// Backends that stop answering ARP (or come back, or whose
+		// blacklist ends) change the Maglev tables.
+		defer p.wg.Done()
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		var last uint64
+		var lastDown map[netip.Addr]bool
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			p.mu.Lock()
+			down := map[netip.Addr]bool{}
+			for _, sc := range p.services {
+				for _, b := range sc.Backends {
+					if a := b.Address.Addr(); p.downLocked(a) {
+						down[a] = true
+					}
+				}
+			}
+			p.mu.Unlock()
+			if v := a.Version(); v != last || !sameSet(down, lastDown) {
+				last, lastDown = v, down
+				p.fwd.Refresh()
+			}
+		}
+	}()
+	logf("forwarding %d services (%d workers)", len(sp.services), workers)
+	return p, nil
+}
+
+func (p *dsrPort) downLocked(a netip.Addr) bool {
+	if p.arp.Down(a) {
+		return true
+	}
+	until, ok := p.blacklist[a]
+	return ok && time.Now().Before(until)
+}
+
+func sameSet(a, b map[netip.Addr]bool) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k := range a {
+		if !b[k] {
+			return false
+		}
+	}
+	return true
+}
+
+func (p *dsrPort) close() {
+	if p.cancel != nil {
+		p.cancel()
+	}
+	p.fwd.Close()
+	p.arp.Close()
+	p.wg.Wait()
+}
+
+// dsrService finds a DSR service by name.
+func (d *Daemon) dsrService(name string) (*dsrPort, config.Service, bool) {
+	for _, p := range d.dsr {
+		p.mu.Lock()
+		for _, sc := range p.services {
+			if sc.Name == name {
+				p.mu.Unlock()
+				return p, sc, true
+			}
+		}
+		p.mu.Unlock()
+	}
+	return nil, config.Service{}, false
+}
