@@ -3,9 +3,13 @@ package lbd
 import (
 	"context"
 	"fmt"
+	"html"
+	"io"
+	"maps"
 	"net"
 	"net/netip"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -239,6 +243,69 @@ func (p *dsrPort) close() {
 	p.fwd.Close()
 	p.arp.Close()
 	p.wg.Wait()
+}
+
+// dsrByName finds a DSR service by name; "" means the first service if
+// that one is DSR (Pen's verbs act on it).
+func (d *Daemon) dsrByName(name string) (*dsrPort, config.Service, bool) {
+	if name == "" && d.cfg != nil && len(d.cfg.Services) > 0 {
+		name = d.cfg.Services[0].Name
+	}
+	return d.dsrService(name)
+}
+
+// backendStats are a DSR service's backend counters by address.
+func backendStats(p *dsrPort, service string) map[netip.Addr]dsr.BackendStats {
+	out := map[netip.Addr]dsr.BackendStats{}
+	for _, s := range p.fwd.Stats().Services {
+		if s.Name == service {
+			for _, b := range s.Backends {
+				out[b.Addr] = b
+			}
+		}
+	}
+	return out
+}
+
+// dsrStatusHTML is the status page of a DSR service: forwarding and drop
+// counters, per backend, and the ARP side.
+func dsrStatusHTML(p *dsrPort, sc config.Service, w io.Writer) error {
+	st := p.fwd.Stats()
+	bs := backendStats(p, sc.Name)
+	fmt.Fprintf(w, "<html>\n<head>\n<title>Pen status page</title>\n</head>\n<body>\n")
+	fmt.Fprintf(w, "<h1>lbd status: %s (DSR on %s, VIP %s)</h1>\n", html.EscapeString(sc.Name), html.EscapeString(p.iface), sc.Listen)
+	fmt.Fprintf(w, "Time %s, %d servers<p>\n", time.Now().Format("2006-01-02 15:04:05"), len(sc.Backends))
+	fmt.Fprintf(w, "<table border=1>\n<tr><th>server</th><th>address</th><th>status</th><th>packets</th><th>bytes</th><th>weight</th></tr>\n")
+	for i, b := range sc.Backends {
+		a := b.Address.Addr()
+		status := "ok"
+		switch {
+		case p.arp.Down(a):
+			status = "down (no ARP reply)"
+		case p.down(a):
+			status = "blacklisted"
+		case b.Weight == 0:
+			status = "drained"
+		}
+		if _, ok := p.arp.Lookup(a); !ok {
+			status = "unresolved"
+		}
+		fmt.Fprintf(w, "<tr><td>%d</td><td>%s</td><td>%s</td><td>%d</td><td>%d</td><td>%d</td></tr>\n", i, a, status, bs[a].Packets, bs[a].Bytes, b.Weight)
+	}
+	fmt.Fprintf(w, "</table>\n<p>Frames received %d, forwarded %d (%d with partial checksums, %d super-frames), tarpit SYN+ACKs %d</p>\n",
+		st.Received, st.Forwarded, st.PartialChecksums, st.SuperFrames, st.TarpitReplies)
+	fmt.Fprintf(w, "<p>Dropped:")
+	for _, k := range slices.Sorted(maps.Keys(st.Drops)) {
+		fmt.Fprintf(w, " %s %d", k, st.Drops[k])
+	}
+	c := p.arp.Counters()
+	fmt.Fprintf(w, "</p>\n<p>ARP: requests seen %d, VIP replies %d, tarpit replies %d, backend replies learned %d, unsolicited ignored %d, conflicts %d</p>\n",
+		c.RequestsSeen, c.RepliesVIP, c.RepliesTarpit, c.BackendLearned, c.UnsolicitedIgnored, c.Conflicts)
+	for _, v := range p.arp.VIPs() {
+		fmt.Fprintf(w, "<p>VIP %s: %s</p>\n", v.Addr, v.State)
+	}
+	fmt.Fprintf(w, "</body>\n</html>\n")
+	return nil
 }
 
 // dsrService finds a DSR service by name.

@@ -18,6 +18,15 @@ type runtimeView struct{ d *Daemon }
 var _ pen.Runtime = runtimeView{}
 
 func (v runtimeView) ServerStats(service string) []pen.ServerStat {
+	if p, sc, ok := v.d.dsrByName(service); ok {
+		// DSR: sx is bytes forwarded to the backend; replies bypass lbd.
+		bs := backendStats(p, sc.Name)
+		out := make([]pen.ServerStat, len(sc.Backends))
+		for i, b := range sc.Backends {
+			out[i].Sent = bs[b.Address.Addr()].Bytes
+		}
+		return out
+	}
 	r, err := v.d.service(service)
 	if err != nil {
 		return nil
@@ -44,6 +53,21 @@ func (v runtimeView) Recent(service string, within time.Duration) []pen.ClientSt
 }
 
 func (v runtimeView) Blacklist(service string, server int, d time.Duration) error {
+	if p, sc, ok := v.d.dsrByName(service); ok {
+		if server < 0 || server >= len(sc.Backends) {
+			return fmt.Errorf("no server %d", server)
+		}
+		a := sc.Backends[server].Address.Addr()
+		p.mu.Lock()
+		if d > 0 {
+			p.blacklist[a] = time.Now().Add(d)
+		} else {
+			delete(p.blacklist, a)
+		}
+		p.mu.Unlock()
+		p.fwd.Refresh() // its flows move now
+		return nil
+	}
 	r, err := v.d.service(service)
 	if err != nil {
 		return err
@@ -56,6 +80,9 @@ func (v runtimeView) Blacklist(service string, server int, d time.Duration) erro
 }
 
 func (v runtimeView) StatusHTML(service string, w io.Writer) error {
+	if p, sc, ok := v.d.dsrByName(service); ok {
+		return dsrStatusHTML(p, sc, w)
+	}
 	r, err := v.d.service(service)
 	if err != nil {
 		return err
