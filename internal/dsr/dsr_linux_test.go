@@ -8,12 +8,14 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/mdlayher/packet"
+	"golang.org/x/net/dns/dnsmessage"
 	"golang.org/x/sys/unix"
 
 	"github.com/nib-lb/nib/internal/frame"
@@ -95,22 +97,32 @@ func rxBytes(t *testing.T, h *netnstest.Host) uint64 {
 	return n
 }
 
+// offloadCases are the two settings every DSR case runs with: offloads off,
+// and the client leaving TCP checksums to "the NIC" (CHECKSUM_PARTIAL on
+// veth) while the LB coalesces with GRO, where Pen forwards broken frames.
+var offloadCases = []struct {
+	name string
+	off  map[string]netnstest.Offloads
+}{
+	{"offloads off", map[string]netnstest.Offloads{"*": {}}},
+	{"client csum offload, lb GRO", map[string]netnstest.Offloads{
+		"client": {TxChecksum: true, TSO: true, GSO: true},
+		"lb":     {TxChecksum: true, GRO: true},
+		"*":      {TxChecksum: true, TSO: true, GSO: true},
+	}},
+}
+
+// eachOffload runs f as a subtest per offload setting.
+func eachOffload(t *testing.T, f func(t *testing.T, opts netnstest.Options)) {
+	netnstest.SkipUnprivileged(t)
+	for _, tc := range offloadCases {
+		t.Run(tc.name, func(t *testing.T) { f(t, netnstest.Options{Offloads: tc.off}) })
+	}
+}
+
 func TestLinuxDSRHTTP(t *testing.T) {
 	netnstest.SkipUnprivileged(t)
-	for _, tc := range []struct {
-		name string
-		off  map[string]netnstest.Offloads
-	}{
-		{"offloads off", map[string]netnstest.Offloads{"*": {}}},
-		// The client leaves TCP checksums to "the NIC" (CHECKSUM_PARTIAL
-		// on veth) and the LB coalesces with GRO: Pen forwards broken
-		// frames here.
-		{"client csum offload, lb GRO", map[string]netnstest.Offloads{
-			"client": {TxChecksum: true, TSO: true, GSO: true},
-			"lb":     {TxChecksum: true, GRO: true},
-			"*":      {TxChecksum: true, TSO: true, GSO: true},
-		}},
-	} {
+	for _, tc := range offloadCases {
 		t.Run(tc.name, func(t *testing.T) {
 			lab := startLab(t, netnstest.Options{Offloads: tc.off}, true)
 			client := lab.tp.Client()
@@ -271,8 +283,12 @@ func ask(t *testing.T, c net.Conn, msg string) string {
 // A long-lived TCP flow keeps its backend while a backend is added, the
 // flow's own backend is drained and another is removed.
 func TestLinuxDSRFlowSurvivesChanges(t *testing.T) {
-	netnstest.SkipUnprivileged(t)
-	lab := startLab(t, netnstest.Options{Backends: 3}, true)
+	eachOffload(t, testFlowSurvivesChanges)
+}
+
+func testFlowSurvivesChanges(t *testing.T, opts netnstest.Options) {
+	opts.Backends = 3
+	lab := startLab(t, opts, true)
 	all := echoNamed(t, lab, 82)
 	svc := func(bs ...BackendConfig) []ServiceConfig {
 		return []ServiceConfig{{Name: "echo", VIP: lab.tp.VIP(), Port: 82, Proto: ProtoTCP, PerFlow: true, Backends: bs}}
@@ -325,17 +341,20 @@ func TestLinuxDSRFlowSurvivesChanges(t *testing.T) {
 	}
 }
 
-func TestLinuxDSRUDP(t *testing.T) {
-	netnstest.SkipUnprivileged(t)
-	lab := startLab(t, netnstest.Options{}, true)
+func TestLinuxDSRUDP(t *testing.T) { eachOffload(t, testUDP) }
+
+func testUDP(t *testing.T, opts netnstest.Options) {
+	lab := startLab(t, opts, true)
 	var backends []BackendConfig
 	for _, be := range lab.tp.Backends() {
+		// A small DNS server on the VIP that answers every A query with
+		// the backend's own address, so answers say who answered.
 		pc, err := be.ListenPacket("udp4", lab.tp.VIP().String()+":53")
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { pc.Close() })
-		name := be.Name()
+		self := be.Addr().As4()
 		go func() {
 			buf := make([]byte, 1500)
 			for {
@@ -343,7 +362,18 @@ func TestLinuxDSRUDP(t *testing.T) {
 				if err != nil {
 					return
 				}
-				pc.WriteTo(append([]byte(name+":"), buf[:n]...), from)
+				var m dnsmessage.Message
+				if m.Unpack(buf[:n]) != nil || len(m.Questions) != 1 {
+					continue
+				}
+				m.Header.Response = true
+				m.Answers = []dnsmessage.Resource{{
+					Header: dnsmessage.ResourceHeader{Name: m.Questions[0].Name, Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET, TTL: 60},
+					Body:   &dnsmessage.AResource{A: self},
+				}}
+				if out, err := m.Pack(); err == nil {
+					pc.WriteTo(out, from)
+				}
 			}
 		}()
 		backends = append(backends, BackendConfig{Addr: be.Addr(), Weight: 1})
@@ -352,28 +382,53 @@ func TestLinuxDSRUDP(t *testing.T) {
 	if err := lab.fwd.Update(cfgs, Tarpit{}); err != nil {
 		t.Fatal(err)
 	}
-	seen := map[string]int{}
-	for i := range 30 {
-		c, err := lab.tp.Client().Dial(context.Background(), "udp4", lab.tp.VIP().String()+":53")
-		if err != nil {
-			t.Fatal(err)
-		}
-		got := ask(t, c, fmt.Sprintf("q%d", i))
-		c.Close()
-		name, q, _ := strings.Cut(got, ":")
-		if q != fmt.Sprintf("q%d", i) {
-			t.Fatalf("answer %q", got)
-		}
-		seen[name]++
+	if _, err := exec.LookPath("dig"); err != nil {
+		t.Skip("dig (dnsutils) is not installed")
 	}
-	if len(seen) != 2 {
-		t.Fatalf("UDP answers by backend: %v", seen)
+	seen := map[string]int{}
+	for range 20 {
+		// dig picks a new source port per run: a new flow each time.
+		ans := strings.TrimSpace(lab.tp.Client().Run(t, "dig", "+short", "+time=2", "+tries=1", "@"+lab.tp.VIP().String(), "example.com", "A"))
+		seen[ans]++
+	}
+	if len(seen) != 2 || seen[lab.tp.Backends()[0].Addr().String()] == 0 || seen[lab.tp.Backends()[1].Addr().String()] == 0 {
+		t.Fatalf("DNS answers through the VIP: %v", seen)
 	}
 }
 
-func TestLinuxDSRMalformedFramesDropped(t *testing.T) {
-	netnstest.SkipUnprivileged(t)
-	lab := startLab(t, netnstest.Options{}, true)
+// Weights are respected over many flows: weight 3 of 4 gets about 75 %.
+func TestLinuxDSRWeights(t *testing.T) {
+	eachOffload(t, func(t *testing.T, opts netnstest.Options) {
+		lab := startLab(t, opts, true)
+		svc := lab.fwd.table.Load().list[0].cfg
+		svc.Backends[1].Weight = 3
+		if err := lab.fwd.Update([]ServiceConfig{svc}, Tarpit{}); err != nil {
+			t.Fatal(err)
+		}
+		hc := lab.tp.Client().HTTPClient(t)
+		hc.Timeout = 5 * time.Second
+		hc.Transport.(*http.Transport).DisableKeepAlives = true
+		seen := map[string]int{}
+		const n = 400
+		for i := range n {
+			resp, err := hc.Get("http://" + lab.tp.VIP().String() + "/")
+			if err != nil {
+				t.Fatalf("request %d: %v", i, err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			seen[string(b)]++
+		}
+		if share := float64(seen["be2"]) / n; share < 0.65 || share > 0.85 {
+			t.Fatalf("weight 3 of 4 got %.2f of %d connections: %v", share, n, seen)
+		}
+	})
+}
+
+func TestLinuxDSRMalformedFramesDropped(t *testing.T) { eachOffload(t, testMalformed) }
+
+func testMalformed(t *testing.T, opts netnstest.Options) {
+	lab := startLab(t, opts, true)
 	client := lab.tp.Client()
 	vipB := lab.tp.VIP().As4()
 	src := client.Addr().As4()
@@ -431,9 +486,10 @@ func TestLinuxDSRMalformedFramesDropped(t *testing.T) {
 	resp.Body.Close()
 }
 
-func TestLinuxTarpit(t *testing.T) {
-	netnstest.SkipUnprivileged(t)
-	lab := startLab(t, netnstest.Options{}, true)
+func TestLinuxTarpit(t *testing.T) { eachOffload(t, testTarpit) }
+
+func testTarpit(t *testing.T, opts netnstest.Options) {
+	lab := startLab(t, opts, true)
 	client, lb := lab.tp.Client(), lab.tp.LB()
 	trap := netip.MustParseAddr("198.51.100.77")
 	lbMAC, clMAC := [6]byte(lb.MAC()), [6]byte(client.MAC())
