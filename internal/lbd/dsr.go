@@ -8,8 +8,10 @@ import (
 	"maps"
 	"net"
 	"net/netip"
+	"os"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -153,6 +155,11 @@ func (d *Daemon) startDSR(iface string, sp *dsrSpec) (*dsrPort, error) {
 		return nil, fmt.Errorf("dsr: interface %q: %w", iface, err)
 	}
 	logf := func(format string, args ...any) { d.log.Printf("dsr "+iface+": "+format, args...) }
+	// Frames for the VIPs reach the kernel too (they carry our MAC). With
+	// forwarding on it would route them on as well: duplicates.
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/conf/" + iface + "/forwarding"); err == nil && strings.TrimSpace(string(b)) == "1" {
+		logf("WARNING: IPv4 forwarding is on for %s, so the kernel forwards VIP frames as well as lbd; set net.ipv4.conf.%s.forwarding=0", iface, iface)
+	}
 	a, err := arpd.New(ifi, logf)
 	if err != nil {
 		return nil, fmt.Errorf("dsr %s: %w", iface, err)
