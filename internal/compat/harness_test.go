@@ -37,6 +37,8 @@ import (
 	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
+
+	"github.com/nib-lb/nib/internal/dnstest"
 )
 
 const (
@@ -445,53 +447,9 @@ func dnsBackend(t *testing.T, addr string) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := netip.MustParseAddr(addr).As4()
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			if resp, ok := dnsAnswer(buf[:n], a); ok {
-				pc.WriteTo(resp, from)
-			}
-		}
-	}()
+	go dnstest.Serve(pc, netip.MustParseAddr(addr).As4())
 	t.Cleanup(func() { pc.Close() })
 	return pc.LocalAddr().(*net.UDPAddr).Port
-}
-
-var exampleCom = dnsmessage.MustNewName("example.com.")
-
-func dnsAnswer(req []byte, a [4]byte) ([]byte, bool) {
-	var p dnsmessage.Parser
-	h, err := p.Start(req)
-	if err != nil || h.Response {
-		return nil, false
-	}
-	q, err := p.Question()
-	if err != nil {
-		return nil, false
-	}
-	rh := dnsmessage.Header{ID: h.ID, Response: true, Authoritative: true, RecursionDesired: h.RecursionDesired}
-	match := strings.EqualFold(q.Name.String(), exampleCom.String())
-	if !match {
-		rh.RCode = dnsmessage.RCodeNameError
-	}
-	b := dnsmessage.NewBuilder(nil, rh)
-	b.EnableCompression()
-	if b.StartQuestions() != nil || b.Question(q) != nil || b.StartAnswers() != nil {
-		return nil, false
-	}
-	if match && q.Type == dnsmessage.TypeA && q.Class == dnsmessage.ClassINET {
-		rr := dnsmessage.ResourceHeader{Name: q.Name, Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET, TTL: 10800}
-		if b.AResource(rr, dnsmessage.AResource{A: a}) != nil {
-			return nil, false
-		}
-	}
-	out, err := b.Finish()
-	return out, err == nil
 }
 
 // selfSignedPEM writes a fresh RSA-2048 self-signed certificate for
@@ -645,7 +603,7 @@ func goDig(t *testing.T, src string, port int) result {
 	id := uint16(mrand.Uint32())
 	b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: id, RecursionDesired: true})
 	b.StartQuestions()
-	b.Question(dnsmessage.Question{Name: exampleCom, Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET})
+	b.Question(dnsmessage.Question{Name: dnsmessage.MustNewName("example.com."), Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET})
 	q, err := b.Finish()
 	if err != nil {
 		t.Fatal(err)

@@ -15,9 +15,9 @@ import (
 	"time"
 
 	"github.com/mdlayher/packet"
-	"golang.org/x/net/dns/dnsmessage"
 	"golang.org/x/sys/unix"
 
+	"github.com/nib-lb/nib/internal/dnstest"
 	"github.com/nib-lb/nib/internal/frame"
 	"github.com/nib-lb/nib/internal/netnstest"
 )
@@ -354,28 +354,7 @@ func testUDP(t *testing.T, opts netnstest.Options) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { pc.Close() })
-		self := be.Addr().As4()
-		go func() {
-			buf := make([]byte, 1500)
-			for {
-				n, from, err := pc.ReadFrom(buf)
-				if err != nil {
-					return
-				}
-				var m dnsmessage.Message
-				if m.Unpack(buf[:n]) != nil || len(m.Questions) != 1 {
-					continue
-				}
-				m.Header.Response = true
-				m.Answers = []dnsmessage.Resource{{
-					Header: dnsmessage.ResourceHeader{Name: m.Questions[0].Name, Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET, TTL: 60},
-					Body:   &dnsmessage.AResource{A: self},
-				}}
-				if out, err := m.Pack(); err == nil {
-					pc.WriteTo(out, from)
-				}
-			}
-		}()
+		go dnstest.Serve(pc, be.Addr().As4())
 		backends = append(backends, BackendConfig{Addr: be.Addr(), Weight: 1})
 	}
 	cfgs := []ServiceConfig{lab.fwd.table.Load().list[0].cfg, {Name: "dns", VIP: lab.tp.VIP(), Port: 53, Proto: ProtoUDP, PerFlow: true, Backends: backends}}

@@ -582,6 +582,12 @@ func splitServer(s string) (host string, fields []string, err error) {
 // defaults to the listen port; an unspecified weight is 0, as in Pen (the
 // balancer treats a table of all-zero weights as equal weights).
 func parseServer(s string, defPort uint16, network string) (config.Backend, error) {
+	return parseBackend(s, defPort, network, false)
+}
+
+// parseBackend parses a server argument. For DSR (dsr true) the port is
+// ignored and stored as 0 and an unspecified weight is 1.
+func parseBackend(s string, defPort uint16, network string, dsr bool) (config.Backend, error) {
 	if strings.Contains(s, "/") {
 		return config.Backend{}, errors.New("servers on Unix sockets are not supported")
 	}
@@ -597,16 +603,22 @@ func parseServer(s string, defPort uint16, network string) (config.Backend, erro
 		return config.Backend{}, err
 	}
 	port := defPort
-	if len(f) > 0 && f[0] != "" {
-		if port, err = parsePort(f[0], network); err != nil {
-			return config.Backend{}, err
+	if dsr {
+		port = 0
+	} else {
+		if len(f) > 0 && f[0] != "" {
+			if port, err = parsePort(f[0], network); err != nil {
+				return config.Backend{}, err
+			}
+		}
+		if port == 0 {
+			return config.Backend{}, errors.New("port 0")
 		}
 	}
-	if port == 0 {
-		return config.Backend{}, errors.New("port 0")
-	}
 	b := config.NewBackend(netip.AddrPortFrom(a, port))
-	b.Weight = 0
+	if !dsr {
+		b.Weight = 0
+	}
 	dst := []*int{&b.Max, &b.Hard, &b.Weight, &b.Prio}
 	names := []string{"max", "hard", "weight", "prio"}
 	for i, v := range f[min(len(f), 1):] {
@@ -771,34 +783,7 @@ func parseVIP(s, network string) (netip.AddrPort, error) {
 // destination port) and stored as 0, and an unspecified weight is 1 (Pen's
 // DSR counts weight 0 as 1; in nib weight 0 drains the server).
 func parseDSRServer(s string) (config.Backend, error) {
-	if strings.Contains(s, "/") {
-		return config.Backend{}, errors.New("servers on Unix sockets are not supported")
-	}
-	host, f, err := splitServer(s)
-	if err != nil {
-		return config.Backend{}, err
-	}
-	if len(f) > 5 {
-		return config.Backend{}, errors.New("too many fields: want host:port:max:hard:weight:prio")
-	}
-	a, err := resolve(host)
-	if err != nil {
-		return config.Backend{}, err
-	}
-	b := config.NewBackend(netip.AddrPortFrom(a, 0))
-	dst := []*int{&b.Max, &b.Hard, &b.Weight, &b.Prio}
-	names := []string{"max", "hard", "weight", "prio"}
-	for i, v := range f[min(len(f), 1):] {
-		if v == "" {
-			continue
-		}
-		n, err := atoiMin(names[i], v, 0)
-		if err != nil {
-			return config.Backend{}, err
-		}
-		*dst[i] = n
-	}
-	return b, nil
+	return parseBackend(s, 0, "tcp", true)
 }
 
 // Usage prints lbd's help for Pen-style invocation.

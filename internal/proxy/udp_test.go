@@ -13,6 +13,7 @@ import (
 	"golang.org/x/net/dns/dnsmessage"
 
 	"github.com/nib-lb/nib/internal/balance"
+	"github.com/nib-lb/nib/internal/dnstest"
 )
 
 // dnsServer answers A queries for any name with ip, on loopback.
@@ -23,28 +24,7 @@ func dnsServer(t *testing.T, ip [4]byte) netip.AddrPort {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { pc.Close() })
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			n, from, err := pc.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			var m dnsmessage.Message
-			if m.Unpack(buf[:n]) != nil || len(m.Questions) != 1 {
-				continue
-			}
-			m.Header.Response = true
-			m.Answers = []dnsmessage.Resource{{
-				Header: dnsmessage.ResourceHeader{Name: m.Questions[0].Name, Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET, TTL: 60},
-				Body:   &dnsmessage.AResource{A: ip},
-			}}
-			out, err := m.Pack()
-			if err == nil {
-				pc.WriteToUDPAddrPort(out, from)
-			}
-		}
-	}()
+	go dnstest.Serve(pc, ip)
 	return pc.LocalAddr().(*net.UDPAddr).AddrPort()
 }
 
