@@ -175,3 +175,8 @@ func mix64(x uint64) uint64 {
 	x ^= x >> 31
 	return x
 }
+
+// KeyHash is the deterministic 64-bit hash for Maglev lookups of arbitrary
+// keys (the DSR forwarder's flows): FNV-1a, then the splitmix64 finaliser.
+// It is the same on every machine and across restarts.
+func KeyHash(b []byte) uint64 { return mix64(fnv1a64(b)) }

@@ -3,32 +3,23 @@ package dsr
 import (
 	"encoding/binary"
 
+	"github.com/nib-lb/nib/internal/balance"
 	"github.com/nib-lb/nib/internal/frame"
 )
 
 // hashFlow is the flow hash Maglev picks backends by. It is deterministic
 // across restarts and machines (several LBs behind ECMP, or a restarted one,
 // pick the same backend for a flow): FNV-1a over addresses and ports, then a
-// 64-bit finaliser.
+// 64-bit finaliser (balance.KeyHash).
 func hashFlow(fl frame.Flow) uint64 {
-	var b [36]byte
+	var b [37]byte
 	s, d := fl.Src.As16(), fl.Dst.As16()
 	copy(b[0:], s[:])
 	copy(b[16:], d[:])
 	binary.BigEndian.PutUint16(b[32:], fl.SrcPort)
 	binary.BigEndian.PutUint16(b[34:], fl.DstPort)
-	h := uint64(14695981039346656037)
-	for _, c := range b {
-		h ^= uint64(c)
-		h *= 1099511628211
-	}
-	h ^= uint64(fl.Proto)
-	h ^= h >> 33
-	h *= 0xff51afd7ed558ccd
-	h ^= h >> 33
-	h *= 0xc4ceb9fe1a85ec53
-	h ^= h >> 33
-	return h
+	b[36] = fl.Proto
+	return balance.KeyHash(b[:])
 }
 
 // flowEntry is a flow's backend and when the flow was last seen (coarse
