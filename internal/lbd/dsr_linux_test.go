@@ -78,7 +78,7 @@ func TestLinuxDSRSeedCommandLine(t *testing.T) {
 	}
 	ctl := t.TempDir() + "/ctl"
 	trap, outside := "198.51.100.77", "198.51.100.78"
-	out := lbdIn(t, tp.LB(), "-df", "-C", ctl, "-r",
+	out := lbdIn(t, tp.LB(), "-df", "-C", ctl, "-w", t.TempDir()+"/web.html", "-r",
 		"-O", "acl 1 permit "+trap, "-O", "tarpit_acl 1", "-O", "dsr_if eth0",
 		vip+":80", tp.Backends()[0].Addr().String(), tp.Backends()[1].Addr().String())
 	out.waitFor(t, "forwarding", 10*time.Second)
@@ -121,6 +121,16 @@ func TestLinuxDSRSeedCommandLine(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(sb.String()), "\n")
 	if len(lines) != 2 || !strings.Contains(lines[0], "addr "+tp.Backends()[0].Addr().String()) || strings.Contains(lines[0], " sx 0 ") {
 		t.Fatalf("servers:\n%s", sb.String())
+	}
+
+	sb.Reset()
+	if err := pen.Send(ctl, []string{"status"}, &sb); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"DSR on eth0", "Frames received", "Dropped:", "ARP: requests seen", "VIP " + vip + ": claimed"} {
+		if !strings.Contains(sb.String(), want) {
+			t.Fatalf("status lacks %q:\n%s", want, sb.String())
+		}
 	}
 
 	// The tarpit address is answered (after lbd's probe found nobody
