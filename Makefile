@@ -26,7 +26,7 @@ endif
 STATICCHECK := $(GOBIN_DIR)/staticcheck
 
 .DEFAULT_GOAL := build
-.PHONY: help build run test lint staticcheck fuzz bench bench-proxy clean
+.PHONY: help build run test lint staticcheck fuzz bench bench-proxy bench-dsr clean
 
 help: ## list the targets
 	@echo 'nib make targets:'
@@ -77,6 +77,9 @@ bench: ## Go micro-benchmarks of the internal packages
 
 bench-proxy: ## lbd vs pen vs haproxy: CPU per request and RSS per idle connection (ARGS='-only pen,haproxy -duration 5s')
 	$(GO) run ./internal/bench/proxy $(ARGS)
+
+bench-dsr: ## root: lbd vs pen in DSR mode in namespaces: iperf3, 64-byte frames, tarpit (ARGS='-only lbd -t 5s')
+	$(GO) run ./internal/bench/dsr $(ARGS)
 
 clean: ## remove built binaries
 	rm -rf $(BIN)
