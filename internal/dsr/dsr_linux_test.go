@@ -27,6 +27,7 @@ import (
 type staticNeighbors map[netip.Addr][6]byte
 
 func (n staticNeighbors) Lookup(a netip.Addr) ([6]byte, bool) { m, ok := n[a]; return m, ok }
+func (n staticNeighbors) Version() uint64                     { return 1 }
 
 type dsrLab struct {
 	tp  *netnstest.Topology

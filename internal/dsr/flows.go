@@ -22,6 +22,18 @@ func hashFlow(fl frame.Flow) uint64 {
 	return balance.KeyHash(b[:])
 }
 
+// flowKey is a flow as a map key without pointers (netip.Addr holds one),
+// which hashes and compares faster.
+type flowKey struct {
+	src, dst     [16]byte
+	sport, dport uint16
+	proto        uint8
+}
+
+func keyOf(fl frame.Flow) flowKey {
+	return flowKey{src: fl.Src.As16(), dst: fl.Dst.As16(), sport: fl.SrcPort, dport: fl.DstPort, proto: fl.Proto}
+}
+
 // flowEntry is a flow's backend and when the flow was last seen (coarse
 // seconds, from the worker's clock).
 type flowEntry struct {
@@ -34,7 +46,7 @@ type flowEntry struct {
 // owned by one worker (fanout sends a flow's frames to one socket), bounded,
 // and forgets flows idle for longer than idle seconds.
 type flowTable struct {
-	m    map[frame.Flow]flowEntry
+	m    map[flowKey]flowEntry
 	max  int
 	idle uint32
 	// evicted counts entries dropped to make room.
@@ -42,12 +54,13 @@ type flowTable struct {
 }
 
 func newFlowTable(max int, idleSeconds uint32) *flowTable {
-	return &flowTable{m: make(map[frame.Flow]flowEntry, min(max, 4096)), max: max, idle: idleSeconds}
+	return &flowTable{m: make(map[flowKey]flowEntry, min(max, 4096)), max: max, idle: idleSeconds}
 }
 
 // get returns the flow's backend if the flow is known, its backend still
 // takes traffic, and it has not idled out; it refreshes the entry.
-func (t *flowTable) get(k frame.Flow, now uint32) *backend {
+func (t *flowTable) get(fl frame.Flow, now uint32) *backend {
+	k := keyOf(fl)
 	e, ok := t.m[k]
 	if !ok {
 		return nil
@@ -66,7 +79,8 @@ func (t *flowTable) get(k frame.Flow, now uint32) *backend {
 // put records a new flow, making room if the table is full: first by
 // expiring idle entries, then by dropping arbitrary ones (Go's map order is
 // random), a few at a time.
-func (t *flowTable) put(k frame.Flow, b *backend, now uint32) {
+func (t *flowTable) put(fl frame.Flow, b *backend, now uint32) {
+	k := keyOf(fl)
 	if len(t.m) >= t.max {
 		t.expire(now, 64)
 		for key := range t.m {

@@ -131,8 +131,8 @@ func (c *conn) recv(b *batch, wait bool) (int, error) {
 		if err := c.rc.Read(read); err != nil {
 			return 0, err
 		}
-	} else {
-		c.rc.Control(func(fd uintptr) { read(fd) })
+	} else if err := c.rc.Control(func(fd uintptr) { read(fd) }); err != nil {
+		return 0, err // closed
 	}
 	if serr == unix.EAGAIN {
 		return 0, errNoFrames

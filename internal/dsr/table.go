@@ -42,6 +42,27 @@ type backend struct {
 	gone atomic.Bool // removed from the configuration, or down
 	// Counters (all workers add to them).
 	packets, bytes atomic.Uint64
+	// mac caches the resolved MAC until the resolver's version changes.
+	mac atomic.Pointer[macCache]
+}
+
+type macCache struct {
+	version uint64
+	mac     [6]byte
+}
+
+// resolve returns the backend's MAC: from the cache while the resolver's
+// version is unchanged (one atomic load), else from the resolver.
+func (b *backend) resolve(nb Neighbors) ([6]byte, bool) {
+	v := nb.Version()
+	if c := b.mac.Load(); c != nil && c.version == v {
+		return c.mac, true
+	}
+	mac, ok := nb.Lookup(b.addr)
+	if ok {
+		b.mac.Store(&macCache{version: v, mac: mac})
+	}
+	return mac, ok
 }
 
 // service is one DSR service in a table snapshot.

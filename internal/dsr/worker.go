@@ -10,8 +10,11 @@ import (
 )
 
 // Neighbors resolves backend MAC addresses (arpd's cache implements it).
+// Version changes whenever any answer may have changed, so a resolved MAC
+// can be cached until then.
 type Neighbors interface {
 	Lookup(netip.Addr) (mac [6]byte, ok bool)
+	Version() uint64
 }
 
 // DropReason says why a frame was not forwarded.
@@ -129,7 +132,7 @@ func (w *worker) process(t *table, b []byte, now uint32) (action, DropReason) {
 		w.flows.put(key, be, now)
 		s.stats.NewFlows.Add(1)
 	}
-	mac, ok := w.f.nb.Lookup(be.addr)
+	mac, ok := be.resolve(w.f.nb)
 	if !ok {
 		return actDrop, DropUnresolved
 	}

@@ -16,6 +16,7 @@ var (
 type fakeNeighbors map[netip.Addr][6]byte
 
 func (n fakeNeighbors) Lookup(a netip.Addr) ([6]byte, bool) { m, ok := n[a]; return m, ok }
+func (n fakeNeighbors) Version() uint64                     { return 1 }
 
 func newTestWorker(t *testing.T, services ...ServiceConfig) (*worker, *table) {
 	t.Helper()
