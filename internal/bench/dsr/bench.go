@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/nib-lb/nib/internal/bench/benchkit"
+
 	"encoding/json"
 	"fmt"
 	"os"
@@ -32,8 +34,8 @@ type env struct {
 	lbd   string
 	topo  *netnstest.Topology
 
-	servers []*child // iperf3 servers on the backends
-	offload string   // the current offload setting, as printed
+	servers []*benchkit.Child // iperf3 servers on the backends
+	offload string            // the current offload setting, as printed
 	direct  map[string]*iperfSet
 	results []*lbResult
 	notes   []string // general notes for the table
@@ -116,7 +118,7 @@ func (e *env) bench() error {
 	// iperf3 servers on both backends, listening on every address (the VIP
 	// on lo and the backend's own).
 	for _, be := range e.backends() {
-		c, err := startChild("iperf3-"+be.Name(), filepath.Join(tmpDir, "iperf3-server-"+be.Name()+".log"),
+		c, err := benchkit.StartChild("iperf3-"+be.Name(), filepath.Join(tmpDir, "iperf3-server-"+be.Name()+".log"),
 			nsArgv(be, o.loadCPU, e.tools["iperf3"], "-s", "-p", iperfPort)...)
 		if err != nil {
 			return err
@@ -125,8 +127,8 @@ func (e *env) bench() error {
 	}
 	time.Sleep(300 * time.Millisecond)
 	for _, c := range e.servers {
-		if c.exited() {
-			return c.exitError()
+		if c.Exited() {
+			return c.ExitError()
 		}
 	}
 	e.direct = map[string]*iperfSet{}
@@ -145,7 +147,7 @@ func (e *env) bench() error {
 		e.measureLB(lbd)
 	}
 	// Phase 2: what pen needs (client tx checksum offload off, lb GRO off).
-	if contains(o.only, "pen") && !stopping() {
+	if contains(o.only, "pen") && !benchkit.Stopping() {
 		if err := e.setOffloads(false); err != nil {
 			return err
 		}
@@ -157,7 +159,7 @@ func (e *env) bench() error {
 		e.measureLB(pen)
 	}
 	// Phase 3: lbd (realistic offloads again) paced at pen's forwarded rate.
-	if lbd != nil && contains(o.tests, "frames") && !stopping() {
+	if lbd != nil && contains(o.tests, "frames") && !benchkit.Stopping() {
 		rate, how := 0.21e6, "pen not measured: the issue's 0.21 Mpps"
 		if pen != nil && pen.frames.measured && pen.frames.fwdPPS > 0 {
 			rate, how = pen.frames.fwdPPS, "pen's forwarded rate in this run"
@@ -168,7 +170,7 @@ func (e *env) bench() error {
 		lbd.atPen = e.framesAt(lbd, rate)
 		lbd.atPen.targetNote = how
 	}
-	if stopping() {
+	if benchkit.Stopping() {
 		return nil
 	}
 	printTable(os.Stdout, e)
@@ -202,7 +204,7 @@ func (e *env) steer() error {
 		return err
 	}
 	set := func(ns, glob, mask string) error {
-		_, err := runChild("rps", filepath.Join(tmpDir, "rps.log"), "ip", "netns", "exec", ns, "sh", "-c",
+		_, err := benchkit.RunChild("rps", filepath.Join(tmpDir, "rps.log"), "ip", "netns", "exec", ns, "sh", "-c",
 			fmt.Sprintf("for f in %s; do echo %s > $f || exit 1; done", glob, mask))
 		return err
 	}
@@ -277,24 +279,24 @@ func (e *env) lbArgv(name string, extra ...string) []string {
 }
 
 // startLB starts the load balancer and waits until it runs.
-func (e *env) startLB(r *lbResult, tag string, args ...string) (*child, error) {
+func (e *env) startLB(r *lbResult, tag string, args ...string) (*benchkit.Child, error) {
 	argv := e.lbArgv(r.name, args...)
 	r.cmdlines = append(r.cmdlines, quoteArgv(argv))
 	logf("%s: %s", r.name, quoteArgv(argv))
-	c, err := startChild(r.name, filepath.Join(tmpDir, r.name+"-"+tag+".log"), argv...)
+	c, err := benchkit.StartChild(r.name, filepath.Join(tmpDir, r.name+"-"+tag+".log"), argv...)
 	if err != nil {
 		return nil, err
 	}
 	if r.name == "lbd" {
-		err = c.waitLog("forwarding", 10*time.Second)
+		err = c.WaitLog("forwarding", 10*time.Second)
 	} else {
 		time.Sleep(time.Second)
-		if c.exited() {
-			err = c.exitError()
+		if c.Exited() {
+			err = c.ExitError()
 		}
 	}
 	if err != nil {
-		c.stop()
+		c.Stop()
 		return nil, err
 	}
 	return c, nil
@@ -316,7 +318,7 @@ func quoteArgv(argv []string) string {
 // static neighbour entry for the LB's MAC and says so in r's notes.
 func (e *env) resolveFromClient(r *lbResult, addr string) error {
 	c := e.client()
-	runChild("neigh", filepath.Join(tmpDir, "neigh.log"), "ip", "-n", c.NS(), "neigh", "del", addr, "dev", "eth0")
+	benchkit.RunChild("neigh", filepath.Join(tmpDir, "neigh.log"), "ip", "-n", c.NS(), "neigh", "del", addr, "dev", "eth0")
 	lbMAC := e.lbHost().MAC().String()
 	res, err := e.helper(c, "arp", 30*time.Second, "-dst", addr, "-arp-timeout", "10s")
 	if err == nil {
@@ -329,25 +331,25 @@ func (e *env) resolveFromClient(r *lbResult, addr string) error {
 	note := fmt.Sprintf("%s did not answer ARP for %s (%v): the client got a static neighbour entry %s lladdr %s", r.name, addr, err, addr, lbMAC)
 	logf("%s", note)
 	r.notes = append(r.notes, note)
-	_, err = runChild("neigh", filepath.Join(tmpDir, "neigh.log"), "ip", "-n", c.NS(), "neigh", "replace", addr, "lladdr", lbMAC, "dev", "eth0", "nud", "permanent")
+	_, err = benchkit.RunChild("neigh", filepath.Join(tmpDir, "neigh.log"), "ip", "-n", c.NS(), "neigh", "replace", addr, "lladdr", lbMAC, "dev", "eth0", "nud", "permanent")
 	return err
 }
 
 // helper runs this binary in h's namespace in helper mode and parses its result.
 func (e *env) helper(h *netnstest.Host, mode string, limit time.Duration, args ...string) (*genResult, error) {
 	argv := nsArgv(h, e.o.loadCPU, append([]string{e.self, "-helper", mode, "-batch", strconv.Itoa(e.o.batch)}, args...)...)
-	c, err := startChild("helper-"+mode, filepath.Join(tmpDir, "helper-"+mode+".log"), argv...)
+	c, err := benchkit.StartChild("helper-"+mode, filepath.Join(tmpDir, "helper-"+mode+".log"), argv...)
 	if err != nil {
 		return nil, err
 	}
 	select {
-	case <-c.done:
+	case <-c.Done():
 	case <-time.After(limit):
-		c.stop()
+		c.Stop()
 		return nil, fmt.Errorf("helper %s did not finish within %v", mode, limit)
 	}
-	c.stop()
-	out, _ := os.ReadFile(c.log)
+	c.Stop()
+	out, _ := os.ReadFile(c.LogPath())
 	for _, line := range strings.Split(string(out), "\n") {
 		if js, ok := strings.CutPrefix(line, "RESULT "); ok {
 			var res genResult
@@ -358,15 +360,15 @@ func (e *env) helper(h *netnstest.Host, mode string, limit time.Duration, args .
 			return &res, nil
 		}
 	}
-	return nil, c.exitError()
+	return nil, c.ExitError()
 }
 
 // rusageTicks is the CPU time of an exited child in clock ticks.
-func rusageTicks(c *child, clk int64) int64 {
-	if c.cmd.ProcessState == nil {
+func rusageTicks(c *benchkit.Child, clk int64) int64 {
+	if c.ProcessState() == nil {
 		return 0
 	}
-	ru, ok := c.cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	ru, ok := c.ProcessState().SysUsage().(*syscall.Rusage)
 	if !ok {
 		return 0
 	}
@@ -383,10 +385,10 @@ func (e *env) measureLB(r *lbResult) {
 	if contains(e.o.tests, "iperf") {
 		e.measureIperf(r)
 	}
-	if contains(e.o.tests, "frames") && !stopping() {
+	if contains(e.o.tests, "frames") && !benchkit.Stopping() {
 		r.frames = e.framesAt(r, 0)
 	}
-	if contains(e.o.tests, "tarpit") && !stopping() {
+	if contains(e.o.tests, "tarpit") && !benchkit.Stopping() {
 		r.tarpit = e.tarpitLoad(r)
 	}
 }
@@ -410,13 +412,13 @@ func (e *env) measureIperf(r *lbResult) {
 			r.iperf.upN = e.iperf(r.name, vip, e.o.streams, false, c)
 			r.iperf.down1 = e.iperf(r.name, vip, 1, true, c)
 		}
-		c.stop()
+		c.Stop()
 	}
 }
 
 // iperfReady runs short iperf3 uploads through the VIP until one works (the
 // LB resolves the backends' MACs first).
-func (e *env) iperfReady(vip string, lb *child) error {
+func (e *env) iperfReady(vip string, lb *benchkit.Child) error {
 	var last error
 	for range 5 {
 		argv := nsArgv(e.client(), e.o.loadCPU, e.tools["iperf3"], "-c", vip, "-p", iperfPort, "-t", "1", "-J", "--connect-timeout", "2000")
@@ -427,8 +429,8 @@ func (e *env) iperfReady(vip string, lb *child) error {
 			}
 		}
 		last = err
-		if lb.exited() {
-			return lb.exitError()
+		if lb.Exited() {
+			return lb.ExitError()
 		}
 		time.Sleep(time.Second)
 	}
@@ -437,23 +439,23 @@ func (e *env) iperfReady(vip string, lb *child) error {
 
 // runBounded runs argv as a child, killed after limit, and returns its output.
 func (e *env) runBounded(name string, limit time.Duration, argv ...string) (string, error) {
-	c, err := startChild(name, filepath.Join(tmpDir, name+".log"), argv...)
+	c, err := benchkit.StartChild(name, filepath.Join(tmpDir, name+".log"), argv...)
 	if err != nil {
 		return "", err
 	}
 	var timedOut bool
 	select {
-	case <-c.done:
+	case <-c.Done():
 	case <-time.After(limit):
 		timedOut = true
 	}
-	c.stop()
-	out, _ := os.ReadFile(c.log)
+	c.Stop()
+	out, _ := os.ReadFile(c.LogPath())
 	if timedOut {
 		return string(out), fmt.Errorf("%s killed after %v", name, limit)
 	}
-	if c.err != nil {
-		return string(out), fmt.Errorf("%s: %v", name, c.err)
+	if c.Err() != nil {
+		return string(out), fmt.Errorf("%s: %v", name, c.Err())
 	}
 	return string(out), nil
 }
@@ -498,7 +500,7 @@ func parseIperf(out string, reverse bool) (iperfRes, error) {
 }
 
 // iperf runs one iperf3 client in the client namespace.
-func (e *env) iperf(who, target string, streams int, reverse bool, lb *child) iperfRes {
+func (e *env) iperf(who, target string, streams int, reverse bool, lb *benchkit.Child) iperfRes {
 	secs := int(e.o.duration / time.Second)
 	argv := nsArgv(e.client(), e.o.loadCPU, e.tools["iperf3"], "-c", target, "-p", iperfPort,
 		"-t", strconv.Itoa(secs), "-P", strconv.Itoa(streams), "-J", "--connect-timeout", "3000")
@@ -508,21 +510,21 @@ func (e *env) iperf(who, target string, streams int, reverse bool, lb *child) ip
 	what := fmt.Sprintf("%s: iperf3 -P %d%s", who, streams, map[bool]string{true: " -R (download)", false: " (upload)"}[reverse])
 	logf("%s: %s", what, quoteArgv(argv))
 	w := e.watch(lb)
-	c, err := startChild("iperf3", filepath.Join(tmpDir, "iperf3-client.log"), argv...)
+	c, err := benchkit.StartChild("iperf3", filepath.Join(tmpDir, "iperf3-client.log"), argv...)
 	if err != nil {
 		return iperfRes{err: err}
 	}
 	select {
-	case <-c.done:
+	case <-c.Done():
 	case <-time.After(e.o.duration + 30*time.Second):
 	}
-	c.stop()
+	c.Stop()
 	noise, lbCPU := w.done(rusageTicks(c, e.clk))
-	out, _ := os.ReadFile(c.log)
+	out, _ := os.ReadFile(c.LogPath())
 	r, perr := parseIperf(string(out), reverse)
 	if perr != nil {
-		if c.err != nil {
-			perr = fmt.Errorf("%v (%v)", perr, c.err)
+		if c.Err() != nil {
+			perr = fmt.Errorf("%v (%v)", perr, c.Err())
 		}
 		logf("%s: %v", what, perr)
 		return iperfRes{err: perr}
@@ -548,7 +550,7 @@ func noiseSuffix(n string) string {
 
 // rxPackets reads eth0's received-frame counter in h's namespace.
 func rxPackets(h *netnstest.Host) (uint64, error) {
-	out, err := runChild("ip-link", filepath.Join(tmpDir, "ip-link.log"), "ip", "-n", h.NS(), "-s", "-j", "link", "show", "dev", "eth0")
+	out, err := benchkit.RunChild("ip-link", filepath.Join(tmpDir, "ip-link.log"), "ip", "-n", h.NS(), "-s", "-j", "link", "show", "dev", "eth0")
 	if err != nil {
 		return 0, err
 	}
@@ -599,7 +601,7 @@ func (e *env) framesAt(r *lbResult, rate float64) frameRes {
 		res.err = err
 		return res
 	}
-	defer c.stop()
+	defer c.Stop()
 	if err := e.resolveFromClient(r, vip); err != nil {
 		res.err = err
 		return res
@@ -616,8 +618,8 @@ func (e *env) framesAt(r *lbResult, rate float64) frameRes {
 			ready = true
 			break
 		}
-		if c.exited() {
-			res.err = c.exitError()
+		if c.Exited() {
+			res.err = c.ExitError()
 			return res
 		}
 	}
@@ -630,8 +632,8 @@ func (e *env) framesAt(r *lbResult, rate float64) frameRes {
 		res.err = err
 		return res
 	}
-	if c.exited() {
-		res.err = c.exitError()
+	if c.Exited() {
+		res.err = c.ExitError()
 		return res
 	}
 	f.measured = true
@@ -648,7 +650,7 @@ func (e *env) framesAt(r *lbResult, rate float64) frameRes {
 }
 
 // frameLoad runs the UDP generator once and counts what the backends got.
-func (e *env) frameLoad(lb *child, rate float64, d time.Duration) (frameRes, error) {
+func (e *env) frameLoad(lb *benchkit.Child, rate float64, d time.Duration) (frameRes, error) {
 	f := frameRes{rate: rate}
 	lb0, be0, err := e.counters()
 	if err != nil {
@@ -696,7 +698,7 @@ func (e *env) tarpitLoad(r *lbResult) tarpitRes {
 		t.err = err
 		return t
 	}
-	defer c.stop()
+	defer c.Stop()
 	if err := e.resolveFromClient(r, tarpitAddr); err != nil {
 		t.err = err
 		return t
@@ -710,8 +712,8 @@ func (e *env) tarpitLoad(r *lbResult) tarpitRes {
 		return t
 	}
 	t.noise, t.lbCPU = w.done(res.usage)
-	if c.exited() {
-		t.err = c.exitError()
+	if c.Exited() {
+		t.err = c.ExitError()
 		return t
 	}
 	t.sent, t.secs, t.replies, t.sample, t.valid = res.Sent, res.Seconds, res.Replies, res.Sample, res.SampleValid
@@ -727,14 +729,14 @@ func (e *env) tarpitLoad(r *lbResult) tarpitRes {
 // lbDiag describes where frames were lost inside the LB: the kernel's drop
 // count of each AF_PACKET socket (`ss -0 -m`: skmem d) and, for lbd, its
 // own counters from the status page on the control socket ctl.
-func (e *env) lbDiag(lb *child, ctl string) string {
+func (e *env) lbDiag(lb *benchkit.Child, ctl string) string {
 	var parts []string
-	out, err := runChild("ss", filepath.Join(tmpDir, "ss.log"), "ip", "netns", "exec", e.lbHost().NS(), "ss", "-0", "-a", "-m", "-p")
+	out, err := benchkit.RunChild("ss", filepath.Join(tmpDir, "ss.log"), "ip", "netns", "exec", e.lbHost().NS(), "ss", "-0", "-a", "-m", "-p")
 	if err == nil {
 		var drops []string
 		lines := strings.Split(out, "\n")
 		for i, l := range lines {
-			if !strings.Contains(l, fmt.Sprintf("pid=%d,", lb.pid())) {
+			if !strings.Contains(l, fmt.Sprintf("pid=%d,", lb.PID())) {
 				continue
 			}
 			sk := l

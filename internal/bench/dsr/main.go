@@ -12,6 +12,8 @@
 package main
 
 import (
+	"github.com/nib-lb/nib/internal/bench/benchkit"
+
 	"flag"
 	"fmt"
 	"os"
@@ -54,7 +56,7 @@ var (
 )
 
 func cleanup() {
-	killAll()
+	benchkit.KillAll()
 	tb.runCleanups()
 	tmpOnce.Do(func() {
 		if tmpDir == "" {
@@ -135,13 +137,13 @@ func main() {
 	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	go func() {
 		s := <-sigc
-		fmt.Fprintf(os.Stderr, "\n%v: stopping all child processes, removing the namespaces\n", s)
+		fmt.Fprintf(os.Stderr, "\n%v: benchkit.Stopping all child processes, removing the namespaces\n", s)
 		cleanup()
 		os.Exit(130)
 	}()
 
 	err := run(o)
-	if stopping() {
+	if benchkit.Stopping() {
 		select {} // interrupted: the signal handler cleans up and exits
 	}
 	cleanup()
@@ -161,7 +163,7 @@ func contains(s []string, v string) bool {
 }
 
 func logf(format string, args ...any) {
-	if stopping() {
+	if benchkit.Stopping() {
 		return
 	}
 	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
@@ -179,14 +181,14 @@ func run(o options) error {
 	if contains(o.only, "pen") {
 		cmds["pen"] = "pen"
 	}
-	if err := ensureTools(cmds); err != nil {
+	if err := benchkit.EnsureTools(cmds); err != nil {
 		return err
 	}
 	e := &env{o: o, tools: map[string]string{}}
 	for c := range cmds {
-		e.tools[c], _ = lookTool(c)
+		e.tools[c], _ = benchkit.LookTool(c)
 	}
-	e.clk, _ = clockTicks()
+	e.clk, _ = benchkit.ClockTicks()
 	var err error
 	if e.self, err = os.Executable(); err != nil {
 		return err
@@ -200,7 +202,7 @@ func run(o options) error {
 			e.lbd = o.lbdPath
 		} else {
 			logf("go build -o %s/lbd ./lbd", tmpDir)
-			if e.lbd, err = buildLbd(tmpDir); err != nil {
+			if e.lbd, err = benchkit.BuildLbd(tmpDir); err != nil {
 				return err
 			}
 		}

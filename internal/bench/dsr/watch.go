@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/nib-lb/nib/internal/bench/benchkit"
+
 	"fmt"
 	"strings"
 )
@@ -13,31 +15,31 @@ const foreignWarn = 0.15
 // measurement, to tell how much of each CPU other processes took.
 type cpuWatch struct {
 	e        *env
-	lb       *child
+	lb       *benchkit.Child
 	lbT0     int64
 	srvT0    int64
 	soft0    map[string]int64
-	s0       map[string]cpuSample
+	s0       map[string]benchkit.CPUSample
 	ok       bool
 	softPids map[string]int
 }
 
-func (e *env) watch(lb *child) *cpuWatch {
-	w := &cpuWatch{e: e, lb: lb, soft0: map[string]int64{}, s0: map[string]cpuSample{}, softPids: map[string]int{}, ok: true}
+func (e *env) watch(lb *benchkit.Child) *cpuWatch {
+	w := &cpuWatch{e: e, lb: lb, soft0: map[string]int64{}, s0: map[string]benchkit.CPUSample{}, softPids: map[string]int{}, ok: true}
 	if lb != nil {
-		t, err := cpuTicks(lb.pid())
+		t, err := benchkit.CPUTicks(lb.PID())
 		w.lbT0, w.ok = t, err == nil
 	}
 	w.srvT0 = e.serverTicks()
 	for _, cpu := range []string{e.o.lbCPU, e.o.loadCPU} {
-		s, err := readCPU(cpu)
+		s, err := benchkit.ReadCPU(cpu)
 		if err != nil {
 			w.ok = false
 		}
 		w.s0[cpu] = s
 		if pid := ksoftirqd(cpu); pid > 0 {
 			w.softPids[cpu] = pid
-			w.soft0[cpu], _ = cpuTicks(pid)
+			w.soft0[cpu], _ = benchkit.CPUTicks(pid)
 		}
 	}
 	return w
@@ -47,7 +49,7 @@ func (e *env) watch(lb *child) *cpuWatch {
 func (e *env) serverTicks() int64 {
 	var n int64
 	for _, c := range e.servers {
-		t, _ := cpuTicks(c.pid())
+		t, _ := benchkit.CPUTicks(c.PID())
 		n += t
 	}
 	return n
@@ -63,7 +65,7 @@ func (w *cpuWatch) done(loadTicks int64) (noise string, lbShare float64) {
 	e := w.e
 	var lbTicks int64
 	if w.lb != nil {
-		t, err := cpuTicks(w.lb.pid())
+		t, err := benchkit.CPUTicks(w.lb.PID())
 		if err == nil {
 			lbTicks = t - w.lbT0
 		}
@@ -73,24 +75,24 @@ func (w *cpuWatch) done(loadTicks int64) (noise string, lbShare float64) {
 	ours[e.o.loadCPU] += loadTicks + e.serverTicks() - w.srvT0
 	var notes []string
 	for _, cpu := range []string{e.o.lbCPU, e.o.loadCPU} {
-		s1, err := readCPU(cpu)
+		s1, err := benchkit.ReadCPU(cpu)
 		if err != nil {
 			return "", 0
 		}
 		s0 := w.s0[cpu]
-		total := s1.total - s0.total
+		total := s1.Total - s0.Total
 		if total <= 0 {
 			continue
 		}
 		if pid := w.softPids[cpu]; pid > 0 {
-			if t, err := cpuTicks(pid); err == nil {
+			if t, err := benchkit.CPUTicks(pid); err == nil {
 				ours[cpu] += t - w.soft0[cpu] // receive work done for us
 			}
 		}
 		if cpu == e.o.lbCPU && w.lb != nil {
 			lbShare = float64(lbTicks) / float64(total)
 		}
-		foreign := float64(s1.task-s0.task+s1.steal-s0.steal-ours[cpu]) / float64(total)
+		foreign := float64(s1.Task-s0.Task+s1.Steal-s0.Steal-ours[cpu]) / float64(total)
 		if foreign > foreignWarn {
 			role := "load"
 			if cpu == e.o.lbCPU {

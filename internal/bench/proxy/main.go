@@ -8,6 +8,8 @@
 package main
 
 import (
+	"github.com/nib-lb/nib/internal/bench/benchkit"
+
 	"flag"
 	"fmt"
 	"net"
@@ -90,7 +92,7 @@ var (
 )
 
 func cleanup() {
-	killAll()
+	benchkit.KillAll()
 	tmpOnce.Do(func() {
 		if tmpDir == "" {
 			return
@@ -156,13 +158,13 @@ func main() {
 	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	go func() {
 		s := <-sigc
-		fmt.Fprintf(os.Stderr, "\n%v: stopping all child processes\n", s)
+		fmt.Fprintf(os.Stderr, "\n%v: benchkit.Stopping all child processes\n", s)
 		cleanup()
 		os.Exit(130)
 	}()
 
 	err := run(o)
-	if stopping() {
+	if benchkit.Stopping() {
 		select {} // interrupted: the signal handler cleans up and exits
 	}
 	cleanup()
@@ -182,7 +184,7 @@ func contains(s []string, v string) bool {
 }
 
 func logf(format string, args ...any) {
-	if stopping() {
+	if benchkit.Stopping() {
 		return
 	}
 	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
@@ -198,7 +200,7 @@ type env struct {
 }
 
 func run(o options) error {
-	limit, err := raiseNofile()
+	limit, err := benchkit.RaiseNofile()
 	if err != nil {
 		return fmt.Errorf("raise RLIMIT_NOFILE: %v", err)
 	}
@@ -216,15 +218,15 @@ func run(o options) error {
 			cmds[p] = p
 		}
 	}
-	if err := ensureTools(cmds); err != nil {
+	if err := benchkit.EnsureTools(cmds); err != nil {
 		return err
 	}
 	e := &env{o: o, tools: map[string]string{}}
 	for c := range cmds {
-		e.tools[c], _ = lookTool(c)
+		e.tools[c], _ = benchkit.LookTool(c)
 	}
 	var how string
-	e.clk, how = clockTicks()
+	e.clk, how = benchkit.ClockTicks()
 
 	tmpDir, err = os.MkdirTemp("/tmp", "nib-bench-")
 	if err != nil {
@@ -258,7 +260,7 @@ func run(o options) error {
 	if err := os.WriteFile(nconf, []byte(nginxConfig(tmpDir, www)), 0o644); err != nil {
 		return err
 	}
-	ng, err := startChild("nginx", filepath.Join(tmpDir, "nginx.out"), "taskset", "-c", o.loadCPU,
+	ng, err := benchkit.StartChild("nginx", filepath.Join(tmpDir, "nginx.out"), "taskset", "-c", o.loadCPU,
 		e.tools["nginx"], "-p", tmpDir, "-e", filepath.Join(tmpDir, "nginx-error.log"), "-c", nconf, "-g", "daemon off;")
 	if err != nil {
 		return err
@@ -276,9 +278,9 @@ func run(o options) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("nginx: %v (log: %s)", err, ng.logTail(5))
+		return fmt.Errorf("nginx: %v (log: %s)", err, ng.LogTail(5))
 	}
-	logf("nginx ready on %s (pid %d)", nginxAddr, ng.pid())
+	logf("nginx ready on %s (pid %d)", nginxAddr, ng.PID())
 
 	// Backend of the idle-connection test: this binary in -hold-server mode.
 	if o.idle > 0 {
@@ -286,7 +288,7 @@ func run(o options) error {
 		if err != nil {
 			return err
 		}
-		hs, err := startChild("hold-server", filepath.Join(tmpDir, "hold-server.log"), "taskset", "-c", o.loadCPU,
+		hs, err := benchkit.StartChild("hold-server", filepath.Join(tmpDir, "hold-server.log"), "taskset", "-c", o.loadCPU,
 			self, "-hold-server", holdAddr)
 		if err != nil {
 			return err
@@ -300,7 +302,7 @@ func run(o options) error {
 		}); err != nil {
 			return err
 		}
-		logf("idle backend ready on %s (pid %d)", holdAddr, hs.pid())
+		logf("idle backend ready on %s (pid %d)", holdAddr, hs.PID())
 	}
 
 	if contains(o.only, "lbd") {
@@ -308,7 +310,7 @@ func run(o options) error {
 			e.lbd = o.lbdPath
 		} else {
 			logf("go build -o %s/lbd ./lbd", tmpDir)
-			e.lbd, e.lbdErr = buildLbd(tmpDir)
+			e.lbd, e.lbdErr = benchkit.BuildLbd(tmpDir)
 		}
 	}
 
@@ -319,7 +321,7 @@ func run(o options) error {
 		}
 		results = append(results, benchProxy(e, name))
 	}
-	if stopping() {
+	if benchkit.Stopping() {
 		return nil
 	}
 	printTable(os.Stdout, e, results)
@@ -360,7 +362,7 @@ func proxyArgv(e *env, name, tag, backend string) ([]string, error) {
 
 // startProxy starts proxy name towards backend and waits until probe passes
 // through it.
-func startProxy(e *env, name, tag, backend string, probe func() error) (*child, error) {
+func startProxy(e *env, name, tag, backend string, probe func() error) (*benchkit.Child, error) {
 	if err := waitPortFree(proxyAddr, 10*time.Second); err != nil {
 		return nil, err
 	}
@@ -369,12 +371,12 @@ func startProxy(e *env, name, tag, backend string, probe func() error) (*child, 
 		return nil, err
 	}
 	logf("%s: %s", name, strings.Join(argv, " "))
-	c, err := startChild(name, filepath.Join(tmpDir, name+"-"+tag+".log"), argv...)
+	c, err := benchkit.StartChild(name, filepath.Join(tmpDir, name+"-"+tag+".log"), argv...)
 	if err != nil {
 		return nil, err
 	}
 	if err := waitReady(c, 10*time.Second, probe); err != nil {
-		c.stop()
+		c.Stop()
 		return nil, err
 	}
 	return c, nil
@@ -394,9 +396,9 @@ func benchProxy(e *env, name string) *result {
 		logf("%s: %v", name, err)
 		return r
 	}
-	pid := c.pid()
-	r.childComm = procComm(pid)
-	r.childNofile, _ = nofileLimit(pid)
+	pid := c.PID()
+	r.childComm = benchkit.ProcComm(pid)
+	r.childNofile, _ = benchkit.NofileLimit(pid)
 	logf("%s: ready, pid %d (%s), RLIMIT_NOFILE %d", name, pid, r.childComm, r.childNofile)
 	if need := int64(2*e.o.idle + 64); e.o.idle > 0 && r.childNofile < need {
 		r.notes = append(r.notes, fmt.Sprintf("RLIMIT_NOFILE of the proxy is %d, the idle test needs about %d", r.childNofile, need))
@@ -406,7 +408,7 @@ func benchProxy(e *env, name string) *result {
 		r.loads[l.key] = m
 		if m.err != nil {
 			logf("%s %s: %v", name, l.key, m.err)
-			if c.exited() {
+			if c.Exited() {
 				break
 			}
 			continue
@@ -414,7 +416,7 @@ func benchProxy(e *env, name string) *result {
 		logf("%s %s: %d requests in %.2fs, %.0f req/s, proxy CPU %d ticks = %.2f µs/req%s",
 			name, l.key, m.wrk.Requests, m.wrk.Seconds, m.wrk.RPS, m.ticks, m.usReq, suffix(m))
 	}
-	c.stop()
+	c.Stop()
 
 	if e.o.idle > 0 {
 		measureIdle(e, r)
@@ -442,7 +444,7 @@ func suffix(m *measurement) string {
 	return s
 }
 
-func runLoad(e *env, c *child, l load) *measurement {
+func runLoad(e *env, c *benchkit.Child, l load) *measurement {
 	m := &measurement{}
 	url := "http://" + proxyAddr + l.path
 	argv := func(d time.Duration) []string {
@@ -453,40 +455,40 @@ func runLoad(e *env, c *child, l load) *measurement {
 		}
 		return append(a, url)
 	}
-	logPath := filepath.Join(tmpDir, fmt.Sprintf("wrk-%s-%s.log", c.name, l.key))
+	logPath := filepath.Join(tmpDir, fmt.Sprintf("wrk-%s-%s.log", c.Name, l.key))
 	if e.o.warmup > 0 {
-		if _, err := runChild("wrk", logPath, argv(e.o.warmup)...); err != nil {
+		if _, err := benchkit.RunChild("wrk", logPath, argv(e.o.warmup)...); err != nil {
 			m.err = fmt.Errorf("warm-up: %v", err)
 			return m
 		}
 	}
-	if c.exited() {
-		m.err = c.exitError()
+	if c.Exited() {
+		m.err = c.ExitError()
 		return m
 	}
-	t0, err := cpuTicks(c.pid())
+	t0, err := benchkit.CPUTicks(c.PID())
 	if err != nil {
 		m.err = err
 		return m
 	}
-	s0, cpuErr := readCPU(e.o.proxyCPU)
-	logf("%s %s: %s", c.name, l.key, strings.Join(argv(e.o.duration), " "))
-	out, err := runChild("wrk", logPath, argv(e.o.duration)...)
+	s0, cpuErr := benchkit.ReadCPU(e.o.proxyCPU)
+	logf("%s %s: %s", c.Name, l.key, strings.Join(argv(e.o.duration), " "))
+	out, err := benchkit.RunChild("wrk", logPath, argv(e.o.duration)...)
 	if err != nil {
 		m.err = fmt.Errorf("%v: %s", err, strings.TrimSpace(out))
 		return m
 	}
 	time.Sleep(200 * time.Millisecond) // let the proxy finish closing wrk's connections
-	if c.exited() {
-		m.err = c.exitError()
+	if c.Exited() {
+		m.err = c.ExitError()
 		return m
 	}
-	t1, err := cpuTicks(c.pid())
+	t1, err := benchkit.CPUTicks(c.PID())
 	if err != nil {
 		m.err = err
 		return m
 	}
-	s1, cpuErr1 := readCPU(e.o.proxyCPU)
+	s1, cpuErr1 := benchkit.ReadCPU(e.o.proxyCPU)
 	m.wrk, err = parseWrk(out)
 	if err != nil {
 		m.err = err
@@ -498,9 +500,9 @@ func runLoad(e *env, c *child, l load) *measurement {
 	}
 	m.ticks = t1 - t0
 	m.foreign, m.irq = -1, -1
-	if n := s1.total - s0.total; cpuErr == nil && cpuErr1 == nil && n > 0 {
-		m.foreign = max(0, float64(s1.task-s0.task+s1.steal-s0.steal-m.ticks)/float64(n))
-		m.irq = float64(s1.irq-s0.irq) / float64(n)
+	if n := s1.Total - s0.Total; cpuErr == nil && cpuErr1 == nil && n > 0 {
+		m.foreign = max(0, float64(s1.Task-s0.Task+s1.Steal-s0.Steal-m.ticks)/float64(n))
+		m.irq = float64(s1.IRQ-s0.IRQ) / float64(n)
 	}
 	m.usReq = float64(m.ticks) * 1e6 / float64(e.clk) / float64(m.wrk.Requests)
 	m.wrkErrs = m.wrk.errors()
@@ -529,11 +531,11 @@ func measureIdle(e *env, r *result) {
 		r.idleErr = err
 		return
 	}
-	defer c.stop()
-	pid := c.pid()
+	defer c.Stop()
+	pid := c.PID()
 
 	// Warm-up: open and close a few connections, wait until they are gone.
-	fd0, err := fdCount(pid)
+	fd0, err := benchkit.FDCount(pid)
 	if err != nil {
 		r.idleErr = err
 		return
@@ -546,7 +548,7 @@ func measureIdle(e *env, r *result) {
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		n, err := fdCount(pid)
+		n, err := benchkit.FDCount(pid)
 		if err != nil {
 			r.idleErr = err
 			return
@@ -557,11 +559,11 @@ func measureIdle(e *env, r *result) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	time.Sleep(500 * time.Millisecond)
-	if r.rssBefore, err = rssKB(pid); err != nil {
+	if r.rssBefore, err = benchkit.RSSKB(pid); err != nil {
 		r.idleErr = err
 		return
 	}
-	if r.fdsBefore, err = fdCount(pid); err != nil {
+	if r.fdsBefore, err = benchkit.FDCount(pid); err != nil {
 		r.idleErr = err
 		return
 	}
@@ -571,8 +573,8 @@ func measureIdle(e *env, r *result) {
 	defer closeAll(conns)
 	if err != nil {
 		r.idleErr = err
-		if c.exited() {
-			r.idleErr = fmt.Errorf("%v; %v", err, c.exitError())
+		if c.Exited() {
+			r.idleErr = fmt.Errorf("%v; %v", err, c.ExitError())
 		}
 		return
 	}
@@ -582,7 +584,7 @@ func measureIdle(e *env, r *result) {
 	want := r.fdsBefore + 2*len(conns)
 	deadline = time.Now().Add(10 * time.Second)
 	for {
-		n, err := fdCount(pid)
+		n, err := benchkit.FDCount(pid)
 		if err != nil {
 			r.idleErr = err
 			return
@@ -594,11 +596,11 @@ func measureIdle(e *env, r *result) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	time.Sleep(time.Second)
-	if c.exited() {
-		r.idleErr = c.exitError()
+	if c.Exited() {
+		r.idleErr = c.ExitError()
 		return
 	}
-	if r.rssAfter, err = rssKB(pid); err != nil {
+	if r.rssAfter, err = benchkit.RSSKB(pid); err != nil {
 		r.idleErr = err
 		return
 	}

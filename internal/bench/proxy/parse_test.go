@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/nib-lb/nib/internal/bench/benchkit"
+
 	"strings"
 	"testing"
 )
@@ -61,41 +63,41 @@ Transfer/sec:      1.35GB
 func TestParseStatCPU(t *testing.T) {
 	// comm with a space and a parenthesis; utime 1234, stime 567.
 	stat := "4242 (we(ird) name) S 1 4242 4242 0 -1 4194560 1000 0 0 0 1234 567 0 0 20 0 3 0 100 1000000 250 18446744073709551615\n"
-	got, err := parseStatCPU(stat)
+	got, err := benchkit.ParseStatCPU(stat)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got != 1234+567 {
-		t.Errorf("parseStatCPU = %d, want %d", got, 1234+567)
+		t.Errorf("benchkit.ParseStatCPU = %d, want %d", got, 1234+567)
 	}
-	if _, err := parseStatCPU("4242 (x) S 1 2"); err == nil {
-		t.Error("parseStatCPU accepted a short line")
+	if _, err := benchkit.ParseStatCPU("4242 (x) S 1 2"); err == nil {
+		t.Error("benchkit.ParseStatCPU accepted a short line")
 	}
 }
 
 func TestParseVmRSS(t *testing.T) {
 	status := "Name:\thaproxy\nVmPeak:\t   30000 kB\nVmRSS:\t   16068 kB\nThreads:\t1\n"
-	got, err := parseVmRSS(strings.NewReader(status))
+	got, err := benchkit.ParseVmRSS(strings.NewReader(status))
 	if err != nil || got != 16068 {
-		t.Errorf("parseVmRSS = %d, %v; want 16068", got, err)
+		t.Errorf("benchkit.ParseVmRSS = %d, %v; want 16068", got, err)
 	}
-	if _, err := parseVmRSS(strings.NewReader("Name:\tx\n")); err == nil {
-		t.Error("parseVmRSS accepted a status without VmRSS")
+	if _, err := benchkit.ParseVmRSS(strings.NewReader("Name:\tx\n")); err == nil {
+		t.Error("benchkit.ParseVmRSS accepted a status without VmRSS")
 	}
 }
 
 func TestParseCPUStat(t *testing.T) {
 	stat := "cpu  10 0 10 100 0 0 0 0 0 0\ncpu0 5 1 4 50 2 1 6 3 7 0\ncpu1 5 0 6 50 0 0 0 0 0 0\n"
-	got, err := parseCPUStat(stat, "0")
+	got, err := benchkit.ParseCPUStat(stat, "0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := cpuSample{task: 5 + 1 + 4, irq: 1 + 6, steal: 3, total: 5 + 1 + 4 + 50 + 2 + 1 + 6 + 3}
+	want := benchkit.CPUSample{Task: 5 + 1 + 4, IRQ: 1 + 6, Steal: 3, Total: 5 + 1 + 4 + 50 + 2 + 1 + 6 + 3}
 	if got != want {
-		t.Errorf("parseCPUStat = %+v, want %+v", got, want)
+		t.Errorf("benchkit.ParseCPUStat = %+v, want %+v", got, want)
 	}
-	if _, err := parseCPUStat(stat, "7"); err == nil {
-		t.Error("parseCPUStat found a missing CPU")
+	if _, err := benchkit.ParseCPUStat(stat, "7"); err == nil {
+		t.Error("benchkit.ParseCPUStat found a missing CPU")
 	}
 }
 

@@ -1,4 +1,4 @@
-package main
+package benchkit
 
 import (
 	"fmt"
@@ -7,11 +7,13 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
-// lookTool finds a command in PATH or in the sbin directories (root's PATH
+// LookTool finds a command in PATH or in the sbin directories (root's PATH
 // may lack them when run through sudo or make).
-func lookTool(name string) (string, bool) {
+func LookTool(name string) (string, bool) {
 	if p, err := exec.LookPath(name); err == nil {
 		return p, true
 	}
@@ -24,11 +26,11 @@ func lookTool(name string) (string, bool) {
 	return "", false
 }
 
-// ensureTools installs the Debian packages of the missing commands.
-func ensureTools(cmds map[string]string) error {
+// EnsureTools installs the Debian packages of the missing commands.
+func EnsureTools(cmds map[string]string) error {
 	var missing []string
 	for cmd, pkg := range cmds {
-		if _, ok := lookTool(cmd); !ok {
+		if _, ok := LookTool(cmd); !ok {
 			missing = append(missing, pkg)
 		}
 	}
@@ -41,7 +43,7 @@ func ensureTools(cmds map[string]string) error {
 		return fmt.Errorf("missing Debian packages %s; install them (apt-get install %s) or run as root",
 			strings.Join(missing, ", "), strings.Join(missing, " "))
 	}
-	// Keep the packages' own services (iperf3) from starting.
+	// Keep the packages' own services (nginx on :80, haproxy) from starting.
 	const policy = "/usr/sbin/policy-rc.d"
 	if _, err := os.Stat(policy); os.IsNotExist(err) {
 		if err := os.WriteFile(policy, []byte("#!/bin/sh\nexit 101\n"), 0o755); err == nil {
@@ -61,7 +63,7 @@ func ensureTools(cmds map[string]string) error {
 		}
 	}
 	for cmd := range cmds {
-		if _, ok := lookTool(cmd); !ok {
+		if _, ok := LookTool(cmd); !ok {
 			return fmt.Errorf("%s still missing after apt-get install", cmd)
 		}
 	}
@@ -78,8 +80,23 @@ func uniq(s []string) []string {
 	return out
 }
 
-// moduleRoot returns the directory of the main module's go.mod.
-func moduleRoot() (string, error) {
+// RaiseNofile raises this process's RLIMIT_NOFILE soft limit to the hard
+// limit. Setting it explicitly also makes children inherit the raised limit
+// (the Go runtime otherwise restores the original soft limit in children).
+func RaiseNofile() (uint64, error) {
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
+		return 0, err
+	}
+	rl.Cur = rl.Max
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
+		return 0, err
+	}
+	return rl.Cur, nil
+}
+
+// ModuleRoot returns the directory of the main module's go.mod.
+func ModuleRoot() (string, error) {
 	out, err := exec.Command("go", "env", "GOMOD").Output()
 	if err != nil {
 		return "", fmt.Errorf("go env GOMOD: %v", err)
@@ -91,9 +108,9 @@ func moduleRoot() (string, error) {
 	return filepath.Dir(gomod), nil
 }
 
-// buildLbd runs go build -o dir/lbd ./lbd in the module root.
-func buildLbd(dir string) (string, error) {
-	root, err := moduleRoot()
+// BuildLbd runs go build -o dir/lbd ./lbd in the module root.
+func BuildLbd(dir string) (string, error) {
+	root, err := ModuleRoot()
 	if err != nil {
 		return "", err
 	}

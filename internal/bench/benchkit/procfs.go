@@ -1,4 +1,4 @@
-package main
+package benchkit
 
 import (
 	"bufio"
@@ -10,19 +10,19 @@ import (
 	"strings"
 )
 
-// cpuTicks returns utime+stime of process pid (all its threads), in clock ticks.
-func cpuTicks(pid int) (int64, error) {
+// CPUTicks returns utime+stime of process pid (all its threads), in clock ticks.
+func CPUTicks(pid int) (int64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0, err
 	}
-	return parseStatCPU(string(b))
+	return ParseStatCPU(string(b))
 }
 
-// parseStatCPU extracts utime (field 14) + stime (field 15) from a
+// ParseStatCPU extracts utime (field 14) + stime (field 15) from a
 // /proc/PID/stat line. The command name (field 2) may hold spaces and
 // parentheses, so fields are counted from the last ')'.
-func parseStatCPU(stat string) (int64, error) {
+func ParseStatCPU(stat string) (int64, error) {
 	i := strings.LastIndexByte(stat, ')')
 	if i < 0 {
 		return 0, fmt.Errorf("malformed stat: no ')'")
@@ -43,17 +43,17 @@ func parseStatCPU(stat string) (int64, error) {
 	return utime + stime, nil
 }
 
-// rssKB returns VmRSS of process pid in KiB.
-func rssKB(pid int) (int64, error) {
+// RSSKB returns VmRSS of process pid in KiB.
+func RSSKB(pid int) (int64, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, err
 	}
 	defer f.Close()
-	return parseVmRSS(f)
+	return ParseVmRSS(f)
 }
 
-func parseVmRSS(f io.Reader) (int64, error) {
+func ParseVmRSS(f io.Reader) (int64, error) {
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		line := sc.Text()
@@ -72,8 +72,8 @@ func parseVmRSS(f io.Reader) (int64, error) {
 	return 0, fmt.Errorf("no VmRSS line")
 }
 
-// fdCount returns the number of open file descriptors of process pid.
-func fdCount(pid int) (int, error) {
+// FDCount returns the number of open file descriptors of process pid.
+func FDCount(pid int) (int, error) {
 	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
 	if err != nil {
 		return 0, err
@@ -81,8 +81,8 @@ func fdCount(pid int) (int, error) {
 	return len(ents), nil
 }
 
-// procComm returns the command name of process pid.
-func procComm(pid int) string {
+// ProcComm returns the command name of process pid.
+func ProcComm(pid int) string {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
 	if err != nil {
 		return ""
@@ -90,8 +90,8 @@ func procComm(pid int) string {
 	return strings.TrimSpace(string(b))
 }
 
-// nofileLimit returns the soft RLIMIT_NOFILE of process pid, from /proc/PID/limits.
-func nofileLimit(pid int) (int64, error) {
+// NofileLimit returns the soft RLIMIT_NOFILE of process pid, from /proc/PID/limits.
+func NofileLimit(pid int) (int64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", pid))
 	if err != nil {
 		return 0, err
@@ -107,9 +107,9 @@ func nofileLimit(pid int) (int64, error) {
 	return 0, fmt.Errorf("no 'Max open files' line")
 }
 
-// clockTicks returns sysconf(_SC_CLK_TCK) as reported by getconf, or 100 (the
+// ClockTicks returns sysconf(_SC_CLK_TCK) as reported by getconf, or 100 (the
 // value on every Linux architecture Go supports) if getconf is unavailable.
-func clockTicks() (int64, string) {
+func ClockTicks() (int64, string) {
 	out, err := exec.Command("getconf", "CLK_TCK").Output()
 	if err == nil {
 		if n, err := strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64); err == nil && n > 0 {
@@ -119,25 +119,25 @@ func clockTicks() (int64, string) {
 	return 100, "default"
 }
 
-// cpuSample is one CPU's cumulative times from /proc/stat, in clock ticks.
-type cpuSample struct {
-	task  int64 // user + nice + system: time charged to tasks
-	irq   int64 // irq + softirq (not charged to any task)
-	steal int64 // taken by the hypervisor
-	total int64
+// CPUSample is one CPU's cumulative times from /proc/stat, in clock ticks.
+type CPUSample struct {
+	Task  int64 // user + nice + system: time charged to tasks
+	IRQ   int64 // irq + softirq (not charged to any task)
+	Steal int64 // taken by the hypervisor
+	Total int64
 }
 
-// readCPU samples one CPU ("0") from /proc/stat.
-func readCPU(cpu string) (cpuSample, error) {
+// ReadCPU samples one CPU ("0") from /proc/stat.
+func ReadCPU(cpu string) (CPUSample, error) {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
-		return cpuSample{}, err
+		return CPUSample{}, err
 	}
-	return parseCPUStat(string(b), cpu)
+	return ParseCPUStat(string(b), cpu)
 }
 
-func parseCPUStat(stat, cpu string) (cpuSample, error) {
-	var s cpuSample
+func ParseCPUStat(stat, cpu string) (CPUSample, error) {
+	var s CPUSample
 	for _, line := range strings.Split(stat, "\n") {
 		f := strings.Fields(line)
 		if len(f) < 9 || f[0] != "cpu"+cpu {
@@ -152,11 +152,11 @@ func parseCPUStat(stat, cpu string) (cpuSample, error) {
 				return s, fmt.Errorf("/proc/stat cpu%s: %v", cpu, err)
 			}
 			v[i] = n
-			s.total += n
+			s.Total += n
 		}
-		s.task = v[0] + v[1] + v[2]
-		s.irq = v[5] + v[6]
-		s.steal = v[7]
+		s.Task = v[0] + v[1] + v[2]
+		s.IRQ = v[5] + v[6]
+		s.Steal = v[7]
 		return s, nil
 	}
 	return s, fmt.Errorf("/proc/stat has no cpu%s line", cpu)

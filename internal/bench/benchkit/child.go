@@ -1,4 +1,4 @@
-package main
+package benchkit
 
 import (
 	"bytes"
@@ -11,11 +11,11 @@ import (
 	"time"
 )
 
-// child is a process the benchmark started. Every child gets its own process
+// Child is a process a benchmark started. Every child gets its own process
 // group, so killing the group also ends what it forked (nginx's worker) or
 // exec'd (taskset, prlimit).
-type child struct {
-	name string
+type Child struct {
+	Name string
 	cmd  *exec.Cmd
 	log  string // path of the file holding its stdout and stderr
 
@@ -25,12 +25,12 @@ type child struct {
 
 var children struct {
 	sync.Mutex
-	set     map[*child]struct{}
+	set     map[*Child]struct{}
 	stopped bool // set once shutdown began: no new children
 }
 
-// startChild starts argv with stdout and stderr going to logPath.
-func startChild(name, logPath string, argv ...string) (*child, error) {
+// StartChild starts argv with stdout and stderr going to logPath.
+func StartChild(name, logPath string, argv ...string) (*Child, error) {
 	children.Lock()
 	defer children.Unlock()
 	if children.stopped {
@@ -48,14 +48,14 @@ func startChild(name, logPath string, argv ...string) (*child, error) {
 		f.Close()
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	c := &child{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
+	c := &Child{Name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
 	go func() {
 		c.err = cmd.Wait()
 		f.Close()
 		close(c.done)
 	}()
 	if children.set == nil {
-		children.set = make(map[*child]struct{})
+		children.set = make(map[*Child]struct{})
 	}
 	children.set[c] = struct{}{}
 	return c, nil
@@ -63,9 +63,9 @@ func startChild(name, logPath string, argv ...string) (*child, error) {
 
 // pid is the process id; with taskset or prlimit in front it is the pid of the
 // program they exec.
-func (c *child) pid() int { return c.cmd.Process.Pid }
+func (c *Child) PID() int { return c.cmd.Process.Pid }
 
-func (c *child) exited() bool {
+func (c *Child) Exited() bool {
 	select {
 	case <-c.done:
 		return true
@@ -75,20 +75,20 @@ func (c *child) exited() bool {
 }
 
 // exitError describes how the child ended, with the tail of its log.
-func (c *child) exitError() error {
+func (c *Child) ExitError() error {
 	<-c.done
 	msg := "exited"
 	if c.err != nil {
 		msg = c.err.Error()
 	}
-	if tail := c.logTail(5); tail != "" {
+	if tail := c.LogTail(5); tail != "" {
 		msg += ": " + tail
 	}
-	return fmt.Errorf("%s %s", c.name, msg)
+	return fmt.Errorf("%s %s", c.Name, msg)
 }
 
 // logTail returns the last n non-empty lines of the child's log, joined by " | ".
-func (c *child) logTail(n int) string {
+func (c *Child) LogTail(n int) string {
 	b, err := os.ReadFile(c.log)
 	if err != nil {
 		return ""
@@ -106,43 +106,43 @@ func (c *child) logTail(n int) string {
 }
 
 // stop kills the child's process group and waits for the child to be reaped.
-func (c *child) stop() {
-	_ = syscall.Kill(-c.pid(), syscall.SIGKILL)
+func (c *Child) Stop() {
+	_ = syscall.Kill(-c.PID(), syscall.SIGKILL)
 	select {
 	case <-c.done:
 	case <-time.After(20 * time.Second):
-		fmt.Fprintf(os.Stderr, "warning: %s (pid %d) did not exit after SIGKILL\n", c.name, c.pid())
+		fmt.Fprintf(os.Stderr, "warning: %s (pid %d) did not exit after SIGKILL\n", c.Name, c.PID())
 	}
 	children.Lock()
 	delete(children.set, c)
 	children.Unlock()
 }
 
-// stopping reports whether shutdown (Ctrl-C) began.
-func stopping() bool {
+// Stopping reports whether shutdown (Ctrl-C) began.
+func Stopping() bool {
 	children.Lock()
 	defer children.Unlock()
 	return children.stopped
 }
 
-// killAll stops every child still running; no child can be started afterwards.
-func killAll() {
+// KillAll stops every child still running; no child can be started afterwards.
+func KillAll() {
 	children.Lock()
 	children.stopped = true
-	list := make([]*child, 0, len(children.set))
+	list := make([]*Child, 0, len(children.set))
 	for c := range children.set {
 		list = append(list, c)
 	}
 	children.Unlock()
 	for _, c := range list {
-		c.stop()
+		c.Stop()
 	}
 }
 
-// runChild runs argv to completion as a registered child (so Ctrl-C kills it)
+// RunChild runs argv to completion as a registered child (so Ctrl-C kills it)
 // and returns its combined output.
-func runChild(name, logPath string, argv ...string) (string, error) {
-	c, err := startChild(name, logPath, argv...)
+func RunChild(name, logPath string, argv ...string) (string, error) {
+	c, err := StartChild(name, logPath, argv...)
 	if err != nil {
 		return "", err
 	}
@@ -158,19 +158,31 @@ func runChild(name, logPath string, argv ...string) (string, error) {
 }
 
 // waitLog waits until the child's log contains what, or it exits, or d passes.
-func (c *child) waitLog(what string, d time.Duration) error {
+func (c *Child) WaitLog(what string, d time.Duration) error {
 	deadline := time.Now().Add(d)
 	for {
 		b, _ := os.ReadFile(c.log)
 		if strings.Contains(string(b), what) {
 			return nil
 		}
-		if c.exited() {
-			return c.exitError()
+		if c.Exited() {
+			return c.ExitError()
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s did not log %q within %v (log: %s)", c.name, what, d, c.logTail(5))
+			return fmt.Errorf("%s did not log %q within %v (log: %s)", c.Name, what, d, c.LogTail(5))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// Done is closed when the process has exited.
+func (c *Child) Done() <-chan struct{} { return c.done }
+
+// LogPath is the file holding the process's stdout and stderr.
+func (c *Child) LogPath() string { return c.log }
+
+// Err is Wait's result, once Done is closed.
+func (c *Child) Err() error { return c.err }
+
+// ProcessState is the exited process's state (nil while it runs).
+func (c *Child) ProcessState() *os.ProcessState { return c.cmd.ProcessState }
