@@ -2,6 +2,7 @@ package main
 
 import (
 	"github.com/nib-lb/nib/internal/bench/benchkit"
+	"slices"
 
 	"encoding/json"
 	"fmt"
@@ -135,11 +136,11 @@ func (e *env) bench() error {
 	var lbd, pen *lbResult
 
 	// Phase 1: realistic offloads (veth defaults, GRO on at lb).
-	if contains(o.only, "lbd") {
+	if slices.Contains(o.only, "lbd") {
 		if err := e.setOffloads(true); err != nil {
 			return err
 		}
-		if contains(o.tests, "iperf") {
+		if slices.Contains(o.tests, "iperf") {
 			e.measureDirect("realistic")
 		}
 		lbd = &lbResult{name: "lbd"}
@@ -147,11 +148,11 @@ func (e *env) bench() error {
 		e.measureLB(lbd)
 	}
 	// Phase 2: what pen needs (client tx checksum offload off, lb GRO off).
-	if contains(o.only, "pen") && !benchkit.Stopping() {
+	if slices.Contains(o.only, "pen") && !benchkit.Stopping() {
 		if err := e.setOffloads(false); err != nil {
 			return err
 		}
-		if contains(o.tests, "iperf") {
+		if slices.Contains(o.tests, "iperf") {
 			e.measureDirect("pen")
 		}
 		pen = &lbResult{name: "pen"}
@@ -159,7 +160,7 @@ func (e *env) bench() error {
 		e.measureLB(pen)
 	}
 	// Phase 3: lbd (realistic offloads again) paced at pen's forwarded rate.
-	if lbd != nil && contains(o.tests, "frames") && !benchkit.Stopping() {
+	if lbd != nil && slices.Contains(o.tests, "frames") && !benchkit.Stopping() {
 		rate, how := 0.21e6, "pen not measured: the issue's 0.21 Mpps"
 		if pen != nil && pen.frames.measured && pen.frames.fwdPPS > 0 {
 			rate, how = pen.frames.fwdPPS, "pen's forwarded rate in this run"
@@ -220,7 +221,7 @@ func (e *env) steer() error {
 	if err := set(e.topo.SwitchNS(), "/sys/class/net/[!b]*/queues/rx-*/rps_cpus", loadMask); err != nil {
 		return err
 	}
-	logf("RPS: lb eth0 receive on CPU %s; switch ports, client and backends on CPU %s", e.o.lbCPU, e.o.loadCPU)
+	benchkit.Logf("RPS: lb eth0 receive on CPU %s; switch ports, client and backends on CPU %s", e.o.lbCPU, e.o.loadCPU)
 	return nil
 }
 
@@ -251,7 +252,7 @@ func (e *env) setOffloads(realistic bool) error {
 			name = "pen's (client tx checksum offload off, lb GRO off)"
 		}
 		e.offload = fmt.Sprintf("%s — %s; %s; backends: veth defaults", name, desc(c), desc(lb))
-		logf("offloads: %s", e.offload)
+		benchkit.Logf("offloads: %s", e.offload)
 	})
 }
 
@@ -282,7 +283,7 @@ func (e *env) lbArgv(name string, extra ...string) []string {
 func (e *env) startLB(r *lbResult, tag string, args ...string) (*benchkit.Child, error) {
 	argv := e.lbArgv(r.name, args...)
 	r.cmdlines = append(r.cmdlines, quoteArgv(argv))
-	logf("%s: %s", r.name, quoteArgv(argv))
+	benchkit.Logf("%s: %s", r.name, quoteArgv(argv))
 	c, err := benchkit.StartChild(r.name, filepath.Join(tmpDir, r.name+"-"+tag+".log"), argv...)
 	if err != nil {
 		return nil, err
@@ -325,11 +326,11 @@ func (e *env) resolveFromClient(r *lbResult, addr string) error {
 		if res.MAC != lbMAC {
 			return fmt.Errorf("%s resolved to %s, not lb's %s", addr, res.MAC, lbMAC)
 		}
-		logf("%s: the client resolved %s to lb's MAC %s (%s answers ARP itself)", r.name, addr, lbMAC, r.name)
+		benchkit.Logf("%s: the client resolved %s to lb's MAC %s (%s answers ARP itself)", r.name, addr, lbMAC, r.name)
 		return nil
 	}
 	note := fmt.Sprintf("%s did not answer ARP for %s (%v): the client got a static neighbour entry %s lladdr %s", r.name, addr, err, addr, lbMAC)
-	logf("%s", note)
+	benchkit.Logf("%s", note)
 	r.notes = append(r.notes, note)
 	_, err = benchkit.RunChild("neigh", filepath.Join(tmpDir, "neigh.log"), "ip", "-n", c.NS(), "neigh", "replace", addr, "lladdr", lbMAC, "dev", "eth0", "nud", "permanent")
 	return err
@@ -382,13 +383,13 @@ func (e *env) measureLB(r *lbResult) {
 	r.iperf.offload = e.offload
 	r.notes = append(r.notes, "offloads: "+e.offload)
 
-	if contains(e.o.tests, "iperf") {
+	if slices.Contains(e.o.tests, "iperf") {
 		e.measureIperf(r)
 	}
-	if contains(e.o.tests, "frames") && !benchkit.Stopping() {
+	if slices.Contains(e.o.tests, "frames") && !benchkit.Stopping() {
 		r.frames = e.framesAt(r, 0)
 	}
-	if contains(e.o.tests, "tarpit") && !benchkit.Stopping() {
+	if slices.Contains(e.o.tests, "tarpit") && !benchkit.Stopping() {
 		r.tarpit = e.tarpitLoad(r)
 	}
 }
@@ -508,7 +509,7 @@ func (e *env) iperf(who, target string, streams int, reverse bool, lb *benchkit.
 		argv = append(argv, "-R")
 	}
 	what := fmt.Sprintf("%s: iperf3 -P %d%s", who, streams, map[bool]string{true: " -R (download)", false: " (upload)"}[reverse])
-	logf("%s: %s", what, quoteArgv(argv))
+	benchkit.Logf("%s: %s", what, quoteArgv(argv))
 	w := e.watch(lb)
 	c, err := benchkit.StartChild("iperf3", filepath.Join(tmpDir, "iperf3-client.log"), argv...)
 	if err != nil {
@@ -526,11 +527,11 @@ func (e *env) iperf(who, target string, streams int, reverse bool, lb *benchkit.
 		if c.Err() != nil {
 			perr = fmt.Errorf("%v (%v)", perr, c.Err())
 		}
-		logf("%s: %v", what, perr)
+		benchkit.Logf("%s: %v", what, perr)
 		return iperfRes{err: perr}
 	}
 	r.noise, r.lbCPU = noise, lbCPU
-	logf("%s: %.2f Gbit/s, %d retransmits%s%s", what, r.bps/1e9, r.retr, cpuSuffix(lb != nil, lbCPU), noiseSuffix(noise))
+	benchkit.Logf("%s: %.2f Gbit/s, %d retransmits%s%s", what, r.bps/1e9, r.retr, cpuSuffix(lb != nil, lbCPU), noiseSuffix(noise))
 	return r
 }
 
@@ -638,11 +639,11 @@ func (e *env) framesAt(r *lbResult, rate float64) frameRes {
 	}
 	f.measured = true
 	f.diag = e.lbDiag(c, ctl)
-	logf("%s: 64-byte frames%s: sent %d in %.2fs (%.3f Mpps, %d refused by the client's send), lb eth0 received %d, backends %v = %.3f Mpps forwarded, loss %.2f%%, backlog drops %d, LB process %.0f%% of its CPU%s",
+	benchkit.Logf("%s: 64-byte frames%s: sent %d in %.2fs (%.3f Mpps, %d refused by the client's send), lb eth0 received %d, backends %v = %.3f Mpps forwarded, loss %.2f%%, backlog drops %d, LB process %.0f%% of its CPU%s",
 		name, map[bool]string{true: fmt.Sprintf(" paced at %.3f Mpps", rate/1e6), false: " at full rate"}[rate > 0],
 		f.sent, f.secs, f.offered/1e6, f.refused, f.atLB, f.beRx, f.fwdPPS/1e6, 100*f.loss, f.backlog, 100*f.lbCPU, noiseSuffix(f.noise))
 	if f.diag != "" {
-		logf("%s: after the load: %s", name, f.diag)
+		benchkit.Logf("%s: after the load: %s", name, f.diag)
 		r.notes = append(r.notes, fmt.Sprintf("64-byte frames%s, after the load: %s",
 			map[bool]string{true: fmt.Sprintf(" paced at %.3f Mpps", rate/1e6), false: " at full rate"}[rate > 0], f.diag))
 	}
@@ -721,7 +722,7 @@ func (e *env) tarpitLoad(r *lbResult) tarpitRes {
 		t.rate = float64(t.replies) / t.secs
 	}
 	t.measured = true
-	logf("%s: tarpit: %d SYNs sent in %.2fs (%.0f/s), %d SYN+ACKs back = %.0f/s; checksums right in %d of %d sampled; LB process %.0f%% of its CPU%s",
+	benchkit.Logf("%s: tarpit: %d SYNs sent in %.2fs (%.0f/s), %d SYN+ACKs back = %.0f/s; checksums right in %d of %d sampled; LB process %.0f%% of its CPU%s",
 		r.name, t.sent, t.secs, float64(t.sent)/t.secs, t.replies, t.rate, t.valid, t.sample, 100*t.lbCPU, noiseSuffix(t.noise))
 	return t
 }

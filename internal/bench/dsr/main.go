@@ -13,15 +13,14 @@ package main
 
 import (
 	"github.com/nib-lb/nib/internal/bench/benchkit"
+	"slices"
 
 	"flag"
 	"fmt"
 	"os"
-	"os/signal"
 	"runtime"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/nib-lb/nib/internal/netnstest"
@@ -111,7 +110,7 @@ func main() {
 		if p == "" {
 			continue
 		}
-		if !contains(allLBs, p) {
+		if !slices.Contains(allLBs, p) {
 			fmt.Fprintf(os.Stderr, "-only: unknown load balancer %q (want lbd,pen)\n", p)
 			os.Exit(2)
 		}
@@ -121,7 +120,7 @@ func main() {
 		if p = strings.TrimSpace(p); p == "" {
 			continue
 		}
-		if !contains(allTests, p) {
+		if !slices.Contains(allTests, p) {
 			fmt.Fprintf(os.Stderr, "-tests: unknown measurement %q (want iperf,frames,tarpit)\n", p)
 			os.Exit(2)
 		}
@@ -133,40 +132,7 @@ func main() {
 	}
 	keepTemp = o.keep
 
-	sigc := make(chan os.Signal, 1)
-	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	go func() {
-		s := <-sigc
-		fmt.Fprintf(os.Stderr, "\n%v: benchkit.Stopping all child processes, removing the namespaces\n", s)
-		cleanup()
-		os.Exit(130)
-	}()
-
-	err := run(o)
-	if benchkit.Stopping() {
-		select {} // interrupted: the signal handler cleans up and exits
-	}
-	cleanup()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench-dsr:", err)
-		os.Exit(1)
-	}
-}
-
-func contains(s []string, v string) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
-}
-
-func logf(format string, args ...any) {
-	if benchkit.Stopping() {
-		return
-	}
-	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+	benchkit.Main("bench-dsr", func() error { return run(o) }, cleanup)
 }
 
 func run(o options) error {
@@ -174,11 +140,11 @@ func run(o options) error {
 		return fmt.Errorf("needs root (network namespaces, AF_PACKET)")
 	}
 	if runtime.NumCPU() < 2 && o.lbCPU != o.loadCPU {
-		logf("warning: only %d CPU: pinning everything to CPU 0", runtime.NumCPU())
+		benchkit.Logf("warning: only %d CPU: pinning everything to CPU 0", runtime.NumCPU())
 		o.lbCPU, o.loadCPU = "0", "0"
 	}
 	cmds := map[string]string{"iperf3": "iperf3", "ethtool": "ethtool", "taskset": "util-linux", "ip": "iproute2", "sysctl": "procps"}
-	if contains(o.only, "pen") {
+	if slices.Contains(o.only, "pen") {
 		cmds["pen"] = "pen"
 	}
 	if err := benchkit.EnsureTools(cmds); err != nil {
@@ -197,11 +163,11 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	if contains(o.only, "lbd") {
+	if slices.Contains(o.only, "lbd") {
 		if o.lbdPath != "" {
 			e.lbd = o.lbdPath
 		} else {
-			logf("go build -o %s/lbd ./lbd", tmpDir)
+			benchkit.Logf("go build -o %s/lbd ./lbd", tmpDir)
 			if e.lbd, err = benchkit.BuildLbd(tmpDir); err != nil {
 				return err
 			}

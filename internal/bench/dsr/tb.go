@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/nib-lb/nib/internal/bench/benchkit"
+
 	"context"
 	"fmt"
 	"os"
@@ -40,9 +42,9 @@ func (t *benchTB) Cleanup(f func()) {
 
 func (t *benchTB) Context() context.Context { return context.Background() }
 
-func (t *benchTB) Log(args ...any) { logf("%s", fmt.Sprint(args...)) }
+func (t *benchTB) Log(args ...any) { benchkit.Logf("%s", fmt.Sprint(args...)) }
 func (t *benchTB) Logf(format string, args ...any) {
-	logf(format, args...)
+	benchkit.Logf(format, args...)
 }
 
 func (t *benchTB) Error(args ...any) { t.Errorf("%s", fmt.Sprint(args...)) }

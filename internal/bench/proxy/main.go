@@ -9,17 +9,16 @@ package main
 
 import (
 	"github.com/nib-lb/nib/internal/bench/benchkit"
+	"slices"
 
 	"flag"
 	"fmt"
 	"net"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -138,7 +137,7 @@ func main() {
 		if p == "" {
 			continue
 		}
-		if !contains(allProxies, p) {
+		if !slices.Contains(allProxies, p) {
 			fmt.Fprintf(os.Stderr, "-only: unknown proxy %q (want %s)\n", p, strings.Join(allProxies, ","))
 			os.Exit(2)
 		}
@@ -154,40 +153,7 @@ func main() {
 	}
 	keepTemp = o.keep
 
-	sigc := make(chan os.Signal, 1)
-	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	go func() {
-		s := <-sigc
-		fmt.Fprintf(os.Stderr, "\n%v: benchkit.Stopping all child processes\n", s)
-		cleanup()
-		os.Exit(130)
-	}()
-
-	err := run(o)
-	if benchkit.Stopping() {
-		select {} // interrupted: the signal handler cleans up and exits
-	}
-	cleanup()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench-proxy:", err)
-		os.Exit(1)
-	}
-}
-
-func contains(s []string, v string) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
-}
-
-func logf(format string, args ...any) {
-	if benchkit.Stopping() {
-		return
-	}
-	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+	benchkit.Main("bench-proxy", func() error { return run(o) }, cleanup)
 }
 
 // env is the shared state of one benchmark run.
@@ -205,10 +171,10 @@ func run(o options) error {
 		return fmt.Errorf("raise RLIMIT_NOFILE: %v", err)
 	}
 	if need := uint64(2*o.idle + 100); o.idle > 0 && limit < need {
-		logf("warning: RLIMIT_NOFILE is %d; a proxy needs about %d descriptors for %d idle connections", limit, need, o.idle)
+		benchkit.Logf("warning: RLIMIT_NOFILE is %d; a proxy needs about %d descriptors for %d idle connections", limit, need, o.idle)
 	}
 	if runtime.NumCPU() < 2 && o.proxyCPU != o.loadCPU {
-		logf("warning: only %d CPU: pinning everything to CPU 0", runtime.NumCPU())
+		benchkit.Logf("warning: only %d CPU: pinning everything to CPU 0", runtime.NumCPU())
 		o.proxyCPU, o.loadCPU = "0", "0"
 	}
 
@@ -240,7 +206,7 @@ func run(o options) error {
 			return err
 		}
 	}
-	if contains(o.only, "haproxy") {
+	if slices.Contains(o.only, "haproxy") {
 		for tag, backend := range map[string]string{"http": nginxAddr, "idle": holdAddr} {
 			cfg := haproxyConfig(proxyAddr, backend, haproxyMaxconn(limit, o.splice), o.splice)
 			if err := os.WriteFile(filepath.Join(tmpDir, "haproxy-"+tag+".cfg"), []byte(cfg), 0o644); err != nil {
@@ -248,7 +214,7 @@ func run(o options) error {
 			}
 		}
 	}
-	logf("temp dir %s, RLIMIT_NOFILE %d, CLK_TCK %d (%s), proxy on CPU %s, load on CPU %s, haproxy maxconn %d splice %s",
+	benchkit.Logf("temp dir %s, RLIMIT_NOFILE %d, CLK_TCK %d (%s), proxy on CPU %s, load on CPU %s, haproxy maxconn %d splice %s",
 		tmpDir, limit, e.clk, how, o.proxyCPU, o.loadCPU, haproxyMaxconn(limit, o.splice), o.splice)
 
 	// Backend: nginx, one worker.
@@ -280,7 +246,7 @@ func run(o options) error {
 	if err != nil {
 		return fmt.Errorf("nginx: %v (log: %s)", err, ng.LogTail(5))
 	}
-	logf("nginx ready on %s (pid %d)", nginxAddr, ng.PID())
+	benchkit.Logf("nginx ready on %s (pid %d)", nginxAddr, ng.PID())
 
 	// Backend of the idle-connection test: this binary in -hold-server mode.
 	if o.idle > 0 {
@@ -302,21 +268,21 @@ func run(o options) error {
 		}); err != nil {
 			return err
 		}
-		logf("idle backend ready on %s (pid %d)", holdAddr, hs.PID())
+		benchkit.Logf("idle backend ready on %s (pid %d)", holdAddr, hs.PID())
 	}
 
-	if contains(o.only, "lbd") {
+	if slices.Contains(o.only, "lbd") {
 		if o.lbdPath != "" {
 			e.lbd = o.lbdPath
 		} else {
-			logf("go build -o %s/lbd ./lbd", tmpDir)
+			benchkit.Logf("go build -o %s/lbd ./lbd", tmpDir)
 			e.lbd, e.lbdErr = benchkit.BuildLbd(tmpDir)
 		}
 	}
 
 	var results []*result
 	for _, name := range allProxies {
-		if !contains(o.only, name) {
+		if !slices.Contains(o.only, name) {
 			continue
 		}
 		results = append(results, benchProxy(e, name))
@@ -370,7 +336,7 @@ func startProxy(e *env, name, tag, backend string, probe func() error) (*benchki
 	if err != nil {
 		return nil, err
 	}
-	logf("%s: %s", name, strings.Join(argv, " "))
+	benchkit.Logf("%s: %s", name, strings.Join(argv, " "))
 	c, err := benchkit.StartChild(name, filepath.Join(tmpDir, name+"-"+tag+".log"), argv...)
 	if err != nil {
 		return nil, err
@@ -393,13 +359,13 @@ func benchProxy(e *env, name string) *result {
 	})
 	if err != nil {
 		r.startErr = err
-		logf("%s: %v", name, err)
+		benchkit.Logf("%s: %v", name, err)
 		return r
 	}
 	pid := c.PID()
 	r.childComm = benchkit.ProcComm(pid)
 	r.childNofile, _ = benchkit.NofileLimit(pid)
-	logf("%s: ready, pid %d (%s), RLIMIT_NOFILE %d", name, pid, r.childComm, r.childNofile)
+	benchkit.Logf("%s: ready, pid %d (%s), RLIMIT_NOFILE %d", name, pid, r.childComm, r.childNofile)
 	if need := int64(2*e.o.idle + 64); e.o.idle > 0 && r.childNofile < need {
 		r.notes = append(r.notes, fmt.Sprintf("RLIMIT_NOFILE of the proxy is %d, the idle test needs about %d", r.childNofile, need))
 	}
@@ -407,13 +373,13 @@ func benchProxy(e *env, name string) *result {
 		m := runLoad(e, c, l)
 		r.loads[l.key] = m
 		if m.err != nil {
-			logf("%s %s: %v", name, l.key, m.err)
+			benchkit.Logf("%s %s: %v", name, l.key, m.err)
 			if c.Exited() {
 				break
 			}
 			continue
 		}
-		logf("%s %s: %d requests in %.2fs, %.0f req/s, proxy CPU %d ticks = %.2f µs/req%s",
+		benchkit.Logf("%s %s: %d requests in %.2fs, %.0f req/s, proxy CPU %d ticks = %.2f µs/req%s",
 			name, l.key, m.wrk.Requests, m.wrk.Seconds, m.wrk.RPS, m.ticks, m.usReq, suffix(m))
 	}
 	c.Stop()
@@ -421,9 +387,9 @@ func benchProxy(e *env, name string) *result {
 	if e.o.idle > 0 {
 		measureIdle(e, r)
 		if r.idleErr != nil {
-			logf("%s idle: %v", name, r.idleErr)
+			benchkit.Logf("%s idle: %v", name, r.idleErr)
 		} else {
-			logf("%s idle: %d connections, RSS %d → %d KiB, fds %d → %d: %.2f KiB per connection",
+			benchkit.Logf("%s idle: %d connections, RSS %d → %d KiB, fds %d → %d: %.2f KiB per connection",
 				name, r.idleConns, r.rssBefore, r.rssAfter, r.fdsBefore, r.fdsAfter, r.rssPerConn)
 		}
 	}
@@ -472,7 +438,7 @@ func runLoad(e *env, c *benchkit.Child, l load) *measurement {
 		return m
 	}
 	s0, cpuErr := benchkit.ReadCPU(e.o.proxyCPU)
-	logf("%s %s: %s", c.Name, l.key, strings.Join(argv(e.o.duration), " "))
+	benchkit.Logf("%s %s: %s", c.Name, l.key, strings.Join(argv(e.o.duration), " "))
 	out, err := benchkit.RunChild("wrk", logPath, argv(e.o.duration)...)
 	if err != nil {
 		m.err = fmt.Errorf("%v: %s", err, strings.TrimSpace(out))
@@ -578,7 +544,7 @@ func measureIdle(e *env, r *result) {
 		}
 		return
 	}
-	logf("%s idle: %d connections established end to end in %v", r.name, len(conns), time.Since(start).Round(time.Millisecond))
+	benchkit.Logf("%s idle: %d connections established end to end in %v", r.name, len(conns), time.Since(start).Round(time.Millisecond))
 	// Every connection echoed a byte, so both of the proxy's sockets exist;
 	// still wait for the descriptor count to settle before reading RSS.
 	want := r.fdsBefore + 2*len(conns)

@@ -68,10 +68,10 @@ func TestParseStatCPU(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got != 1234+567 {
-		t.Errorf("benchkit.ParseStatCPU = %d, want %d", got, 1234+567)
+		t.Errorf("ParseStatCPU = %d, want %d", got, 1234+567)
 	}
 	if _, err := benchkit.ParseStatCPU("4242 (x) S 1 2"); err == nil {
-		t.Error("benchkit.ParseStatCPU accepted a short line")
+		t.Error("ParseStatCPU accepted a short line")
 	}
 }
 
@@ -79,10 +79,10 @@ func TestParseVmRSS(t *testing.T) {
 	status := "Name:\thaproxy\nVmPeak:\t   30000 kB\nVmRSS:\t   16068 kB\nThreads:\t1\n"
 	got, err := benchkit.ParseVmRSS(strings.NewReader(status))
 	if err != nil || got != 16068 {
-		t.Errorf("benchkit.ParseVmRSS = %d, %v; want 16068", got, err)
+		t.Errorf("ParseVmRSS = %d, %v; want 16068", got, err)
 	}
 	if _, err := benchkit.ParseVmRSS(strings.NewReader("Name:\tx\n")); err == nil {
-		t.Error("benchkit.ParseVmRSS accepted a status without VmRSS")
+		t.Error("ParseVmRSS accepted a status without VmRSS")
 	}
 }
 
@@ -94,10 +94,10 @@ func TestParseCPUStat(t *testing.T) {
 	}
 	want := benchkit.CPUSample{Task: 5 + 1 + 4, IRQ: 1 + 6, Steal: 3, Total: 5 + 1 + 4 + 50 + 2 + 1 + 6 + 3}
 	if got != want {
-		t.Errorf("benchkit.ParseCPUStat = %+v, want %+v", got, want)
+		t.Errorf("ParseCPUStat = %+v, want %+v", got, want)
 	}
 	if _, err := benchkit.ParseCPUStat(stat, "7"); err == nil {
-		t.Error("benchkit.ParseCPUStat found a missing CPU")
+		t.Error("ParseCPUStat found a missing CPU")
 	}
 }
 
