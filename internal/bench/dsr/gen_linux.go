@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/nib-lb/nib/internal/frame"
+
 	"bufio"
 	"encoding/binary"
 	"encoding/json"
@@ -132,49 +134,17 @@ func arpTable(dst netip.Addr) (net.HardwareAddr, bool) {
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
-// csumAdd adds b to a one's-complement running sum.
-func csumAdd(sum uint32, b []byte) uint32 {
-	for i := 0; i+1 < len(b); i += 2 {
-		sum += uint32(b[i])<<8 | uint32(b[i+1])
-	}
-	if len(b)%2 == 1 {
-		sum += uint32(b[len(b)-1]) << 8
-	}
-	return sum
-}
-
-func csumFold(sum uint32) uint16 {
-	for sum > 0xffff {
-		sum = sum&0xffff + sum>>16
-	}
-	return ^uint16(sum)
-}
-
 // l4csum is the TCP/UDP checksum of seg (checksum field zeroed) from src to dst.
 func l4csum(src, dst [4]byte, proto byte, seg []byte) uint16 {
-	sum := csumAdd(0, src[:])
-	sum = csumAdd(sum, dst[:])
-	sum += uint32(proto) + uint32(len(seg))
-	return csumFold(csumAdd(sum, seg))
+	return frame.Checksum(seg, frame.PseudoHeaderSum(src[:], dst[:], proto, len(seg)))
 }
 
 // buildFrame writes an Ethernet+IPv4 header for an L4 segment of l4len bytes
 // and returns the frame with room for the segment.
 func buildFrame(dstMAC, srcMAC net.HardwareAddr, src, dst [4]byte, proto byte, l4len int) []byte {
-	f := make([]byte, 14+20+l4len)
-	copy(f[0:6], dstMAC)
-	copy(f[6:12], srcMAC)
-	binary.BigEndian.PutUint16(f[12:], 0x0800)
-	ip := f[14:34]
-	ip[0] = 0x45
-	binary.BigEndian.PutUint16(ip[2:], uint16(20+l4len))
-	ip[6] = 0x40 // DF
-	ip[8] = 64
-	ip[9] = proto
-	copy(ip[12:16], src[:])
-	copy(ip[16:20], dst[:])
-	binary.BigEndian.PutUint16(ip[10:], csumFold(csumAdd(0, ip)))
-	return f
+	f := frame.AppendEthernet(make([]byte, 0, 14+20+l4len), [6]byte(dstMAC), [6]byte(srcMAC), nil, frame.EtherTypeIPv4)
+	f = frame.AppendIPv4(f, frame.IPv4Header{FlagsFragment: frame.IPv4DontFragment, TTL: 64, Proto: proto, Src: netip.AddrFrom4(src), Dst: netip.AddrFrom4(dst)}, l4len)
+	return append(f, make([]byte, l4len)...)
 }
 
 // synOptions are a Linux SYN's options: MSS, SACK permitted, timestamps,
@@ -387,15 +357,9 @@ func tcpFrameValid(f []byte) bool {
 	if ihl < 20 || tot < ihl+20 || len(ip) < tot {
 		return false
 	}
-	if csumFold(csumAdd(0, ip[:ihl])) != 0 {
+	if frame.Checksum(ip[:ihl], 0) != 0 {
 		return false
 	}
-	var s, d [4]byte
-	copy(s[:], ip[12:16])
-	copy(d[:], ip[16:20])
 	seg := ip[ihl:tot]
-	sum := csumAdd(0, s[:])
-	sum = csumAdd(sum, d[:])
-	sum += 6 + uint32(len(seg))
-	return csumFold(csumAdd(sum, seg)) == 0
+	return frame.Checksum(seg, frame.PseudoHeaderSum(ip[12:16], ip[16:20], 6, len(seg))) == 0
 }
