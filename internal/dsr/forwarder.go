@@ -186,7 +186,7 @@ func (w *worker) run(c *conn) error {
 	for i := range replies {
 		replies[i] = make([]byte, vnetHdrLen+128)
 	}
-	lastExpire := uint32(0)
+	lastExpire, lastRefusedLog := uint32(0), uint32(0)
 	for {
 		// Parking on the netpoller between batches measured better than
 		// blocking in ppoll with a spare P (the TCP engine's trick): the
@@ -235,8 +235,12 @@ func (w *worker) run(c *conn) error {
 			sent, refused, lastErr := c.send(b)
 			w.stats.forwarded.Add(uint64(sent))
 			if refused > 0 {
+				// Counted always, logged at most once a second.
 				w.stats.drops[DropSendFailed].Add(uint64(refused))
-				w.f.logf("dsr: %d frames refused by the kernel: %v", refused, lastErr)
+				if now != lastRefusedLog {
+					lastRefusedLog = now
+					w.f.logf("dsr: frames refused by the kernel (%d in this batch): %v", refused, lastErr)
+				}
 			}
 		}
 		if now != lastExpire {
