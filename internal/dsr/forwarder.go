@@ -191,7 +191,7 @@ func (w *worker) run(c *conn) error {
 		// Parking on the netpoller between batches measured better than
 		// blocking in ppoll with a spare P (the TCP engine's trick): the
 		// softirq work on this CPU needs the time more.
-		n, err := c.recv(b, true)
+		n, err := c.recv(b)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return nil

@@ -1,7 +1,6 @@
 package dsr
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"syscall"
@@ -105,20 +104,16 @@ func newBatch(n int) *batch {
 	return b
 }
 
-// errNoFrames is returned by recv when the socket has nothing queued and
-// wait is false.
-var errNoFrames = errors.New("no frames")
-
-// recv fills the batch with up to len(bufs) frames in one system call. With
-// wait it parks on the netpoller until at least one frame is there. It
-// returns the number of messages; message i holds vnet header and frame in
+// recv fills the batch with up to len(bufs) frames in one system call,
+// parking on the netpoller until at least one frame is there. It returns
+// the number of messages; message i holds vnet header and frame in
 // bufs[i][:msgs[i].Len], truncated frames have MSG_TRUNC set.
-func (c *conn) recv(b *batch, wait bool) (int, error) {
+func (c *conn) recv(b *batch) (int, error) {
 	var n int
 	var serr error
-	read := func(fd uintptr) bool {
+	err := c.rc.Read(func(fd uintptr) bool {
 		r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.msgs[0])), uintptr(len(b.msgs)), unix.MSG_DONTWAIT, 0, 0)
-		if e == unix.EAGAIN && wait {
+		if e == unix.EAGAIN {
 			return false
 		}
 		if e != 0 {
@@ -126,21 +121,11 @@ func (c *conn) recv(b *batch, wait bool) (int, error) {
 		}
 		n = int(r)
 		return true
+	})
+	if err != nil {
+		return 0, err
 	}
-	if wait {
-		if err := c.rc.Read(read); err != nil {
-			return 0, err
-		}
-	} else if err := c.rc.Control(func(fd uintptr) { read(fd) }); err != nil {
-		return 0, err // closed
-	}
-	if serr == unix.EAGAIN {
-		return 0, errNoFrames
-	}
-	if serr != nil {
-		return 0, serr
-	}
-	return n, nil
+	return n, serr
 }
 
 // queue adds bufs[i][:n] (vnet header and frame) to the batch's output.

@@ -45,12 +45,3 @@ func BenchmarkChecksum1500(b *testing.B) {
 	}
 }
 
-func BenchmarkSegmentTCP64K(b *testing.B) {
-	in := superTCP(false, nil, FlagACK|FlagPSH, 65000)
-	out, _ := SegmentTCP(nil, in, 1448)
-	b.SetBytes(int64(len(in)))
-	b.ReportAllocs()
-	for b.Loop() {
-		out, _ = SegmentTCP(out[:0], in, 1448)
-	}
-}

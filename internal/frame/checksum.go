@@ -185,22 +185,3 @@ func (f *Frame) SetL4Checksum() bool {
 	return true
 }
 
-// CompletePartial finishes a checksum the sender left to the NIC
-// (CHECKSUM_PARTIAL: virtio_net_hdr flag NEEDS_CSUM, or PACKET_AUXDATA
-// TP_STATUS_CSUMNOTREADY), as the kernel's skb_checksum_help does: the field
-// at csumStart+csumOffset already holds the folded pseudo-header sum; sum
-// b[csumStart:] with the field as it is, and store the complement, 0 sent as
-// 0xffff (required for UDP, equivalent for TCP). csumStart counts from the
-// start of b (the Ethernet header, as virtio_net_hdr.csum_start does), and b
-// must end where the IP packet ends: pass b[:f.L3End()].
-func CompletePartial(b []byte, csumStart, csumOffset int) error {
-	if csumStart < 0 || csumOffset < 0 || csumStart > len(b) || csumOffset > len(b)-csumStart-2 {
-		return ErrMalformed
-	}
-	c := Checksum(b[csumStart:], 0)
-	if c == 0 {
-		c = 0xffff
-	}
-	binary.BigEndian.PutUint16(b[csumStart+csumOffset:], c)
-	return nil
-}

@@ -160,21 +160,6 @@ func TestUpdateChecksumVectors(t *testing.T) {
 	}
 }
 
-// partial puts the folded pseudo-header sum into the frame's checksum field,
-// as a kernel sender with CHECKSUM_PARTIAL does, and returns csum_start and
-// csum_offset.
-func partial(t *testing.T, b []byte) (start, off int) {
-	t.Helper()
-	f := mustParse(t, b)
-	start = f.L4Offset()
-	off = 16
-	if f.Proto() == ProtoUDP {
-		off = 6
-	}
-	p := PseudoHeaderSum(f.Src().AsSlice(), f.Dst().AsSlice(), f.Proto(), f.L3End()-start)
-	binary.BigEndian.PutUint16(b[start+off:], ^Checksum(nil, p))
-	return start, off
-}
 
 // zeroSumUDP returns a UDP/IPv4 frame whose checksum computes to 0, which
 // must go on the wire as 0xffff.
@@ -188,62 +173,7 @@ func zeroSumUDP(t *testing.T) []byte {
 	return b
 }
 
-func TestCompletePartial(t *testing.T) {
-	tests := []struct {
-		name      string
-		in        []byte
-		wantField uint16 // 0: any
-	}{
-		{name: "tcp/ipv4", in: tcp4Data},
-		{name: "tcp/ipv4 odd length", in: pkt{proto: ProtoTCP, l4: tcpSeg(TCPHeader{Flags: FlagACK}, seq(33))}.bytes()},
-		{name: "tcp/ipv6 vlan", in: pkt{v6: true, vlans: []uint16{5}, proto: ProtoTCP, l4: tcpSeg(TCPHeader{SrcPort: 9, Flags: FlagACK, Options: optTS}, seq(1500))}.bytes()},
-		{name: "udp/ipv4", in: udp4},
-		{name: "udp/ipv6", in: udp6VLAN},
-		{name: "udp sum zero sent as 0xffff", in: zeroSumUDP(t), wantField: 0xffff},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			b := append([]byte(nil), tt.in...)
-			start, off := partial(t, b)
-			if err := CompletePartial(b, start, off); err != nil {
-				t.Fatal(err)
-			}
-			f := mustParse(t, b)
-			if _, l4OK := f.VerifyChecksums(); !l4OK {
-				t.Errorf("checksum %#04x invalid", binary.BigEndian.Uint16(b[start+off:]))
-			}
-			if got := binary.BigEndian.Uint16(b[start+off:]); tt.wantField != 0 && got != tt.wantField {
-				t.Errorf("field = %#04x, want %#04x", got, tt.wantField)
-			}
-			if f.SetL4Checksum(); binary.BigEndian.Uint16(b[start+off:]) != binary.BigEndian.Uint16(tt.in[start+off:]) {
-				t.Errorf("SetL4Checksum differs from the original")
-			}
-		})
-	}
-}
 
-func TestCompletePartialBounds(t *testing.T) {
-	tests := []struct {
-		name       string
-		start, off int
-		want       error
-	}{
-		{name: "last field", start: 34, off: 18, want: nil},
-		{name: "field past end", start: 34, off: 19, want: ErrMalformed},
-		{name: "start past end", start: 55, off: 0, want: ErrMalformed},
-		{name: "negative start", start: -1, off: 0, want: ErrMalformed},
-		{name: "negative offset", start: 34, off: -2, want: ErrMalformed},
-		{name: "huge offset", start: 34, off: 1 << 62, want: ErrMalformed},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			b := append([]byte(nil), tcp4...)
-			if err := CompletePartial(b, tt.start, tt.off); err != tt.want {
-				t.Errorf("CompletePartial = %v, want %v", err, tt.want)
-			}
-		})
-	}
-}
 
 func TestSetL4ChecksumUDPZero(t *testing.T) {
 	b := zeroSumUDP(t)

@@ -1,7 +1,6 @@
 package frame
 
 import (
-	"bytes"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -106,40 +105,3 @@ func FuzzParse(f *testing.F) {
 	})
 }
 
-// FuzzSegmentTCP: SegmentTCP never panics and its segments are valid: they
-// parse, have correct checksums, carry at most mss bytes and together the
-// original payload.
-func FuzzSegmentTCP(f *testing.F) {
-	for _, s := range fuzzSeeds() {
-		f.Add(s, uint16(1448))
-	}
-	f.Add(superTCP(true, []uint16{3}, FlagACK|FlagFIN|FlagCWR, 5000), uint16(1000))
-	f.Fuzz(func(t *testing.T, b []byte, mss uint16) {
-		segs, err := SegmentTCP(nil, b, int(mss))
-		if err != nil {
-			return
-		}
-		of := mustParse(t, b)
-		var payload []byte
-		for i, s := range segs {
-			var sf Frame
-			if err := sf.Parse(s); err != nil {
-				t.Fatalf("segment %d: %v", i, err)
-			}
-			if ipOK, l4OK := sf.VerifyChecksums(); !ipOK || !l4OK {
-				t.Fatalf("segment %d checksums %v %v", i, ipOK, l4OK)
-			}
-			n := sf.L3End() - sf.PayloadOffset()
-			if n > int(mss) || sf.Flow() != of.Flow() {
-				t.Fatalf("segment %d: %d bytes, flow %v", i, n, sf.Flow())
-			}
-			if sf.TCPSeq() != of.TCPSeq()+uint32(len(payload)) {
-				t.Fatalf("segment %d: seq %d", i, sf.TCPSeq())
-			}
-			payload = append(payload, s[sf.PayloadOffset():sf.L3End()]...)
-		}
-		if !bytes.Equal(payload, b[of.PayloadOffset():of.L3End()]) {
-			t.Fatal("payload differs")
-		}
-	})
-}
