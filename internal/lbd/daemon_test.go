@@ -78,10 +78,10 @@ func oneService(listen netip.AddrPort, backends ...netip.AddrPort) *config.Confi
 	return &config.Config{Services: []config.Service{s}}
 }
 
-func newDaemon(t *testing.T, cfg *config.Config) (*Daemon, *bytes.Buffer) {
+func newDaemon(t *testing.T, cfg *config.Config) (*Daemon, *syncBuffer) {
 	t.Helper()
-	var logs bytes.Buffer
-	d := New(log.New(&syncWriter{w: &logs}, "", 0))
+	var logs syncBuffer
+	d := New(log.New(&logs, "", 0))
 	if err := d.Apply(cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -89,15 +89,34 @@ func newDaemon(t *testing.T, cfg *config.Config) (*Daemon, *bytes.Buffer) {
 	return d, &logs
 }
 
-type syncWriter struct {
+// syncBuffer collects output written from several goroutines (a logger, a
+// child process) for the test to read.
+type syncBuffer struct {
 	mu sync.Mutex
-	w  io.Writer
+	b  bytes.Buffer
 }
 
-func (s *syncWriter) Write(p []byte) (int, error) {
+func (s *syncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.w.Write(p)
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func (s *syncBuffer) waitFor(t *testing.T, what string, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !strings.Contains(s.String(), what) {
+		if time.Now().After(deadline) {
+			t.Fatalf("lbd never logged %q", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // greet connects and returns the backend's name line, keeping the

@@ -38,13 +38,9 @@ type dsrPort struct {
 // down reports backends that must get no flows: not answering ARP, or
 // blacklisted by the operator.
 func (p *dsrPort) down(a netip.Addr) bool {
-	if p.arp.Down(a) {
-		return true
-	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	until, ok := p.blacklist[a]
-	return ok && time.Now().Before(until)
+	return p.downLocked(a)
 }
 
 // dsrSpec is what one interface's services turn into.

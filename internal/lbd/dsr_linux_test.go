@@ -1,13 +1,11 @@
 package lbd
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"net/http"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -34,34 +32,6 @@ func lbdIn(t *testing.T, h *netnstest.Host, args ...string) *syncBuffer {
 		}
 	})
 	return &out
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func (s *syncBuffer) waitFor(t *testing.T, what string, d time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !strings.Contains(s.String(), what) {
-		if time.Now().After(deadline) {
-			t.Fatalf("lbd never logged %q", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // The seed's DSR and tarpit command lines, with lbd in place of pen, on the

@@ -83,17 +83,15 @@ func TestPrintTOMLParses(t *testing.T) {
 
 // daemonProc is a running lbd started by a test.
 type daemonProc struct {
-	cmd    *exec.Cmd
-	stderr *syncWriter
-	buf    *bytes.Buffer
-	done   chan error
+	cmd  *exec.Cmd
+	out  syncBuffer
+	done chan error
 }
 
 func startLbd(t *testing.T, args ...string) *daemonProc {
 	t.Helper()
-	var buf bytes.Buffer
-	p := &daemonProc{cmd: exec.Command(lbdBin, args...), buf: &buf, stderr: &syncWriter{w: &buf}, done: make(chan error, 1)}
-	p.cmd.Stderr = p.stderr
+	p := &daemonProc{cmd: exec.Command(lbdBin, args...), done: make(chan error, 1)}
+	p.cmd.Stderr = &p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -108,21 +106,11 @@ func startLbd(t *testing.T, args ...string) *daemonProc {
 	return p
 }
 
-func (p *daemonProc) logs() string {
-	p.stderr.mu.Lock()
-	defer p.stderr.mu.Unlock()
-	return p.buf.String()
-}
+func (p *daemonProc) logs() string { return p.out.String() }
 
 func (p *daemonProc) waitLog(t *testing.T, s string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(p.logs(), s) {
-		if time.Now().After(deadline) {
-			t.Fatalf("lbd never logged %q", s)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	p.out.waitFor(t, s, 10*time.Second)
 }
 
 func writeTOML(t *testing.T, path string, cfg *config.Config) {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -29,6 +30,22 @@ func Main(name string, run func() error, cleanup func()) {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
 		os.Exit(1)
 	}
+}
+
+var removeOnce sync.Once
+
+// RemoveTemp removes a benchmark's scratch directory once (cleanup may run
+// from the signal handler and from Main), or says where it was kept.
+func RemoveTemp(dir string, keep bool) {
+	removeOnce.Do(func() {
+		switch {
+		case dir == "":
+		case keep:
+			fmt.Fprintf(os.Stderr, "kept %s\n", dir)
+		default:
+			os.RemoveAll(dir)
+		}
+	})
 }
 
 // Logf prints a timestamped progress line to stderr, unless the program is

@@ -20,7 +20,6 @@ import (
 	"os"
 	"runtime"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nib-lb/nib/internal/netnstest"
@@ -50,23 +49,13 @@ var (
 var (
 	tb       = &benchTB{}
 	tmpDir   string
-	tmpOnce  sync.Once
 	keepTemp bool
 )
 
 func cleanup() {
 	benchkit.KillAll()
 	tb.runCleanups()
-	tmpOnce.Do(func() {
-		if tmpDir == "" {
-			return
-		}
-		if keepTemp {
-			fmt.Fprintf(os.Stderr, "kept %s\n", tmpDir)
-			return
-		}
-		os.RemoveAll(tmpDir)
-	})
+	benchkit.RemoveTemp(tmpDir, keepTemp)
 }
 
 func main() {

@@ -18,7 +18,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -86,22 +85,12 @@ type result struct {
 
 var (
 	tmpDir   string
-	tmpOnce  sync.Once
 	keepTemp bool
 )
 
 func cleanup() {
 	benchkit.KillAll()
-	tmpOnce.Do(func() {
-		if tmpDir == "" {
-			return
-		}
-		if keepTemp {
-			fmt.Fprintf(os.Stderr, "kept %s\n", tmpDir)
-			return
-		}
-		os.RemoveAll(tmpDir)
-	})
+	benchkit.RemoveTemp(tmpDir, keepTemp)
 }
 
 func main() {
