@@ -6,10 +6,12 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
+	"golang.org/x/sys/unix"
 
 	"github.com/nib-lb/nib/internal/balance"
 )
@@ -242,21 +244,27 @@ func (f *flow) failoverLocked() bool {
 func (f *flow) readReplies(c *net.UDPConn) {
 	u := f.srv
 	defer u.wg.Done()
-	buf := make([]byte, maxDatagram)
+	rc, err := c.SyscallConn()
+	if err != nil {
+		f.close()
+		return
+	}
+	relay := func(b []byte) {
+		f.last.Store(time.Now().UnixNano())
+		f.mu.Lock()
+		f.replied = true
+		f.lastPkt = nil
+		f.mu.Unlock()
+		f.recv.Add(uint64(len(b)))
+		u.reply(b, f.client, f.local)
+	}
 	for {
 		idle := u.svc.opts.Load().IdleTimeout
 		if idle > 0 {
 			c.SetReadDeadline(time.Unix(0, f.last.Load()).Add(idle))
 		}
-		n, err := c.Read(buf)
+		err := readDatagram(rc, relay)
 		if err == nil {
-			f.last.Store(time.Now().UnixNano())
-			f.mu.Lock()
-			f.replied = true
-			f.lastPkt = nil
-			f.mu.Unlock()
-			f.recv.Add(uint64(n))
-			u.reply(buf[:n], f.client, f.local)
 			continue
 		}
 		f.mu.Lock()
@@ -298,6 +306,34 @@ func (f *flow) close() {
 		logConn(u.svc.opts.Load(), f.client, choice.Addr, f.sent.Load(), f.recv.Load(), f.start)
 	}
 	u.svc.release()
+}
+
+// datagramPool holds receive buffers for the flows' reply readers.
+var datagramPool = sync.Pool{New: func() any { b := make([]byte, maxDatagram); return &b }}
+
+// readDatagram waits until the connected socket has a datagram and hands it
+// to use. The 64 KiB buffer comes from a pool only once the socket is
+// readable, so thousands of waiting flows hold no buffers.
+func readDatagram(rc syscall.RawConn, use func([]byte)) error {
+	var rerr error
+	err := rc.Read(func(fd uintptr) bool {
+		bp := datagramPool.Get().(*[]byte)
+		defer datagramPool.Put(bp)
+		n, e := unix.Read(int(fd), *bp)
+		switch {
+		case e == unix.EAGAIN:
+			return false
+		case e != nil:
+			rerr = e // e.g. ECONNREFUSED after an ICMP port unreachable
+		default:
+			use((*bp)[:n])
+		}
+		return true
+	})
+	if err != nil {
+		return err // deadline or closed
+	}
+	return rerr
 }
 
 func isTimeout(err error) bool {

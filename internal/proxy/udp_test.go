@@ -231,3 +231,45 @@ func TestUDPLatencyBesideBusyTCP(t *testing.T) {
 	}
 	t.Logf("worst UDP round trip beside a busy TCP loop: %v", worst)
 }
+
+// A flow waiting for its backend holds no receive buffer: 1,000 open flows
+// must cost far less than the 64 KiB each that per-flow buffers would take.
+func TestUDPFlowMemory(t *testing.T) {
+	be := dnsServer(t, [4]byte{1, 2, 3, 4})
+	u, _ := startUDP(t, Options{IdleTimeout: time.Minute, MaxConnections: 5000}, balance.Options{}, be)
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	const n = 1000
+	conns := make([]net.Conn, 0, n)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range n {
+		c, err := net.Dial("udp", u.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		c.Write([]byte("not dns, just a flow"))
+		if len(conns)%50 == 0 {
+			time.Sleep(5 * time.Millisecond) // let the listener keep up
+		}
+	}
+	// A burst may overflow the listener's receive buffer: count the flows
+	// that exist rather than require every one.
+	time.Sleep(500 * time.Millisecond)
+	flows := u.Flows()
+	if flows < n/2 {
+		t.Fatalf("%d flows, want about %d", flows, n)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	per := (int64(after.HeapInuse+after.StackInuse) - int64(before.HeapInuse+before.StackInuse)) / int64(flows)
+	t.Logf("%d bytes per waiting flow", per)
+	if per > 24<<10 {
+		t.Fatalf("%d bytes per waiting UDP flow", per)
+	}
+}
