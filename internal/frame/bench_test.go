@@ -44,4 +44,3 @@ func BenchmarkChecksum1500(b *testing.B) {
 		Checksum(in, 0)
 	}
 }
-

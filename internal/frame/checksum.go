@@ -184,4 +184,3 @@ func (f *Frame) SetL4Checksum() bool {
 	binary.BigEndian.PutUint16(seg[off:], c)
 	return true
 }
-

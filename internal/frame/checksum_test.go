@@ -160,7 +160,6 @@ func TestUpdateChecksumVectors(t *testing.T) {
 	}
 }
 
-
 // zeroSumUDP returns a UDP/IPv4 frame whose checksum computes to 0, which
 // must go on the wire as 0xffff.
 func zeroSumUDP(t *testing.T) []byte {
@@ -172,8 +171,6 @@ func zeroSumUDP(t *testing.T) []byte {
 	f.SetL4Checksum()
 	return b
 }
-
-
 
 func TestSetL4ChecksumUDPZero(t *testing.T) {
 	b := zeroSumUDP(t)

@@ -104,4 +104,3 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
-
