@@ -83,7 +83,7 @@ func New(cfg Config, services []ServiceConfig, tp Tarpit, nb Neighbors, down fun
 			return nil, fmt.Errorf("dsr: %w", err)
 		}
 		f.conns = append(f.conns, c)
-		f.workers = append(f.workers, &worker{f: f, flows: newFlowTable(cfg.FlowTableSize, uint32(cfg.FlowIdle/time.Second))})
+		f.workers = append(f.workers, &worker{f: f, slot: len(f.workers) % statSlots, flows: newFlowTable(cfg.FlowTableSize, uint32(cfg.FlowIdle/time.Second))})
 	}
 	return f, nil
 }
@@ -293,9 +293,11 @@ func (f *Forwarder) Stats() Stats {
 		}
 	}
 	for _, s := range f.table.Load().list {
-		ss := ServiceStatsSnapshot{Name: s.cfg.Name, Packets: s.stats.Packets.Load(), Bytes: s.stats.Bytes.Load(), NewFlows: s.stats.NewFlows.Load(), NoBackend: s.stats.NoBackend.Load()}
+		ss := ServiceStatsSnapshot{Name: s.cfg.Name}
+		ss.Packets, ss.Bytes, ss.NewFlows, ss.NoBackend = s.stats.sum()
 		for _, b := range s.backends {
-			ss.Backends = append(ss.Backends, BackendStats{Addr: b.addr, Packets: b.packets.Load(), Bytes: b.bytes.Load(), Down: b.gone.Load()})
+			p, n, _, _ := b.stats.sum()
+			ss.Backends = append(ss.Backends, BackendStats{Addr: b.addr, Packets: p, Bytes: n, Down: b.gone.Load()})
 		}
 		st.Services = append(st.Services, ss)
 	}

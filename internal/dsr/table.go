@@ -40,8 +40,8 @@ type BackendConfig struct {
 type backend struct {
 	addr netip.Addr
 	gone atomic.Bool // removed from the configuration, or down
-	// Counters (all workers add to them).
-	packets, bytes atomic.Uint64
+	// Counters, a slot per worker.
+	stats slots
 	// mac caches the resolved MAC until the resolver's version changes.
 	mac atomic.Pointer[macCache]
 }
@@ -73,14 +73,32 @@ type service struct {
 	// pick maps its slots to them.
 	maglev *balance.MaglevTable
 	pick   []*backend
-	stats  *ServiceStats
+	stats  *slots
 }
 
-// ServiceStats are a service's counters.
-type ServiceStats struct {
-	Packets, Bytes atomic.Uint64
-	NewFlows       atomic.Uint64
-	NoBackend      atomic.Uint64 // frames dropped: no backend takes new flows
+// statSlots is how many workers get a counter slot of their own; more
+// workers share slots (still correct: the adds are atomic).
+const statSlots = 16
+
+// slot is one worker's share of a service's or backend's counters, alone on
+// its cache line, so that workers on different cores never write the same
+// line per frame.
+type slot struct {
+	packets, bytes, newFlows, noBackend atomic.Uint64
+	_                                   [32]byte
+}
+
+type slots [statSlots]slot
+
+// sum adds the slots up.
+func (s *slots) sum() (packets, bytes, newFlows, noBackend uint64) {
+	for i := range s {
+		packets += s[i].packets.Load()
+		bytes += s[i].bytes.Load()
+		newFlows += s[i].newFlows.Load()
+		noBackend += s[i].noBackend.Load()
+	}
+	return
 }
 
 type vipKey struct {
@@ -127,7 +145,7 @@ func buildTable(cfgs []ServiceConfig, prev *table, down func(netip.Addr) bool) *
 	}
 	kept := map[*backend]bool{}
 	for _, c := range cfgs {
-		s := &service{cfg: c, stats: &ServiceStats{}}
+		s := &service{cfg: c, stats: &slots{}}
 		o := old[c.Name]
 		if o != nil {
 			s.stats = o.stats

@@ -63,6 +63,7 @@ type workerStats struct {
 // worker owns one socket, its batch buffers and its flow table.
 type worker struct {
 	f     *Forwarder
+	slot  int // counter slot (worker number mod statSlots)
 	flows *flowTable
 	fr    frame.Frame
 	stats workerStats
@@ -126,11 +127,11 @@ func (w *worker) process(t *table, b []byte, now uint32) (action, DropReason) {
 	be := w.flows.get(key, now)
 	if be == nil {
 		if be = s.choose(hashFlow(key)); be == nil {
-			s.stats.NoBackend.Add(1)
+			s.stats[w.slot].noBackend.Add(1)
 			return actDrop, DropNoBackend
 		}
 		w.flows.put(key, be, now)
-		s.stats.NewFlows.Add(1)
+		s.stats[w.slot].newFlows.Add(1)
 	}
 	mac, ok := be.resolve(w.f.nb)
 	if !ok {
@@ -139,10 +140,11 @@ func (w *worker) process(t *table, b []byte, now uint32) (action, DropReason) {
 	copy(b[0:6], mac[:])
 	copy(b[6:12], w.f.mac[:])
 	n := uint64(len(b))
-	s.stats.Packets.Add(1)
-	s.stats.Bytes.Add(n)
-	be.packets.Add(1)
-	be.bytes.Add(n)
+	ss, bs := &s.stats[w.slot], &be.stats[w.slot]
+	ss.packets.Add(1)
+	ss.bytes.Add(n)
+	bs.packets.Add(1)
+	bs.bytes.Add(n)
 	return actForward, 0
 }
 

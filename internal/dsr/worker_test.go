@@ -55,9 +55,9 @@ func TestProcessForwardsRewritingMACsOnly(t *testing.T) {
 	if string(b[12:]) != string(in[12:]) {
 		t.Fatal("bytes above layer 2 changed")
 	}
-	st := w.f.table.Load().list[0]
-	if st.stats.Packets.Load() != 1 || st.stats.NewFlows.Load() != 1 || st.backends[0].packets.Load() != 1 {
-		t.Fatalf("counters %d %d %d", st.stats.Packets.Load(), st.stats.NewFlows.Load(), st.backends[0].packets.Load())
+	st := w.f.Stats().Services[0]
+	if st.Packets != 1 || st.NewFlows != 1 || st.Bytes != uint64(len(in)) || st.Backends[0].Packets != 1 || st.Backends[0].Bytes != uint64(len(in)) {
+		t.Fatalf("counters %+v", st)
 	}
 }
 
