@@ -205,6 +205,13 @@ func (d *Daemon) applyLocked(cfg *config.Config) error {
 		}
 	}
 	newDummies := make(map[netip.AddrPort]*dummy.Server)
+	closeNewDummies := func() {
+		for a, s := range newDummies {
+			if d.dummies[a] == nil {
+				s.Close()
+			}
+		}
+	}
 	for _, dc := range cfg.Dummies {
 		if s := d.dummies[dc.Listen]; s != nil {
 			newDummies[dc.Listen] = s
@@ -212,11 +219,7 @@ func (d *Daemon) applyLocked(cfg *config.Config) error {
 		}
 		s, err := dummy.Listen(dc.Listen, dc.Body)
 		if err != nil {
-			for a, s := range newDummies {
-				if d.dummies[a] == nil {
-					s.Close()
-				}
-			}
+			closeNewDummies()
 			rollbackDSR()
 			rollback()
 			return fmt.Errorf("dummy %s: %w", dc.Listen, err)
@@ -224,11 +227,7 @@ func (d *Daemon) applyLocked(cfg *config.Config) error {
 		newDummies[dc.Listen] = s
 	}
 	if err := d.applyControl(cfg); err != nil {
-		for a, s := range newDummies {
-			if d.dummies[a] == nil {
-				s.Close()
-			}
-		}
+		closeNewDummies()
 		rollbackDSR()
 		rollback()
 		return err
