@@ -1,0 +1,23 @@
+package proxy
+
+import (
+	"errors"
+	"syscall"
+)
+
+// isLocalError reports whether err is this host running out of something
+// (descriptors, buffers, memory, source ports) rather than a backend failing.
+// Such an error closes the one client that hit it and never touches a
+// backend's state: blacklisting a healthy backend because lbd ran out of file
+// descriptors turns a short burst into an outage.
+func isLocalError(err error) bool {
+	var errno syscall.Errno
+	if !errors.As(err, &errno) {
+		return false
+	}
+	switch errno {
+	case syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.EADDRNOTAVAIL:
+		return true
+	}
+	return false
+}
