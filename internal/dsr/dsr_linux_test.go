@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -555,5 +556,170 @@ func testTarpit(t *testing.T, opts netnstest.Options) {
 	}
 	if st := lab.fwd.Stats(); st.TarpitReplies < uint64(len(lens)+1) {
 		t.Errorf("tarpit replies %d", st.TarpitReplies)
+	}
+}
+
+// A frame to the VIP or to a tarpit address that is addressed to another
+// MAC reaches the LB when the switch floods unknown unicast (or the NIC is
+// promiscuous). It is not the LB's: it is neither forwarded nor answered,
+// only counted. Frames to the LB's MAC still are.
+func TestLinuxDSRFramesForOtherHostsIgnored(t *testing.T) { eachOffload(t, testFramesForOtherHosts) }
+
+func testFramesForOtherHosts(t *testing.T, opts netnstest.Options) {
+	lab := startLab(t, opts, true)
+	client, lb := lab.tp.Client(), lab.tp.LB()
+	trap := netip.MustParseAddr("198.51.100.77")
+	lbMAC, clMAC := [6]byte(lb.MAC()), [6]byte(client.MAC())
+	// No host has this MAC, so the bridge floods frames to it to every port.
+	elsewhere := [6]byte{0x02, 0x00, 0xde, 0xad, 0xbe, 0xef}
+	syn := func(dstMAC [6]byte, dst netip.Addr, sport uint16) []byte {
+		b := frame.AppendEthernet(nil, dstMAC, clMAC, nil, 0x0800)
+		b = frame.AppendIPv4(b, frame.IPv4Header{TTL: 64, Proto: ProtoTCP, Src: client.Addr(), Dst: dst}, 20)
+		b = frame.AppendTCP(b, frame.TCPHeader{SrcPort: sport, DstPort: 80, Seq: 1, Flags: 0x02, Window: 64240})
+		var fr frame.Frame
+		if err := fr.Parse(b); err != nil {
+			t.Fatal(err)
+		}
+		fr.SetL4Checksum()
+		return b
+	}
+	const (
+		foreignVIP  = 8 // source ports 45000.. to the VIP
+		foreignTrap = 4 // source ports 45100.. to the tarpit
+		ctlVIP      = 45999
+		ctlTrap     = 46999
+	)
+
+	// What the LB sends: frames from its MAC seen by the backends (forwarded)
+	// and by the client (tarpit answers), by TCP source/destination port.
+	type seen struct {
+		mu  sync.Mutex
+		fwd map[uint16]string // client source port -> backend that got it
+		tp  map[uint16]bool   // client port the tarpit answered
+	}
+	got := &seen{fwd: map[uint16]string{}, tp: map[uint16]bool{}}
+	var readers sync.WaitGroup
+	stop := make(chan struct{})
+	watch := func(h *netnstest.Host, note func(fr *frame.Frame)) {
+		var pc *packet.Conn
+		err := h.Do(func() error {
+			ifi, err := net.InterfaceByName("eth0")
+			if err != nil {
+				return err
+			}
+			pc, err = packet.Listen(ifi, packet.Raw, unix.ETH_P_IP, nil)
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			defer pc.Close()
+			buf := make([]byte, 65536)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				pc.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+				n, _, err := pc.ReadFrom(buf)
+				if err != nil {
+					continue
+				}
+				var fr frame.Frame
+				if fr.Parse(buf[:n]) != nil || fr.SrcMAC() != lbMAC || fr.Proto() != ProtoTCP {
+					continue
+				}
+				got.mu.Lock()
+				note(&fr)
+				got.mu.Unlock()
+			}
+		}()
+	}
+	for _, be := range lab.tp.Backends() {
+		name := be.Name()
+		watch(be, func(fr *frame.Frame) {
+			if fr.Dst() == lab.tp.VIP() && fr.DstPort() == 80 {
+				got.fwd[fr.SrcPort()] = name
+			}
+		})
+	}
+	watch(client, func(fr *frame.Frame) {
+		if fr.Src() == trap && fr.TCPFlags() == 0x12 {
+			got.tp[fr.DstPort()] = true
+		}
+	})
+	stopReaders := sync.OnceFunc(func() { close(stop); readers.Wait() })
+	defer stopReaders()
+
+	before := lab.fwd.Stats()
+	var frames [][]byte
+	for i := range foreignVIP {
+		frames = append(frames, syn(elsewhere, lab.tp.VIP(), uint16(45000+i)))
+	}
+	for i := range foreignTrap {
+		frames = append(frames, syn(elsewhere, trap, uint16(45100+i)))
+	}
+	// Broadcast is not for us either.
+	frames = append(frames, syn([6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, lab.tp.VIP(), 45200))
+	foreign := uint64(len(frames))
+	// The controls, addressed to the LB: forwarded and answered.
+	frames = append(frames, syn(lbMAC, lab.tp.VIP(), ctlVIP), syn(lbMAC, trap, ctlTrap))
+	err := client.Do(func() error {
+		ifi, err := net.InterfaceByName("eth0")
+		if err != nil {
+			return err
+		}
+		pc, err := packetConn(ifi)
+		if err != nil {
+			return err
+		}
+		defer pc.Close()
+		for _, f := range frames {
+			if err := pc.send(f); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dropped := func() uint64 { return lab.fwd.Stats().Drops["not-for-us"] - before.Drops["not-for-us"] }
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		got.mu.Lock()
+		controls := got.fwd[ctlVIP] != "" && got.tp[ctlTrap]
+		got.mu.Unlock()
+		if controls && dropped() >= foreign || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // anything still in flight
+	stopReaders()
+
+	st := lab.fwd.Stats()
+	for port, be := range got.fwd {
+		if port != ctlVIP {
+			t.Errorf("a frame to the VIP addressed to another MAC (source port %d) was forwarded to %s", port, be)
+		}
+	}
+	for port := range got.tp {
+		if port != ctlTrap {
+			t.Errorf("a SYN to the tarpit addressed to another MAC (source port %d) was answered", port)
+		}
+	}
+	if got.fwd[ctlVIP] == "" || !got.tp[ctlTrap] {
+		t.Fatalf("the control frames to the LB's MAC were not forwarded (%q) / answered (%v): stats %+v", got.fwd[ctlVIP], got.tp[ctlTrap], st)
+	}
+	if n := dropped(); n != foreign {
+		t.Errorf("not-for-us drops %d, want %d (stats %+v)", n, foreign, st)
+	}
+	if n := st.TarpitReplies - before.TarpitReplies; n != 1 {
+		t.Errorf("tarpit replies %d, want 1 (the control)", n)
 	}
 }

@@ -31,10 +31,11 @@ const (
 	DropICMP                          // ICMP to a VIP that is not an error about a flow
 	DropSendFailed                    // the kernel refused the frame
 	DropTarpitted                     // to a tarpit address, not a SYN: ignored
+	DropNotForUs                      // addressed to another MAC (or a group): not ours to forward
 	numDropReasons
 )
 
-var dropNames = [numDropReasons]string{"truncated", "malformed", "unsupported", "no-service", "no-backend", "unresolved", "icmp", "send-failed", "tarpitted"}
+var dropNames = [numDropReasons]string{"truncated", "malformed", "unsupported", "no-service", "no-backend", "unresolved", "icmp", "send-failed", "tarpitted", "not-for-us"}
 
 // String returns the reason's name, as used in counters.
 func (r DropReason) String() string { return dropNames[r] }
@@ -47,6 +48,18 @@ const (
 	actForward
 	actReply // a reply frame was built (tarpit)
 )
+
+func (a action) String() string {
+	switch a {
+	case actDrop:
+		return "drop"
+	case actForward:
+		return "forward"
+	case actReply:
+		return "reply"
+	}
+	return "?"
+}
 
 // workerStats are one worker's counters; the forwarder sums them.
 type workerStats struct {
@@ -72,9 +85,28 @@ type worker struct {
 	reply []byte
 }
 
+// forUs reports whether frame b (Ethernet header first) is addressed to
+// mac, the interface's own address: what the kernel calls PACKET_HOST.
+// The packet socket also sees frames for other hosts (a promiscuous NIC,
+// unknown unicast flooded by a switch) and broadcast or multicast frames;
+// none of them is ours to forward or answer, whatever their IP destination
+// (another LB on the segment may own the VIP's MAC, and the kernel's IP
+// stack drops other hosts' frames too). The check is on the frame's own
+// bytes, so it holds for every message of a recvmmsg batch without the
+// per-message link-layer address.
+func forUs(b []byte, mac [6]byte) bool {
+	return len(b) >= 6 && [6]byte(b[:6]) == mac
+}
+
 // process decides what to do with frame b (Ethernet header first) and, to
 // forward it, rewrites its MAC addresses in place. It never allocates.
 func (w *worker) process(t *table, b []byte, now uint32) (action, DropReason) {
+	if len(b) < 14 {
+		return actDrop, DropMalformed
+	}
+	if !forUs(b, w.f.mac) {
+		return actDrop, DropNotForUs
+	}
 	fr := &w.fr
 	if err := fr.Parse(b); err != nil {
 		if errors.Is(err, frame.ErrUnsupported) {

@@ -85,6 +85,69 @@ func TestProcessDrops(t *testing.T) {
 	}
 }
 
+// withDst returns a copy of frame b addressed to dst.
+func withDst(b []byte, dst [6]byte) []byte {
+	b = append([]byte(nil), b...)
+	copy(b[0:6], dst[:])
+	return b
+}
+
+// TestProcessOnlyFramesForUs: a frame to a VIP or a tarpit address is acted
+// on only when it is addressed to the interface's MAC (PACKET_HOST); a
+// promiscuous NIC or a switch flooding unknown unicast also shows the
+// forwarder other hosts' frames, and broadcast or multicast ones.
+func TestProcessOnlyFramesForUs(t *testing.T) {
+	cl := netip.MustParseAddr("198.51.100.9")
+	trap := netip.MustParseAddr("203.0.113.77")
+	toVIP := tcpFrame(cl, vip, 40000, 80, 0x02, "")
+	toTrap := tcpFrame(cl, trap, 40001, 80, 0x02, "")
+	tagged := frame.AppendEthernet(nil, lbMAC, clientMAC, []uint16{7}, 0x0800)
+	tagged = append(tagged, toVIP[14:]...)
+	otherHost := [6]byte{0x02, 0, 0, 0, 0, 0x99}
+	for _, tc := range []struct {
+		name string
+		b    []byte
+		act  action
+		why  DropReason
+	}{
+		{"to us, VIP", toVIP, actForward, 0},
+		{"to us, tarpit SYN", toTrap, actReply, 0},
+		{"to us, VLAN tagged", tagged, actForward, 0},
+		{"another host, VIP", withDst(toVIP, otherHost), actDrop, DropNotForUs},
+		{"another host, tarpit SYN", withDst(toTrap, otherHost), actDrop, DropNotForUs},
+		{"another host, VLAN tagged", withDst(tagged, otherHost), actDrop, DropNotForUs},
+		{"our MAC with the group bit", withDst(toVIP, [6]byte{0x03, 0, 0, 0, 0, 0x02}), actDrop, DropNotForUs},
+		{"our MAC, last byte differs", withDst(toVIP, [6]byte{0x02, 0, 0, 0, 0, 0x03}), actDrop, DropNotForUs},
+		{"broadcast", withDst(toVIP, [6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}), actDrop, DropNotForUs},
+		{"IPv4 multicast MAC", withDst(toVIP, [6]byte{0x01, 0x00, 0x5e, 0, 0, 1}), actDrop, DropNotForUs},
+		{"zero MAC", withDst(toVIP, [6]byte{}), actDrop, DropNotForUs},
+		{"another host, malformed IP", withDst(toVIP[:20], otherHost), actDrop, DropNotForUs},
+		{"shorter than an Ethernet header", toVIP[:13], actDrop, DropMalformed},
+		{"empty", nil, actDrop, DropMalformed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w, tb := newTestWorker(t, svcCfg(80, true, BackendConfig{be1, 1}))
+			tb.tarpit = Tarpit{Match: netip.MustParsePrefix("203.0.113.76/31").Contains}
+			w.f.secret = 1
+			w.reply = make([]byte, vnetHdrLen+128)
+			b := append([]byte(nil), tc.b...)
+			act, why := w.process(tb, b, 1)
+			if act != tc.act || (act == actDrop && why != tc.why) {
+				t.Fatalf("%v %v, want %v %v", act, why, tc.act, tc.why)
+			}
+			if act != actForward && string(b) != string(tc.b) {
+				t.Fatal("a frame that was not forwarded was changed")
+			}
+			if st := w.f.Stats().Services[0]; act != actForward && (st.Packets != 0 || st.NewFlows != 0) {
+				t.Fatalf("a frame that was not forwarded was counted for the service: %+v", st)
+			}
+		})
+	}
+	if forUs(lbMAC[:5], lbMAC) || !forUs(lbMAC[:], lbMAC) {
+		t.Fatal("forUs on a bare MAC")
+	}
+}
+
 func TestProcessStickyVersusPerFlow(t *testing.T) {
 	for _, perFlow := range []bool{false, true} {
 		w, tb := newTestWorker(t, svcCfg(80, perFlow, BackendConfig{be1, 1}, BackendConfig{be2, 1}))
