@@ -15,7 +15,10 @@ const maxFilterMatches = 800
 // forwards or answers reach userspace: IPv4, untagged or with one 802.1Q or
 // 802.1ad tag, whose destination is one of vips or inside one of the tarpit
 // prefixes. Everything else on the shared interface (the LB's own traffic)
-// stays in the kernel and costs lbd nothing. Ports are checked in userspace.
+// stays in the kernel and costs lbd nothing. Ports, and that the frame is
+// addressed to the interface's MAC (not another host's, seen through a
+// promiscuous NIC or flooding), are checked in userspace, where such frames
+// are counted.
 func Filter(vips []netip.Addr, tarpit []netip.Prefix) ([]bpf.RawInstruction, error) {
 	if len(vips)+len(tarpit) > maxFilterMatches {
 		return nil, fmt.Errorf("too many addresses for the packet filter: %d (at most %d)", len(vips)+len(tarpit), maxFilterMatches)
