@@ -25,10 +25,12 @@
 //     matches).
 //   - Malformed numbers are errors (Pen reads them as 0).
 //   - clients_max and conn_max set the value (Pen can only grow the tables).
-//   - From the control socket (Interp.Startup and AllowWritePaths false)
-//     listen, include, write FILE (other than the -F file), log FILE and
-//     web_stats FILE are refused: Pen lets any control client redirect
-//     traffic, read files and overwrite files.
+//   - From the control socket (Interp.Startup false) every verb whose
+//     argument names a file or directory (include, log, web_stats, write,
+//     ssl_ocsp_response, ssl_sni_path) or sets the listener or the DSR
+//     interface (listen, dsr_if) is refused, by one gate before the verb
+//     runs: Pen lets any control client redirect traffic, read files and
+//     overwrite files. write alone still saves the -F file.
 //   - A server address of "" (as in ":100") means 127.0.0.1, which is where
 //     Pen's connect to 0.0.0.0 ends up on Linux.
 //   - DSR (-O "dsr_if IF"): ParseArgs finds dsr_if among the -o/-O

@@ -68,13 +68,14 @@ type Interp struct {
 	// ConfigFile is the -F file: the default target of write, and the one
 	// path write accepts when AllowWritePaths is false.
 	ConfigFile string
-	// Startup permits what only makes sense before lbd serves: changing
-	// the listener (listen ADDR) and include FILE. Set it for -o/-O/-F;
-	// leave it false for the control socket.
+	// Startup says the commands come from the startup configuration
+	// (-o/-O, the -F file, include), which may name files and directories
+	// and set the listener: the verbs in startupOnly with an argument.
+	// Leave it false for the control socket: its clients must not choose
+	// files lbd reads or writes (see permit).
 	Startup bool
-	// AllowWritePaths permits verbs that name arbitrary files: write FILE,
-	// log FILE and web_stats FILE. Set it for -o/-O/-F; leave it false for
-	// the control socket, whose clients must not choose files lbd writes.
+	// AllowWritePaths is ignored: Startup alone decides what a command may
+	// name (one gate, permit). It remains until lbd stops setting it.
 	AllowWritePaths bool
 	// SaveTOML, when set, is what write without a file name does: lbd
 	// serving a TOML file saves the running config there (atomically)
@@ -243,6 +244,9 @@ func (st *state) line(line string) error {
 	if err := st.checkService(); err != nil {
 		return err
 	}
+	if err := st.permit(t[0], t[1:]); err != nil {
+		return err
+	}
 	if t[0] == "no" {
 		if len(t) < 2 {
 			return nil // Pen ignores unknown "no" forms silently
@@ -250,6 +254,33 @@ func (st *state) line(line string) error {
 		return st.no(t[1], t[2:])
 	}
 	return st.verb(t[0], t[1:])
+}
+
+// startupOnly lists the verbs whose argument only the startup configuration
+// (TOML, -F, -o, -O) may give, never a control client: the argument names a
+// file or directory lbd reads, writes or serves from, or it changes what lbd
+// listens on. Without an argument these verbs only show the value (write
+// alone saves the -F file) and are allowed everywhere. The value is the
+// reason given to a control client.
+var startupOnly = map[string]string{
+	"include":           "file names are accepted only in the startup configuration (TOML, -F, -o, -O)",
+	"log":               "file names are accepted only in the startup configuration (TOML, -F, -o, -O)",
+	"web_stats":         "file names are accepted only in the startup configuration (TOML, -F, -o, -O)",
+	"write":             "file names are accepted only in the startup configuration (TOML, -F, -o, -O); write alone saves only the -F file",
+	"ssl_ocsp_response": "file names are accepted only in the startup configuration (TOML, -F, -o, -O)",
+	"ssl_sni_path":      "directories are accepted only in the startup configuration (TOML, -F, -o, -O)",
+	"listen":            "the listener is set only in the startup configuration (TOML, -F, -o, -O); edit it and reload",
+	"dsr_if":            "DSR is set up only in the startup configuration (-o/-O); it needs a restart",
+}
+
+// permit is the one permission check of the interpreter, run before any
+// verb: a control client may not give a startupOnly verb its argument.
+func (st *state) permit(verb string, args []string) error {
+	why, ok := startupOnly[verb]
+	if !ok || st.in.Startup || len(args) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%s: refused over the control socket: %s", verb, why)
 }
 
 func (st *state) findService(name string) int {
@@ -454,9 +485,6 @@ func (st *state) verb(v string, args []string) error {
 		s.Source = a.Unmap()
 	case "log":
 		if len(args) > 0 {
-			if !st.in.AllowWritePaths {
-				return errors.New("log: setting the log file over the control socket is refused; set it in the configuration")
-			}
 			if strings.Contains(args[0], ":") && !strings.HasPrefix(args[0], "/") {
 				return fmt.Errorf("log: logging to penlogd over the network (%s) is not supported; give a file", args[0])
 			}
@@ -467,9 +495,6 @@ func (st *state) verb(v string, args []string) error {
 		}
 	case "web_stats":
 		if len(args) > 0 {
-			if !st.in.AllowWritePaths {
-				return errors.New("web_stats: setting the status file over the control socket is refused; set it in the configuration")
-			}
 			s.WebStats = args[0]
 		}
 		if s.WebStats != "" {
@@ -493,9 +518,6 @@ func (st *state) verb(v string, args []string) error {
 		st.printf("%s\n", a)
 	case "listen":
 		if len(args) > 0 {
-			if !st.in.Startup {
-				return errors.New("listen: changing the listener over the control socket is refused; edit the configuration and reload")
-			}
 			network := "tcp"
 			if s.Protocol == config.UDP {
 				network = "udp"
@@ -516,9 +538,6 @@ func (st *state) verb(v string, args []string) error {
 	case "include":
 		if len(args) == 0 {
 			return errors.New("include: missing file name")
-		}
-		if !st.in.Startup {
-			return errors.New("include: reading files over the control socket is refused")
 		}
 		sub := *st.in
 		sub.Cfg = st.c
@@ -884,7 +903,8 @@ func unusedBackend(m config.Mode) config.Backend {
 // builds the config (the listener must be read as the VIP), so here the
 // service is already in DSR mode on IF and the verb does nothing; the
 // same holds when a -F file repeats it, also on SIGHUP. Anything else
-// would change the mode of a built service, which is refused.
+// would change the mode of a built service, which is refused. permit
+// refuses dsr_if IF from a control client before this runs.
 func (st *state) dsrIf(args []string) error {
 	if len(args) == 0 {
 		return errors.New("dsr_if: missing interface name")
@@ -895,8 +915,6 @@ func (st *state) dsrIf(args []string) error {
 		return nil
 	case s.Mode == config.ModeDSR:
 		return fmt.Errorf("dsr_if: the service forwards on %s; changing the interface needs a restart", s.Interface)
-	case !st.in.Startup:
-		return errors.New("dsr_if: startup only")
 	}
 	return errors.New("dsr_if: give it with -o/-O on the command line, where it makes the listener the VIP[:port]")
 }
@@ -970,9 +988,6 @@ func (st *state) write(args []string) error {
 	}
 	if path == "" {
 		return errors.New("write: no file given and no -F file")
-	}
-	if !st.in.AllowWritePaths && filepath.Clean(path) != filepath.Clean(st.in.ConfigFile) {
-		return errors.New("write: over the control socket only the -F file can be written")
 	}
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "# Generated by lbd %s\n", time.Now().Format(time.DateTime))

@@ -172,7 +172,7 @@ func TestModeAndAlgorithms(t *testing.T) {
 
 func TestConfigVerbs(t *testing.T) {
 	in := newInterp(t)
-	in.AllowWritePaths = true
+	in.Startup = true
 	for _, tc := range []struct {
 		line, out string
 		check     func(c *config.Config) bool
@@ -391,7 +391,7 @@ func TestStartupOnlyVerbs(t *testing.T) {
 		t.Fatal(err)
 	}
 	in := newInterp(t)
-	in.Startup, in.AllowWritePaths = true, true
+	in.Startup = true
 	run(t, in, "include "+inc)
 	if s := in.Cfg.Services[0]; s.TrackingExpiry != 9*time.Second || s.Algorithm != config.Hash {
 		t.Errorf("include not applied: %+v", s)
@@ -403,6 +403,94 @@ func TestStartupOnlyVerbs(t *testing.T) {
 	os.WriteFile(loop, []byte("include "+loop+"\n"), 0o600)
 	if _, err := in.Exec("include "+loop, io.Discard); err == nil || !strings.Contains(err.Error(), "nested too deeply") {
 		t.Errorf("include loop: %v", err)
+	}
+}
+
+// TestControlRefusesPaths checks the one permission gate: from the control
+// socket (Startup false) every verb that names a file or directory, or sets
+// the listener, is refused before its handler runs, with Pen-style text and
+// nothing read, written or changed; from the startup configuration the same
+// lines work.
+func TestControlRefusesPaths(t *testing.T) {
+	dir := t.TempDir()
+	inc := filepath.Join(dir, "inc.cfg")
+	if err := os.WriteFile(inc, []byte("tracking 9\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "cert.pem"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfgFile := filepath.Join(dir, "pen.cfg")
+	args := []string{"-C", "127.0.0.1:18888", "-E", filepath.Join(dir, "cert.pem"), "127.0.0.1:18080", ":18100"}
+	lines := []string{
+		"include " + inc,
+		"log " + filepath.Join(dir, "log"),
+		"web_stats " + filepath.Join(dir, "status.html"),
+		"write " + filepath.Join(dir, "out.cfg"),
+		"write " + cfgFile,
+		"ssl_ocsp_response /etc/passwd",
+		"ssl_sni_path /etc",
+		"listen 127.0.0.1:9999",
+		"service pen ssl_ocsp_response /etc/shadow",
+	}
+	covered := map[string]bool{"dsr_if": true} // TestDSRVerbs
+	ctl := newInterp(t, args...)
+	ctl.ConfigFile = cfgFile
+	ctl.AllowWritePaths = true // ignored: Startup alone decides
+	for _, line := range append(lines, "write .", "include /dev/zero") {
+		before := ctl.Cfg.Clone()
+		var out bytes.Buffer
+		changed, err := ctl.Exec(line, &out)
+		if err == nil || !strings.Contains(err.Error(), "refused over the control socket") {
+			t.Errorf("control %q: %v, want a refusal", line, err)
+		}
+		if changed || out.Len() != 0 || !reflect.DeepEqual(before, ctl.Cfg) {
+			t.Errorf("control %q: changed %v, wrote %q", line, changed, out.String())
+		}
+		covered[tokens(line)[0]] = true
+	}
+	for v := range startupOnly {
+		if !covered[v] {
+			t.Errorf("startup-only verb %s is not tested", v)
+		}
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 2 {
+		t.Errorf("control commands created files: %v", ents)
+	}
+	// Without an argument they only show the value, also over control.
+	for _, line := range []string{"log", "web_stats", "listen"} {
+		if _, err := ctl.Exec(line, io.Discard); err != nil {
+			t.Errorf("control %q: %v", line, err)
+		}
+	}
+
+	in := newInterp(t, args...)
+	in.Startup = true
+	in.ConfigFile = cfgFile
+	for _, line := range lines {
+		if _, err := in.Exec(line, io.Discard); err != nil {
+			t.Errorf("startup %q: %v", line, err)
+		}
+	}
+	s := in.Cfg.Services[0]
+	if s.TrackingExpiry != 9*time.Second || s.Log != filepath.Join(dir, "log") || s.WebStats != filepath.Join(dir, "status.html") ||
+		s.TLS.OCSPStaple != "/etc/shadow" || s.TLS.SNIDir != "/etc" || s.Listen != ap("127.0.0.1:9999") {
+		t.Errorf("startup commands not applied: %+v %+v", s, *s.TLS)
+	}
+	for _, f := range []string{"out.cfg", "pen.cfg"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Errorf("startup write: %v", err)
+		}
+	}
+
+	// -o/-O on lbd's command line are startup configuration.
+	staple := filepath.Join(dir, "ocsp.der")
+	inv, err := ParseArgs([]string{"-E", filepath.Join(dir, "cert.pem"), "-o", "ssl_ocsp_response " + staple, "-O", "ssl_sni_path " + dir, "443", ":100"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tc := inv.Config.Services[0].TLS; tc.OCSPStaple != staple || tc.SNIDir != dir {
+		t.Errorf("-o/-O: %+v", *tc)
 	}
 }
 
@@ -422,11 +510,15 @@ func TestWriteVerb(t *testing.T) {
 		!strings.Contains(string(b), "server 1 acl 0 address 127.0.0.1 port 18101 max 10 hard 20 weight 9 prio 1\n") {
 		t.Errorf("written file:\n%s", b)
 	}
-	run(t, in, "write "+cfgFile)
-	if _, err := in.Exec("write "+filepath.Join(dir, "other.cfg"), io.Discard); err == nil {
-		t.Error("write to another path over the control socket: no error")
+	// Over the control socket write takes no file name, not even the -F
+	// file's (TestControlRefusesPaths).
+	for _, name := range []string{cfgFile, filepath.Join(dir, "other.cfg"), ".", dir} {
+		if _, err := in.Exec("write "+name, io.Discard); err == nil || !strings.Contains(err.Error(), "only the -F file") {
+			t.Errorf("write %s over the control socket: %v", name, err)
+		}
 	}
-	in.AllowWritePaths = true
+	in.Startup = true
+	run(t, in, "write "+cfgFile)
 	run(t, in, "write "+filepath.Join(dir, "other.cfg"))
 	if _, err := os.Stat(filepath.Join(dir, "other.cfg")); err != nil {
 		t.Error(err)
@@ -472,7 +564,7 @@ func TestWriteConfigRoundTrip(t *testing.T) {
 		{"roundrobin"},
 	} {
 		in := newInterp(t, args...)
-		in.AllowWritePaths = true
+		in.Startup = true
 		for _, l := range script {
 			run(t, in, l)
 		}
@@ -481,7 +573,7 @@ func TestWriteConfigRoundTrip(t *testing.T) {
 
 		// Read it back onto a config from a different command line.
 		back := newInterp(t, "-W", "-C", "127.0.0.1:18888", "127.0.0.1:18080", ":18200")
-		back.AllowWritePaths = true
+		back.Startup = true
 		for _, l := range strings.Split(b.String(), "\n") {
 			run(t, back, l)
 		}
@@ -493,7 +585,7 @@ func TestWriteConfigRoundTrip(t *testing.T) {
 
 func TestWriteConfigFormat(t *testing.T) {
 	in := newInterp(t)
-	in.AllowWritePaths = true
+	in.Startup = true
 	run(t, in, "acl 1 deny 127.0.0.1")
 	run(t, in, "acl 2 permit ::1")
 	run(t, in, "log /srv/pentest/pen.log")
@@ -654,7 +746,6 @@ func TestDSRVerbs(t *testing.T) {
 		{"listen", "192.0.2.100:80\n"},
 		{"servers", "0 addr 192.0.2.21 port 0 conn 0 max 0 hard 0 weight 1 prio 0 sx 0 rx 0\n" +
 			"1 addr 192.0.2.22 port 0 conn 0 max 0 hard 0 weight 1 prio 0 sx 0 rx 0\n"},
-		{"dsr_if eth1", ""},
 		{"weight", ""}, {"prio", ""}, {"no hash", ""}, {"hash", ""},
 		{"no roundrobin", ""},
 		{"mode", "hash no roundrobin no stubborn no weight no prio\n"},
@@ -676,7 +767,8 @@ func TestDSRVerbs(t *testing.T) {
 		t.Errorf("Validate: %v", err)
 	}
 	for line, want := range map[string]string{
-		"dsr_if eth0": "changing the interface needs a restart",
+		"dsr_if eth1": "refused over the control socket",
+		"dsr_if eth0": "refused over the control socket",
 		"dsr_if":      "missing interface name",
 	} {
 		if _, err := in.Exec(line, io.Discard); err == nil || !strings.Contains(err.Error(), want) {
@@ -684,12 +776,18 @@ func TestDSRVerbs(t *testing.T) {
 		}
 	}
 	in.Startup = true
+	if got := run(t, in, "dsr_if eth1"); got != "" {
+		t.Errorf("dsr_if eth1 at startup wrote %q", got)
+	}
+	if _, err := in.Exec("dsr_if eth0", io.Discard); err == nil || !strings.Contains(err.Error(), "changing the interface needs a restart") {
+		t.Errorf("dsr_if eth0 at startup on eth1: %v", err)
+	}
 	run(t, in, "listen 192.0.2.101")
 	if got := in.Cfg.Services[0].Listen; got != ap("192.0.2.101:0") {
 		t.Errorf("listen 192.0.2.101 set %v", got)
 	}
 	proxy := newInterp(t)
-	if _, err := proxy.Exec("dsr_if eth0", io.Discard); err == nil || !strings.Contains(err.Error(), "startup only") {
+	if _, err := proxy.Exec("dsr_if eth0", io.Discard); err == nil || !strings.Contains(err.Error(), "refused over the control socket") {
 		t.Errorf("dsr_if over control on a proxy service: %v", err)
 	}
 	proxy.Startup = true
@@ -722,7 +820,7 @@ func TestWriteConfigDSR(t *testing.T) {
 	// Read back onto the same command line without the tarpit, also with a
 	// repeated dsr_if as a hand-edited -F file might have.
 	back := newInterp(t, "-O", "dsr_if eth1", "192.0.2.100:80", "192.0.2.99")
-	back.AllowWritePaths = true
+	back.Startup = true
 	for _, l := range append(strings.Split(out, "\n"), "dsr_if eth1") {
 		run(t, back, l)
 	}
