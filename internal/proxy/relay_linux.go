@@ -31,7 +31,7 @@ func (l *loop) handle(ep *endpoint, events uint32) {
 		}
 		return
 	case kindListener:
-		l.accept(ep.svc, ep.fd)
+		l.accept(ep)
 		return
 	}
 	if events&evRead != 0 {
@@ -50,7 +50,7 @@ func (l *loop) handle(ep *endpoint, events uint32) {
 		}
 		switch {
 		case events&(unix.EPOLLERR|unix.EPOLLHUP) != 0:
-			l.failover(s)
+			l.connectFailed(s)
 			return
 		case events&unix.EPOLLOUT != 0:
 			if !l.connected(s) {
@@ -64,14 +64,29 @@ func (l *loop) handle(ep *endpoint, events uint32) {
 }
 
 // accept takes the connections queued on a listener, up to maxAccepts (the
-// level-triggered listener reports again if more are left).
-func (l *loop) accept(svc *Service, lfd int) {
+// level-triggered listener reports again if more are left). When this host
+// is out of descriptors or memory, the listener is disarmed for
+// acceptBackoff: the queued clients wait in the backlog instead of the loop
+// spinning on an error that only closing connections can clear.
+func (l *loop) accept(ep *endpoint) {
+	svc := ep.svc
 	o := svc.opts.Load()
 	for range maxAccepts {
-		fd, peer, err := accept4(lfd)
+		fd, peer, err := accept4(ep.fd)
 		if err != nil {
-			if err != unix.EAGAIN && err != unix.ECONNABORTED && err != unix.EINTR {
-				svc.logf("accept: %v", err)
+			switch {
+			case err == unix.EAGAIN:
+			case acceptRetry(err):
+				svc.acceptLog.Logf(svc.logf, "accept: %v", err)
+				continue // that connection failed; the next may not
+			default:
+				// Out of resources, or the listener itself is broken:
+				// either way another accept now fails the same way.
+				if isLocalError(err) {
+					svc.localErrs.Add(1)
+				}
+				svc.warn(svc.acceptLog, "accept: %v (pausing accepts on %s for %v)", err, o.Listen, acceptBackoff)
+				l.disarm(ep)
 			}
 			return
 		}
@@ -83,12 +98,15 @@ func (l *loop) accept(svc *Service, lfd int) {
 			unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 		}
 		s := &session{svc: svc, opts: o, peer: peer, last: l.now, start: l.now}
+		// No backend is reserved yet: closing the session must not release
+		// one (the zero Choice would be server 0's).
+		s.choice = balance.Choice{Index: balance.NoServer}
 		s.client = endpoint{kind: kindClient, fd: fd, sess: s, pr: -1, pw: -1, writable: true}
 		s.backend = endpoint{kind: kindBackend, fd: -1, sess: s, pr: -1, pw: -1}
 		s.client.peer, s.backend.peer = &s.backend, &s.client
 		l.link(s)
 		if err := l.register(&s.client); err != nil {
-			svc.logf("epoll: %v", err)
+			svc.localError("epoll_ctl", peer, err)
 			l.closeSession(s)
 			continue
 		}
@@ -97,27 +115,50 @@ func (l *loop) accept(svc *Service, lfd int) {
 	}
 }
 
+// acceptRetry reports whether an accept error belongs to the one connection
+// being accepted (Linux passes a new connection's pending network error to
+// accept), so the next accept may succeed.
+func acceptRetry(err error) bool {
+	switch err {
+	case unix.EINTR, unix.ECONNABORTED, unix.EPROTO, unix.EPERM, unix.ENETDOWN, unix.ENOPROTOOPT,
+		unix.EHOSTDOWN, unix.ENONET, unix.EHOSTUNREACH, unix.ENETUNREACH, unix.ETIMEDOUT:
+		return true
+	}
+	return false
+}
+
 // dial connects to s.choice, failing over until a connect is under way or
-// no backend is left.
+// no backend is left. A local error (this host out of descriptors, memory
+// or source ports) closes the client and blames no backend: the reserved
+// choice is released by closeSession.
 func (l *loop) dial(s *session) {
 	for {
 		if s.choice.Index == balance.NoServer {
+			s.svc.noBackend()
 			l.closeSession(s)
 			return
 		}
-		err := l.startConnect(s)
+		local, err := l.startConnect(s)
 		if err == nil {
+			return
+		}
+		if local {
+			s.svc.localError("connect to "+s.choice.Addr.String(), s.peer, err)
+			l.closeSession(s)
 			return
 		}
 		s.choice = s.svc.pool.Failed(s.choice, s.peer, l.now)
 	}
 }
 
-func (l *loop) startConnect(s *session) error {
+// startConnect starts a non-blocking connect to s.choice. On failure it
+// reports whether the error is this host's own (isLocalError, or the epoll
+// set refusing the socket) rather than the backend's.
+func (l *loop) startConnect(s *session) (local bool, err error) {
 	sa, family := sockaddr(s.choice.Addr)
 	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return err
+		return isLocalError(err), err
 	}
 	o := s.opts
 	if o.NoDelay {
@@ -130,13 +171,13 @@ func (l *loop) startConnect(s *session) error {
 		src, _ := sockaddr(netip.AddrPortFrom(o.Source, 0))
 		if err := unix.Bind(fd, src); err != nil {
 			unix.Close(fd)
-			return err
+			return isLocalError(err), err
 		}
 	}
 	err = unix.Connect(fd, sa)
 	if err != nil && err != unix.EINPROGRESS {
 		unix.Close(fd)
-		return err
+		return isLocalError(err), err
 	}
 	b := &s.backend
 	b.fd, b.readable, b.writable = fd, false, false
@@ -146,9 +187,21 @@ func (l *loop) startConnect(s *session) error {
 		l.fds[fd] = nil
 		unix.Close(fd)
 		b.fd = -1
-		return err
+		return true, err
 	}
-	return nil
+	return false, nil
+}
+
+// connectFailed handles an error reported on a connecting backend socket:
+// the backend's fault (refused, unreachable) fails over; this host's own
+// (a local error in SO_ERROR) closes the client only.
+func (l *loop) connectFailed(s *session) {
+	if e, err := unix.GetsockoptInt(s.backend.fd, unix.SOL_SOCKET, unix.SO_ERROR); err == nil && isLocalError(unix.Errno(e)) {
+		s.svc.localError("connect to "+s.choice.Addr.String(), s.peer, unix.Errno(e))
+		l.closeSession(s)
+		return
+	}
+	l.failover(s)
 }
 
 // connected finishes a connect the backend socket reported writable (an
@@ -302,8 +355,9 @@ func (l *loop) write(src *endpoint, p []byte) bool {
 // small one is usually just the end of a response, with another to come).
 func (l *loop) readSplice(src *endpoint) bool {
 	if src.pr < 0 && !l.takePipe(src) {
-		l.closeSession(src.sess)
-		return false
+		// No descriptors for a pipe: copy through the loop's buffer.
+		src.splice, src.small = false, 0
+		return l.readCopy(src)
 	}
 	n, err := unix.Splice(src.fd, nil, src.pw, nil, maxSplice, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
 	switch {
@@ -454,6 +508,9 @@ func (l *loop) closeSession(s *session) {
 	s.prev.next, s.next.prev = s.next, s.prev
 	s.prev, s.next = nil, nil
 	l.nsess--
+	if len(l.disarmed) > 0 {
+		l.rearmAt = l.now // descriptors are free again: accept at once
+	}
 	for _, ep := range [...]*endpoint{&s.client, &s.backend} {
 		if ep.fd >= 0 {
 			l.fds[ep.fd] = nil

@@ -2,16 +2,19 @@ package proxy
 
 import (
 	"fmt"
+	"log"
 	"net/netip"
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/nib-lb/nib/internal/balance"
+	"github.com/nib-lb/nib/internal/lograte"
 )
 
 // The TCP engine: each loop owns an epoll set. Every socket is registered
@@ -43,6 +46,14 @@ const (
 	spareYieldEvery = 5 * time.Millisecond
 	busyWaitMS      = 5 // below the 10ms after which the runtime takes a P back
 	idleAfter       = 100 * time.Millisecond
+	// acceptBackoff is how long a listener stays out of a loop's epoll set
+	// after accept failed for lack of descriptors or memory: the listener
+	// is level-triggered, so leaving it in would spin on the same error.
+	// A connection closing on the loop ends the pause early.
+	acceptBackoff = 100 * time.Millisecond
+	// waitBackoff is the pause after an epoll_wait error other than EINTR
+	// (a broken epoll set), so that a lasting error does not spin.
+	waitBackoff = 10 * time.Millisecond
 )
 
 type kind uint8
@@ -74,6 +85,7 @@ type endpoint struct {
 	readable, writable bool
 	hup                bool   // FIN or error signalled: read to the end
 	gen                uint32 // registration generation (stale events)
+	off                bool   // listener: out of the epoll set (accept back-off)
 }
 
 type state uint8
@@ -104,6 +116,17 @@ type Engine struct {
 	loops []*loop
 	mu    sync.Mutex
 	lfds  map[*Service]int
+	logf  atomic.Pointer[func(format string, args ...any)]
+}
+
+// SetLogf sets where the engine reports its own faults (an epoll_wait
+// error), rate-limited; by default the standard logger. Per-service
+// messages go to the service's loggers.
+func (e *Engine) SetLogf(f func(format string, args ...any)) {
+	if f == nil {
+		f = log.Printf
+	}
+	e.logf.Store(&f)
 }
 
 type loop struct {
@@ -127,6 +150,16 @@ type loop struct {
 	spare     bool // GOMAXPROCS exceeds loops: a P is free for the rest
 	// deadline is when a parked wait wakes up for the sweep.
 	deadline time.Time
+	// disarmed are listeners out of the epoll set until rearmAt, after
+	// accept failed for lack of resources.
+	disarmed []*endpoint
+	rearmAt  time.Time
+	eng      *Engine
+	waitLog  *lograte.Limiter
+	// Test seams: replace the epoll_wait and epoll_ctl(ADD) of connection
+	// sockets when set. Set them on the loop's goroutine (with do).
+	waitHook func(epfd int, events []unix.EpollEvent, msec int) (int, error)
+	ctlHook  func(epfd, op, fd int, ev *unix.EpollEvent) error
 
 	mu     sync.Mutex
 	cmds   []func()
@@ -140,11 +173,13 @@ func NewEngine(n int) (*Engine, error) {
 		n = 1
 	}
 	e := &Engine{lfds: make(map[*Service]int)}
+	e.SetLogf(nil)
 	for range n {
 		l, err := newLoop()
 		if l != nil {
 			l.loops = n
 			l.spare = runtime.GOMAXPROCS(0) > n
+			l.eng = e
 		}
 		if err != nil {
 			e.Close()
@@ -170,7 +205,7 @@ func newLoop() (*loop, error) {
 		unix.Close(epfd)
 		return nil, fmt.Errorf("eventfd: %w", err)
 	}
-	l := &loop{epfd: epfd, wakefd: wfd, done: make(chan struct{})}
+	l := &loop{epfd: epfd, wakefd: wfd, done: make(chan struct{}), waitLog: lograte.New(logEvery)}
 	l.head.prev, l.head.next = &l.head, &l.head
 	l.file = os.NewFile(uintptr(epfd), "epoll")
 	if l.rc, err = l.file.SyscallConn(); err != nil {
@@ -281,7 +316,47 @@ func (l *loop) register(ep *endpoint) error {
 	ep.gen = l.gen
 	l.set(ep)
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(ep.fd), Pad: int32(ep.gen)}
+	if l.ctlHook != nil {
+		return l.ctlHook(l.epfd, unix.EPOLL_CTL_ADD, ep.fd, &ev)
+	}
 	return unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, ep.fd, &ev)
+}
+
+// disarm takes a listener out of the loop's epoll set for acceptBackoff.
+// (EPOLL_CTL_MOD cannot change an EPOLLEXCLUSIVE registration, so it is
+// deleted and added again.)
+func (l *loop) disarm(ep *endpoint) {
+	if ep.off {
+		return
+	}
+	unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, ep.fd, nil)
+	ep.off = true
+	if len(l.disarmed) == 0 {
+		l.rearmAt = l.now.Add(acceptBackoff)
+	}
+	l.disarmed = append(l.disarmed, ep)
+}
+
+// rearm puts the disarmed listeners back once their back-off is over.
+// A listener closed meanwhile (Unlisten) is no longer in l.fds.
+func (l *loop) rearm() {
+	if len(l.disarmed) == 0 || l.now.Before(l.rearmAt) {
+		return
+	}
+	eps := l.disarmed
+	l.disarmed = nil
+	for _, ep := range eps {
+		if ep.fd >= len(l.fds) || l.fds[ep.fd] != ep {
+			continue
+		}
+		if err := l.ctl(unix.EPOLL_CTL_ADD, ep.fd, unix.EPOLLIN|unix.EPOLLEXCLUSIVE); err != nil {
+			ep.svc.warn(ep.svc.acceptLog, "accept: re-arming the listener: %v", err)
+			l.disarmed = append(l.disarmed, ep) // try again after another pause
+			l.rearmAt = l.now.Add(acceptBackoff)
+			continue
+		}
+		ep.off = false
+	}
 }
 
 func (l *loop) set(ep *endpoint) {
@@ -311,6 +386,7 @@ func (l *loop) run() {
 			l.handle(ep, ev.Events)
 		}
 		l.runReady()
+		l.rearm()
 		if l.now.Sub(l.lastSw) >= sweepEvery {
 			l.sweep()
 		}
@@ -371,6 +447,10 @@ func (l *loop) wait() int {
 		l.deadline = now.Add(sweepEvery)
 		l.file.SetReadDeadline(l.deadline)
 	}
+	if len(l.disarmed) > 0 && l.rearmAt.Before(l.deadline) {
+		l.deadline = l.rearmAt // wake up to re-arm a listener
+		l.file.SetReadDeadline(l.deadline)
+	}
 	var n int
 	l.rc.Read(func(uintptr) bool {
 		n = l.epollWait(0)
@@ -382,14 +462,27 @@ func (l *loop) wait() int {
 	return n
 }
 
+// epollWait returns the number of events ready, retrying on EINTR. Any
+// other error (the epoll set itself is broken) is logged, rate-limited,
+// and reported as no events after a short pause, so the loop goes on (its
+// sweeps still close timed-out sessions) instead of crashing the process
+// or spinning.
 func (l *loop) epollWait(ms int) int {
 	for {
-		n, err := unix.EpollWait(l.epfd, l.events[:], ms)
+		var n int
+		var err error
+		if l.waitHook != nil {
+			n, err = l.waitHook(l.epfd, l.events[:], ms)
+		} else {
+			n, err = unix.EpollWait(l.epfd, l.events[:], ms)
+		}
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil {
-			panic(fmt.Sprintf("epoll_wait: %v", err))
+			l.waitLog.Logf(*l.eng.logf.Load(), "proxy: epoll_wait: %v", err)
+			time.Sleep(waitBackoff)
+			return 0
 		}
 		return n
 	}
