@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"net"
 	"net/netip"
 	"runtime"
 	"sync"
@@ -23,6 +24,7 @@ type Daemon struct {
 	log *log.Logger
 
 	mu       sync.Mutex // serialises Apply and control commands
+	closed   bool       // Close ran: no more Apply or commands
 	cfg      *config.Config
 	engine   *proxy.Engine
 	services map[string]*running
@@ -33,6 +35,15 @@ type Daemon struct {
 	exit     chan struct{}
 	exitOnce sync.Once
 	debug    atomic.Int32 // cfg.Debug, for lock-free reads
+
+	// Control goroutines take mu for their commands, so nothing holding mu
+	// may wait for them: they are counted here and waited for by Close
+	// after it lets go of mu.
+	ctlWG     sync.WaitGroup
+	ctlMu     sync.Mutex // guards ctlConns and ctlClosed, never held with mu's waits
+	ctlConns  map[net.Conn]struct{}
+	ctlClosed bool
+	penACL    atomic.Pointer[ctlACL] // control ACL of the running config
 
 	// PenFile is the Pen -F file re-read on SIGHUP in Pen mode.
 	PenFile string
@@ -92,7 +103,13 @@ func (d *Daemon) Apply(cfg *config.Config) error {
 	return d.applyLocked(cfg)
 }
 
+// errClosed is what a closed daemon answers to Apply and control commands.
+var errClosed = errors.New("lbd is shutting down")
+
 func (d *Daemon) applyLocked(cfg *config.Config) error {
+	if d.closed {
+		return errClosed
+	}
 	if err := config.Validate(cfg); err != nil {
 		return err
 	}
@@ -226,7 +243,8 @@ func (d *Daemon) applyLocked(cfg *config.Config) error {
 		}
 		newDummies[dc.Listen] = s
 	}
-	if err := d.applyControl(cfg); err != nil {
+	commitControl, err := d.prepareControl(cfg)
+	if err != nil {
 		closeNewDummies()
 		rollbackDSR()
 		rollback()
@@ -251,6 +269,7 @@ func (d *Daemon) applyLocked(cfg *config.Config) error {
 	}
 	d.services, d.dummies, d.logs, d.cfg = next, newDummies, logs, cfg.Clone()
 	d.debug.Store(int32(cfg.Debug))
+	commitControl()
 	for _, r := range started {
 		d.log.Printf("service %s: listening on %s/%s (%d backends)", r.cfg.Name, r.cfg.Listen, protoName(r.cfg.Protocol), usedBackends(r.cfg))
 	}
@@ -296,33 +315,40 @@ func (d *Daemon) stop(r *running, all bool) {
 	}
 }
 
-// Close stops everything.
+// Close stops everything. It hangs up on control clients, idle or
+// mid-command, and returns once their goroutines are gone; it waits for
+// them only after releasing the daemon lock their commands take.
 func (d *Daemon) Close() {
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.penctl != nil {
-		d.penctl.close()
-		d.penctl = nil
+	if !d.closed {
+		d.closed = true
+		if d.penctl != nil {
+			d.penctl.ln.Close()
+			d.penctl = nil
+		}
+		d.hangUpControl()
+		for _, r := range d.services {
+			d.stop(r, true)
+		}
+		for _, s := range d.dummies {
+			s.Close()
+		}
+		for iface, p := range d.dsr {
+			p.close()
+			delete(d.dsr, iface)
+		}
+		if d.engine != nil {
+			d.engine.Close()
+		}
+		for _, l := range d.logs {
+			l.Close()
+		}
+		d.logs = map[string]*proxy.ConnLog{}
+		d.services = map[string]*running{}
+		d.dummies = map[netip.AddrPort]*dummy.Server{}
 	}
-	for _, r := range d.services {
-		d.stop(r, true)
-	}
-	for _, s := range d.dummies {
-		s.Close()
-	}
-	for iface, p := range d.dsr {
-		p.close()
-		delete(d.dsr, iface)
-	}
-	if d.engine != nil {
-		d.engine.Close()
-	}
-	for _, l := range d.logs {
-		l.Close()
-	}
-	d.logs = map[string]*proxy.ConnLog{}
-	d.services = map[string]*running{}
-	d.dummies = map[netip.AddrPort]*dummy.Server{}
+	d.mu.Unlock()
+	d.ctlWG.Wait()
 }
 
 // ReopenLogs reopens the request logs (after log rotation; SIGHUP).

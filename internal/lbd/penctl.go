@@ -9,10 +9,10 @@ import (
 	"net/netip"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nib-lb/nib/config"
+	"github.com/nib-lb/nib/internal/acl"
 	"github.com/nib-lb/nib/internal/pen"
 )
 
@@ -27,62 +27,95 @@ const (
 	maxPenClients   = 16
 )
 
+// penControl is one control listener. Its goroutines, and those of the
+// clients it accepted, are counted in Daemon.ctlWG; nothing waits for them
+// while holding Daemon.mu, which their commands take.
 type penControl struct {
 	addr string
 	ln   net.Listener
 	slot chan struct{}
-	wg   sync.WaitGroup
 }
 
-// applyControl starts, keeps or replaces the Pen control listener.
-func (d *Daemon) applyControl(cfg *config.Config) error {
+// ctlACL is the control ACL of the running config, read without a lock by
+// each control connection. A nil list permits every client.
+type ctlACL struct {
+	list *acl.List
+}
+
+func newCtlACL(cfg *config.Config) *ctlACL {
+	name := cfg.Control.PenACL
+	if name == "" {
+		return &ctlACL{}
+	}
+	a, ok := cfg.ACLs[name]
+	if !ok {
+		// Validate refuses this; should it get here, permit no one.
+		return &ctlACL{list: &acl.List{Rules: []acl.Rule{{Action: acl.Deny}}}}
+	}
+	return &ctlACL{list: toACL(a)}
+}
+
+// prepareControl opens the control listener cfg asks for, unless the running
+// one already serves that address. It changes nothing: the returned commit
+// (called with Daemon.mu held, once nothing else can fail) puts cfg's control
+// ACL and listener in place and closes the old listener without waiting for
+// its clients.
+func (d *Daemon) prepareControl(cfg *config.Config) (commit func(), err error) {
 	want := cfg.Control.PenListen
+	snap := newCtlACL(cfg)
 	if d.penctl != nil && d.penctl.addr == want {
-		return nil
+		return func() { d.penACL.Store(snap) }, nil
 	}
 	var pc *penControl
 	if want != "" {
-		var err error
-		if pc, err = d.listenPen(want); err != nil {
-			return fmt.Errorf("control %s: %w", want, err)
+		ln, err := listenPen(want)
+		if err != nil {
+			return nil, fmt.Errorf("control %s: %w", want, err)
+		}
+		pc = &penControl{addr: want, ln: ln, slot: make(chan struct{}, maxPenClients)}
+	}
+	commit = func() {
+		d.penACL.Store(snap) // before the new listener accepts anyone
+		if d.penctl != nil {
+			d.penctl.ln.Close() // its clients finish on their own (deadlines)
+		}
+		d.penctl = pc
+		if pc != nil {
+			d.servePenListener(pc)
+			d.log.Printf("control: Pen protocol on %s", want)
 		}
 	}
-	if d.penctl != nil {
-		d.penctl.close()
-	}
-	d.penctl = pc
-	if pc != nil {
-		d.log.Printf("control: Pen protocol on %s", want)
-	}
-	return nil
+	return commit, nil
 }
 
-func (d *Daemon) listenPen(addr string) (*penControl, error) {
-	network := "tcp"
-	if strings.HasPrefix(addr, "/") || strings.HasPrefix(addr, ".") {
-		network = "unix"
-		// Like Pen, replace a stale socket file, but never anything else.
-		if st, err := os.Lstat(addr); err == nil && st.Mode()&os.ModeSocket != 0 {
-			os.Remove(addr)
-		}
+// listenPen opens a control listener: a Unix socket for a path, else TCP.
+func listenPen(addr string) (net.Listener, error) {
+	if !strings.HasPrefix(addr, "/") && !strings.HasPrefix(addr, ".") {
+		return net.Listen("tcp", addr)
 	}
-	ln, err := net.Listen(network, addr)
+	// Like Pen, replace a stale socket file, but never anything else.
+	if st, err := os.Lstat(addr); err == nil && st.Mode()&os.ModeSocket != 0 {
+		os.Remove(addr)
+	}
+	ln, err := net.Listen("unix", addr)
 	if err != nil {
 		return nil, err
 	}
-	if network == "unix" {
-		// The socket grants full control: owner only.
-		if err := os.Chmod(addr, 0o600); err != nil {
-			ln.Close()
-			return nil, err
-		}
+	// The socket grants full control: owner only.
+	if err := os.Chmod(addr, 0o600); err != nil {
+		ln.Close()
+		return nil, err
 	}
-	pc := &penControl{addr: addr, ln: ln, slot: make(chan struct{}, maxPenClients)}
-	pc.wg.Add(1)
+	return ln, nil
+}
+
+// servePenListener accepts control clients on pc until its listener closes.
+func (d *Daemon) servePenListener(pc *penControl) {
+	d.ctlWG.Add(1)
 	go func() {
-		defer pc.wg.Done()
+		defer d.ctlWG.Done()
 		for {
-			c, err := ln.Accept()
+			c, err := pc.ln.Accept()
 			if err != nil {
 				if errors.Is(err, net.ErrClosed) {
 					return
@@ -96,20 +129,52 @@ func (d *Daemon) listenPen(addr string) (*penControl, error) {
 				c.Close() // too many control clients at once
 				continue
 			}
-			pc.wg.Add(1)
+			if !d.trackControl(c) {
+				c.Close() // the daemon is closing
+				<-pc.slot
+				continue
+			}
+			d.ctlWG.Add(1)
 			go func() {
-				defer pc.wg.Done()
+				defer d.ctlWG.Done()
 				defer func() { <-pc.slot }()
+				defer d.untrackControl(c)
 				d.servePen(c)
 			}()
 		}
 	}()
-	return pc, nil
 }
 
-func (pc *penControl) close() {
-	pc.ln.Close()
-	pc.wg.Wait()
+// trackControl records a control connection so that Close can hang it up;
+// false means the daemon is closing.
+func (d *Daemon) trackControl(c net.Conn) bool {
+	d.ctlMu.Lock()
+	defer d.ctlMu.Unlock()
+	if d.ctlClosed {
+		return false
+	}
+	if d.ctlConns == nil {
+		d.ctlConns = make(map[net.Conn]struct{})
+	}
+	d.ctlConns[c] = struct{}{}
+	return true
+}
+
+func (d *Daemon) untrackControl(c net.Conn) {
+	d.ctlMu.Lock()
+	delete(d.ctlConns, c)
+	d.ctlMu.Unlock()
+}
+
+// hangUpControl closes every control connection, idle or mid-command, and
+// refuses new ones. It does not wait.
+func (d *Daemon) hangUpControl() {
+	d.ctlMu.Lock()
+	defer d.ctlMu.Unlock()
+	d.ctlClosed = true
+	for c := range d.ctlConns {
+		c.Close()
+	}
 }
 
 // servePen answers one control connection.
@@ -152,23 +217,22 @@ func readPenCommand(r io.Reader) (string, error) {
 	return string(buf[:n]), nil
 }
 
+// penAllowed checks a control client against the control ACL snapshot; it
+// takes no lock.
 func (d *Daemon) penAllowed(a net.Addr) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	name := d.cfg.Control.PenACL
-	if name == "" {
-		return true
-	}
 	ta, ok := a.(*net.TCPAddr)
 	if !ok {
 		return true // Unix socket: file permissions guard it (Pen: always permitted)
 	}
-	l, ok := d.cfg.ACLs[name]
-	if !ok {
-		return false
+	snap := d.penACL.Load()
+	if snap == nil {
+		return false // no config committed yet
+	}
+	if snap.list == nil {
+		return true
 	}
 	ip, _ := netip.AddrFromSlice(ta.IP)
-	return toACL(l).Allows(ip.Unmap())
+	return snap.list.Allows(ip.Unmap())
 }
 
 // ExecPen runs one Pen command against the running configuration, applying
@@ -176,6 +240,10 @@ func (d *Daemon) penAllowed(a net.Addr) bool {
 func (d *Daemon) ExecPen(line string, out io.Writer, startup bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.closed {
+		io.WriteString(out, errClosed.Error()+"\n")
+		return
+	}
 	in := &pen.Interp{Cfg: d.cfg.Clone(), RT: runtimeView{d}, ConfigFile: d.PenFile, Startup: startup, AllowWritePaths: startup, Validate: true}
 	if d.TOMLFile != "" {
 		in.SaveTOML = func(c *config.Config) error { return config.Save(d.TOMLFile, c) }
