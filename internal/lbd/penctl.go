@@ -2,6 +2,7 @@ package lbd
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/nib-lb/nib/config"
@@ -97,13 +99,31 @@ func listenPen(addr string) (net.Listener, error) {
 	if st, err := os.Lstat(addr); err == nil && st.Mode()&os.ModeSocket != 0 {
 		os.Remove(addr)
 	}
-	ln, err := net.Listen("unix", addr)
+	// The socket grants full control: owner only, from the start. Linux
+	// creates the socket file with the mode of the socket's own inode
+	// (masked by the umask), so set that before bind rather than chmod
+	// the file after, which would leave it open to anyone for a moment.
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var err error
+		if cerr := c.Control(func(fd uintptr) { err = syscall.Fchmod(int(fd), 0o600) }); cerr != nil {
+			return cerr
+		}
+		if err != nil {
+			return fmt.Errorf("fchmod: %w", err)
+		}
+		return nil
+	}}
+	ln, err := lc.Listen(context.Background(), "unix", addr)
 	if err != nil {
 		return nil, err
 	}
-	// The socket grants full control: owner only.
-	if err := os.Chmod(addr, 0o600); err != nil {
+	// Refuse to serve from a socket anyone else can use, should a kernel
+	// not create it with the socket inode's mode.
+	if st, err := os.Lstat(addr); err != nil || st.Mode().Perm()&0o077 != 0 {
 		ln.Close()
+		if err == nil {
+			err = fmt.Errorf("socket created with mode %v, want 0600", st.Mode().Perm())
+		}
 		return nil, err
 	}
 	return ln, nil

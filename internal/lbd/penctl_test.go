@@ -7,9 +7,14 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/nib-lb/nib/config"
 )
@@ -189,5 +194,67 @@ func TestPenControlACLFollowsReload(t *testing.T) {
 	}
 	if got := penCommand(t, ctl, "mode"); !strings.Contains(got, "roundrobin") {
 		t.Fatalf("ACL removed again: %q", got)
+	}
+}
+
+// The control socket is born owner-only: never chmodded after bind (which
+// leaves a window with the umask's permissions), whatever the umask.
+func TestControlSocketCreatedOwnerOnly(t *testing.T) {
+	dir := t.TempDir()
+	ino, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(ino)
+	if _, err := unix.InotifyAddWatch(ino, dir, unix.IN_CREATE|unix.IN_ATTRIB); err != nil {
+		t.Fatal(err)
+	}
+	cfg := oneService(freePort(t), namedBackend(t, "a"))
+	cfg.Control.PenListen = filepath.Join(dir, "ctl")
+	old := syscall.Umask(0) // the worst case: bind alone would give 0777
+	d := New(log.New(io.Discard, "", 0))
+	err = d.Apply(cfg)
+	syscall.Umask(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.Close)
+	st, err := os.Lstat(cfg.Control.PenListen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode()&os.ModeSocket == 0 || st.Mode().Perm() != 0o600 {
+		t.Fatalf("control socket mode %v, want socket 0600", st.Mode())
+	}
+	created := false
+	buf := make([]byte, 4096)
+	for {
+		n, err := unix.Read(ino, buf)
+		if err == unix.EAGAIN {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		for off := 0; off+unix.SizeofInotifyEvent <= n; {
+			ev := (*unix.InotifyEvent)(unsafe.Pointer(&buf[off]))
+			name := strings.TrimRight(string(buf[off+unix.SizeofInotifyEvent:off+unix.SizeofInotifyEvent+int(ev.Len)]), "\x00")
+			off += unix.SizeofInotifyEvent + int(ev.Len)
+			if name != "ctl" {
+				continue
+			}
+			switch {
+			case ev.Mask&unix.IN_ATTRIB != 0:
+				t.Fatal("control socket's permissions were changed after it was created")
+			case ev.Mask&unix.IN_CREATE != 0:
+				created = true
+			}
+		}
+	}
+	if !created {
+		t.Fatal("no inotify event for the socket's creation")
+	}
+	if got := penCommand(t, cfg.Control.PenListen, "mode"); !strings.Contains(got, "roundrobin") {
+		t.Fatalf("control socket: %q", got)
 	}
 }
