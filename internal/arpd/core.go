@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"sync/atomic"
 	"time"
+
+	"github.com/nib-lb/nib/internal/lograte"
 )
 
 // Options are arpd's timers and bounds. A zero field takes its default.
@@ -84,6 +86,7 @@ type Counters struct {
 	RepliesVIP         uint64 // replies sent for VIPs
 	RepliesTarpit      uint64 // replies sent for tarpit addresses
 	BackendLearned     uint64 // backend replies to our requests accepted
+	BackendConflicts   uint64 // replies to our request for a backend from a MAC other than the one kept
 	UnsolicitedIgnored uint64 // replies/gratuitous ARP for a backend that we did not ask for
 	Conflicts          uint64 // another host announced an address we had claimed
 	InUseRefused       uint64 // claims not made because another host uses the address
@@ -97,8 +100,8 @@ type Counters struct {
 }
 
 type counters struct {
-	requestsSeen, repliesVIP, repliesTarpit, backendLearned, unsolicited,
-	conflicts, inUseRefused, probesSent, requestsSent, announcements,
+	requestsSeen, repliesVIP, repliesTarpit, backendLearned, backendConflicts,
+	unsolicited, conflicts, inUseRefused, probesSent, requestsSent, announcements,
 	tarpitBusy, malformed, sendErrors, readErrors atomic.Uint64
 }
 
@@ -108,6 +111,7 @@ func (c *counters) snapshot() Counters {
 		RepliesVIP:         c.repliesVIP.Load(),
 		RepliesTarpit:      c.repliesTarpit.Load(),
 		BackendLearned:     c.backendLearned.Load(),
+		BackendConflicts:   c.backendConflicts.Load(),
 		UnsolicitedIgnored: c.unsolicited.Load(),
 		Conflicts:          c.conflicts.Load(),
 		InUseRefused:       c.inUseRefused.Load(),
@@ -175,13 +179,24 @@ type vipEntry struct {
 }
 
 type backendEntry struct {
-	mac       [6]byte
-	has       bool
-	down      bool
-	missed    int       // requests in a row left unanswered
-	waitUntil time.Time // end of the reply window; zero: no request outstanding
+	mac    [6]byte
+	has    bool
+	down   bool
+	missed int // requests in a row left unanswered
+	// waitUntil is the end of the reply window of our last request (zero:
+	// none open). The window stays open after the first answer, so that a
+	// second MAC answering the same request is seen as a conflict.
+	waitUntil time.Time
+	answered  bool    // mac answered in this window
+	cand      [6]byte // another MAC that answered in this window first (hasCand)
+	hasCand   bool
 	lastReq   time.Time
 	nextReq   time.Time
+}
+
+// waiting reports whether the reply window of our last request is open.
+func (b *backendEntry) waiting(now time.Time) bool {
+	return !b.waitUntil.IsZero() && now.Before(b.waitUntil)
 }
 
 type inUseEntry struct {
@@ -200,7 +215,8 @@ const (
 	vConflict                        // another host announced an address we claimed
 	vInUse                           // marked an address we care about as in use by another MAC
 	vMalformed
-	vOwn // our own frame
+	vOwn             // our own frame
+	vBackendConflict // another MAC answered our request for a backend whose MAC we keep
 )
 
 // core holds arpd's state and makes every decision; it owns no socket and
@@ -220,6 +236,10 @@ type core struct {
 	inUse      *lru[inUseEntry]
 	dirty      bool // backend snapshot must be republished
 	logLimited time.Time
+	// conflictLog limits the log lines about backends answered for by two
+	// MACs (a spoofer can cause them at will). It reads the wall clock:
+	// only which lines are logged depends on it, no decision.
+	conflictLog *lograte.Limiter
 }
 
 func newCore(mac [6]byte, ip netip.Addr, opt Options, logf func(string, ...any), ctr *counters) *core {
@@ -238,6 +258,8 @@ func newCore(mac [6]byte, ip netip.Addr, opt Options, logf func(string, ...any),
 		tpProbing: make(map[netip.Addr]probeState),
 		tpClaimed: newLRU[struct{}](opt.TarpitMax),
 		inUse:     newLRU[inUseEntry](opt.InUseMax),
+
+		conflictLog: lograte.New(10 * time.Second),
 	}
 }
 
@@ -432,28 +454,16 @@ func (c *core) logLimit(now time.Time, format string, args ...any) {
 }
 
 // fromBackend learns a backend's MAC from a reply to our request, and
-// ignores everything else that claims an address for a backend.
+// ignores everything else that claims an address for a backend. p's sender
+// address is the backend's: the reply comes from the address we asked
+// about (a reply from any other address is not an answer for this one).
 func (c *core) fromBackend(now time.Time, p *arpPacket) verdict {
 	b, ok := c.backends[p.spa]
 	if !ok {
 		return 0
 	}
-	if p.op == opReply && p.tpa == c.ip && p.tha == c.mac &&
-		!b.waitUntil.IsZero() && now.Before(b.waitUntil) {
-		if b.has && b.mac != p.sha {
-			c.logf("arpd: backend %s is now at %s (was %s)", p.spa, macString(p.sha), macString(b.mac))
-		}
-		if b.down {
-			c.logf("arpd: backend %s answers ARP again", p.spa)
-		}
-		if !b.has || b.mac != p.sha || b.down {
-			c.dirty = true
-		}
-		b.mac, b.has, b.down, b.missed = p.sha, true, false, 0
-		b.waitUntil = time.Time{}
-		b.nextReq = now.Add(c.opt.Refresh)
-		c.ctr.backendLearned.Add(1)
-		return vLearned
+	if p.op == opReply && p.tpa == c.ip && p.tha == c.mac && b.waiting(now) {
+		return c.answered(now, p.spa, b, p.sha)
 	}
 	if b.has && b.mac == p.sha {
 		return 0 // agrees with what we know
@@ -466,7 +476,7 @@ func (c *core) fromBackend(now time.Time, p *arpPacket) verdict {
 	// Someone shows the backend at another MAC (a replaced backend, or a
 	// spoofer): ask ourselves, soon, but no sooner than RetryMin after our
 	// last request.
-	if b.waitUntil.IsZero() {
+	if !b.waiting(now) {
 		at := now
 		if !b.lastReq.IsZero() && b.lastReq.Add(c.opt.RetryMin).After(at) {
 			at = b.lastReq.Add(c.opt.RetryMin)
@@ -476,6 +486,67 @@ func (c *core) fromBackend(now time.Time, p *arpPacket) verdict {
 		}
 	}
 	return v
+}
+
+// answered handles a reply from mac to our request for backend a, inside
+// the reply window. The answer we keep is consistent: the first MAC that
+// answers an unresolved backend is taken at once; once a MAC is known, a
+// reply from another MAC does not replace it while the known one keeps
+// answering (two hosts answering for one address, a duplicate or a
+// spoofer, would otherwise flip the backend between them on every
+// request). It is counted and logged (rate-limited) as a conflict, and
+// taken only when the window closes without an answer from the known MAC
+// (the backend was replaced): see closeWindow.
+func (c *core) answered(now time.Time, a netip.Addr, b *backendEntry, mac [6]byte) verdict {
+	if !b.has || mac == b.mac {
+		c.learn(now, a, b, mac)
+		return vLearned
+	}
+	c.ctr.backendConflicts.Add(1)
+	c.conflictLog.Logf(c.logf, "arpd: CONFLICT: backend %s: %s answers our ARP request, but the backend is at %s (a duplicate address, a spoofer, or a replaced backend); keeping %s while it answers",
+		a, macString(mac), macString(b.mac), macString(b.mac))
+	if !b.answered && !b.hasCand {
+		b.cand, b.hasCand = mac, true
+	}
+	return vBackendConflict
+}
+
+// learn takes mac as backend a's answer to our current request.
+func (c *core) learn(now time.Time, a netip.Addr, b *backendEntry, mac [6]byte) {
+	if b.has && b.mac != mac {
+		c.logf("arpd: backend %s is now at %s (was %s, which no longer answers)", a, macString(mac), macString(b.mac))
+	}
+	if b.down {
+		c.logf("arpd: backend %s answers ARP again", a)
+	}
+	if !b.has || b.mac != mac || b.down {
+		c.dirty = true
+	}
+	b.mac, b.has, b.down, b.missed = mac, true, false, 0
+	b.answered, b.hasCand = true, false
+	b.nextReq = now.Add(c.opt.Refresh)
+	c.ctr.backendLearned.Add(1)
+}
+
+// closeWindow ends the reply window of our request for backend a: without
+// an answer from the MAC we keep, another MAC that answered takes over;
+// without any answer the request counts as missed.
+func (c *core) closeWindow(now time.Time, a netip.Addr, b *backendEntry) {
+	b.waitUntil = time.Time{}
+	switch {
+	case b.answered:
+	case b.hasCand:
+		c.learn(now, a, b, b.cand)
+	default:
+		b.missed++
+		if b.missed >= c.opt.DownAfter && !b.down {
+			b.down = true
+			c.dirty = true
+			c.logf("arpd: backend %s left %d ARP requests unanswered: down", a, b.missed)
+		}
+		b.nextReq = now.Add(c.backoff(b.missed))
+	}
+	b.answered, b.hasCand = false, false
 }
 
 // request answers a request for a claimed VIP or tarpit address, and
@@ -581,14 +652,7 @@ func (c *core) tick(now time.Time, out []frame) []frame {
 	}
 	for a, b := range c.backends {
 		if !b.waitUntil.IsZero() && !now.Before(b.waitUntil) {
-			b.waitUntil = time.Time{}
-			b.missed++
-			if b.missed >= c.opt.DownAfter && !b.down {
-				b.down = true
-				c.dirty = true
-				c.logf("arpd: backend %s left %d ARP requests unanswered: down", a, b.missed)
-			}
-			b.nextReq = now.Add(c.backoff(b.missed))
+			c.closeWindow(now, a, b)
 		}
 		if b.waitUntil.IsZero() && !now.Before(b.nextReq) {
 			b.lastReq, b.waitUntil = now, now.Add(c.opt.ReplyWindow)

@@ -593,11 +593,12 @@ func TestBackendMACChangeLearnedViaRefresh(t *testing.T) {
 		t.Fatalf("no early refresh after a MAC change was seen (%d frames)", len(out))
 	}
 	h.at(5*time.Second + 10*time.Millisecond)
-	if _, v := h.in(reply(be1MAC2, be1, lbMAC, lbIP)); v&vLearned == 0 {
-		t.Fatal("reply to our refresh not learned")
-	}
-	if b := h.c.backends[be1]; b.mac != be1MAC2 {
-		t.Fatalf("MAC %s, want %s", macString(b.mac), macString(be1MAC2))
+	h.in(reply(be1MAC2, be1, lbMAC, lbIP))
+	// Taken when the window closes without an answer from the old MAC.
+	h.at(5*time.Second + testOpt.ReplyWindow)
+	h.tick()
+	if b := h.c.backends[be1]; b.mac != be1MAC2 || b.down || b.missed != 0 {
+		t.Fatalf("MAC %s, want %s (%+v)", macString(b.mac), macString(be1MAC2), b)
 	}
 
 	// Silent replacement: only the periodic refresh finds it.
@@ -615,8 +616,164 @@ func TestBackendMACChangeLearnedViaRefresh(t *testing.T) {
 	}
 	h.at(30*time.Second + 200*time.Millisecond)
 	h.in(reply(be1MAC2, be1, lbMAC, lbIP))
+	h.at(30*time.Second + 100*time.Millisecond + testOpt.ReplyWindow)
+	h.tick()
 	if b := h.c.backends[be1]; b.mac != be1MAC2 || !h.c.dirty {
 		t.Fatal("refresh reply with a new MAC not learned/published")
+	}
+}
+
+// TestBackendReplyFromAskedAddress: only a reply whose sender address is
+// the backend we asked about, to our address and MAC, inside the window,
+// answers our request; nothing else is learned for that backend.
+func TestBackendReplyFromAskedAddress(t *testing.T) {
+	be2 := netip.MustParseAddr("192.0.2.22")
+	cases := []struct {
+		name  string
+		pkt   []byte
+		learn bool
+	}{
+		{"the backend asked about", reply(be1MAC, be1, lbMAC, lbIP), true},
+		{"another host's address", reply(be1MAC, clientIP, lbMAC, lbIP), false},
+		{"a VIP's address", reply(be1MAC, vip, lbMAC, lbIP), false},
+		{"unspecified sender", reply(be1MAC, netip.IPv4Unspecified(), lbMAC, lbIP), false},
+		{"another backend, not asked about now", reply(be1MAC, be2, lbMAC, lbIP), false},
+		{"to another address", reply(be1MAC, be1, lbMAC, clientIP), false},
+		{"to another MAC", reply(be1MAC, be1, client, lbIP), false},
+		{"a request, not a reply", arpFrame(opRequest, be1MAC, be1, lbMAC, lbIP), false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			h.c.setBackends([]netip.Addr{be1, be2})
+			h.tick() // asks for both
+			h.at(100 * time.Millisecond)
+			h.in(reply(be1MAC2, be2, lbMAC, lbIP)) // be2 answered: its window has no question open
+			h.c.backends[be2].answered, h.c.backends[be2].waitUntil = false, time.Time{}
+			h.at(200 * time.Millisecond)
+			_, v := h.in(tc.pkt)
+			b := h.c.backends[be1]
+			if got := b.has && b.mac == be1MAC; got != tc.learn || (v&vLearned != 0) != tc.learn {
+				t.Fatalf("learned %v (verdict %b, %+v), want %v", got, v, b, tc.learn)
+			}
+			if b2 := h.c.backends[be2]; b2.mac != be1MAC2 {
+				t.Fatalf("be2 changed: %+v", b2)
+			}
+			if !tc.learn && (b.hasCand || h.ctr.backendConflicts.Load() != 0) {
+				t.Fatalf("taken as a candidate answer: %+v", b)
+			}
+		})
+	}
+}
+
+// TestBackendAnswerConsistent: when two MACs answer for one backend, the
+// one we have is kept while it answers; another MAC is taken only after a
+// request that the kept one left unanswered (a replaced backend). The
+// published MAC never flips in between; every other answer is counted as a
+// conflict.
+func TestBackendAnswerConsistent(t *testing.T) {
+	type answer struct {
+		mac [6]byte
+		at  time.Duration // after the refresh request (30.1 s)
+	}
+	cases := []struct {
+		name      string
+		answers   []answer
+		after     [6]byte // the MAC once the window has closed
+		conflicts uint64
+		missed    int
+	}{
+		{"the known MAC", []answer{{be1MAC, 10 * time.Millisecond}}, be1MAC, 0, 0},
+		{"the known MAC, then another", []answer{{be1MAC, 10 * time.Millisecond}, {fakeMAC, 20 * time.Millisecond}}, be1MAC, 1, 0},
+		{"another, then the known MAC", []answer{{fakeMAC, 10 * time.Millisecond}, {be1MAC, 20 * time.Millisecond}}, be1MAC, 1, 0},
+		{"another, late in the window, then the known MAC", []answer{{fakeMAC, 10 * time.Millisecond}, {be1MAC, 2900 * time.Millisecond}}, be1MAC, 1, 0},
+		{"two others and the known MAC", []answer{{fakeMAC, 10 * time.Millisecond}, {be1MAC2, 20 * time.Millisecond}, {be1MAC, 30 * time.Millisecond}, {fakeMAC, 40 * time.Millisecond}}, be1MAC, 3, 0},
+		{"only another MAC: replaced", []answer{{be1MAC2, 10 * time.Millisecond}}, be1MAC2, 1, 0},
+		{"two others: the first is taken", []answer{{be1MAC2, 10 * time.Millisecond}, {fakeMAC, 20 * time.Millisecond}}, be1MAC2, 2, 0},
+		{"no answer", nil, be1MAC, 0, 1},
+		{"the other answers after the window", []answer{{fakeMAC, 3 * time.Second}}, be1MAC, 0, 1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := resolved(t)
+			refresh := 30*time.Second + 100*time.Millisecond
+			h.at(refresh)
+			if out := h.tick(); len(out) != 1 {
+				t.Fatalf("no refresh request (%d frames)", len(out))
+			}
+			for _, a := range tc.answers {
+				h.at(refresh + a.at)
+				h.in(reply(a.mac, be1, lbMAC, lbIP))
+				if n := h.c.snapshot()[be1]; n.mac != be1MAC {
+					t.Fatalf("after an answer from %s at +%v the published MAC is %s", macString(a.mac), a.at, macString(n.mac))
+				}
+			}
+			h.at(refresh + testOpt.ReplyWindow)
+			h.tick()
+			b := h.c.backends[be1]
+			if n := h.c.snapshot()[be1]; b.mac != tc.after || n.mac != tc.after || n.down {
+				t.Fatalf("after the window: %s (published %+v), want %s", macString(b.mac), n, macString(tc.after))
+			}
+			if got := h.ctr.backendConflicts.Load(); got != tc.conflicts || b.missed != tc.missed {
+				t.Fatalf("conflicts %d missed %d, want %d and %d", got, b.missed, tc.conflicts, tc.missed)
+			}
+			if tc.conflicts > 0 {
+				var lines int
+				for _, l := range h.log {
+					if strings.Contains(l, "CONFLICT: backend "+be1.String()) {
+						lines++
+					}
+				}
+				if lines != 1 {
+					t.Fatalf("%d conflict log lines, want 1: %q", lines, h.log)
+				}
+			}
+		})
+	}
+}
+
+// Before the first answer nothing is known: the first MAC that answers is
+// taken at once, and kept while it answers even when the other one is
+// faster at the next request.
+func TestBackendFirstAnswerKept(t *testing.T) {
+	h := newHarness(t)
+	h.c.setBackends([]netip.Addr{be1})
+	h.tick()
+	h.at(10 * time.Millisecond)
+	if _, v := h.in(reply(fakeMAC, be1, lbMAC, lbIP)); v&vLearned == 0 {
+		t.Fatalf("first answer not taken: verdict %b", v)
+	}
+	h.at(20 * time.Millisecond)
+	if _, v := h.in(reply(be1MAC, be1, lbMAC, lbIP)); v&vLearned != 0 || v&vBackendConflict == 0 {
+		t.Fatalf("second MAC in the same window: verdict %b", v)
+	}
+	for i := 1; i <= 5; i++ {
+		req := h.c.backends[be1].nextReq.Sub(t0)
+		h.at(req)
+		if out := h.tick(); len(out) != 1 {
+			t.Fatalf("refresh %d: %d frames", i, len(out))
+		}
+		h.at(req + 10*time.Millisecond)
+		h.in(reply(be1MAC, be1, lbMAC, lbIP))
+		h.at(req + 20*time.Millisecond)
+		h.in(reply(fakeMAC, be1, lbMAC, lbIP))
+		if m := h.c.snapshot()[be1].mac; m != fakeMAC {
+			t.Fatalf("refresh %d: flipped to %s", i, macString(m))
+		}
+		h.at(req + testOpt.ReplyWindow)
+		h.tick()
+	}
+	if n := h.ctr.backendConflicts.Load(); n != 6 {
+		t.Fatalf("conflicts %d, want 6", n)
+	}
+	var lines int
+	for _, l := range h.log {
+		if strings.Contains(l, "CONFLICT") {
+			lines++
+		}
+	}
+	if lines != 1 {
+		t.Fatalf("%d conflict log lines for 6 conflicts in well under 10 s of real time, want 1 (rate-limited): %q", lines, h.log)
 	}
 }
 

@@ -19,11 +19,20 @@
 //     it is a conflict: counted, logged with the other MAC, defended with a
 //     gratuitous ARP at most every 10 s.
 //   - Backend MACs are learned only from replies to requests we sent within
-//     the reply window (op 2, sender = the backend, target = our IP and MAC).
-//     Unsolicited and gratuitous replies are ignored (Pen learns from any
-//     reply, which makes spoofing trivial); a packet that shows a backend at
-//     a different MAC only makes us ask again sooner. A replaced backend is
-//     learned through the answer to that request or to the periodic refresh.
+//     the reply window (op 2, sender address = the backend we asked about,
+//     target = our IP and MAC). Unsolicited and gratuitous replies are
+//     ignored (Pen learns from any reply, which makes spoofing trivial); a
+//     packet that shows a backend at a different MAC only makes us ask again
+//     sooner.
+//   - The answer is kept consistent: the first MAC that answers an
+//     unresolved backend is taken; after that, a reply from another MAC
+//     (two hosts answering for one address: a duplicate or a spoofer) does
+//     not replace it while it keeps answering. Such a reply is counted and
+//     logged (rate-limited) as a conflict, and taken only when our request's
+//     window closes without an answer from the MAC we have: that is how a
+//     replaced backend is learned, through the answer to that request or to
+//     the periodic refresh. The published MAC never flips between two
+//     answering hosts.
 //
 // Lookup, Down and Version are lock-free (an atomic pointer to an immutable
 // snapshot) and allocation-free, for the DSR forwarder's data path.
