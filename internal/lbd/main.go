@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"os/user"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -386,20 +387,78 @@ func raiseFileLimit(logger *log.Logger) {
 }
 
 // writeWebStats writes the -w status file of each service that has one
-// (Pen's SIGUSR1).
+// (Pen's SIGUSR1). The pages are rendered under the daemon lock and written
+// after it is released.
 func (d *Daemon) writeWebStats(logger *log.Logger) {
+	type page struct {
+		path string
+		body []byte
+	}
+	var pages []page
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	for _, sc := range d.cfg.Services {
-		if sc.WebStats == "" {
-			continue
-		}
-		var b bytes.Buffer
-		if err := (runtimeView{d}).StatusHTML(sc.Name, &b); err != nil {
-			continue
-		}
-		if err := os.WriteFile(sc.WebStats, b.Bytes(), 0o644); err != nil {
-			logger.Printf("web stats %s: %v", sc.WebStats, err)
+	if d.cfg != nil {
+		for _, sc := range d.cfg.Services {
+			if sc.WebStats == "" {
+				continue
+			}
+			var b bytes.Buffer
+			if err := (runtimeView{d}).StatusHTML(sc.Name, &b); err != nil {
+				continue
+			}
+			pages = append(pages, page{sc.WebStats, b.Bytes()})
 		}
 	}
+	d.mu.Unlock()
+	for _, p := range pages {
+		if err := replaceFile(p.path, p.body, 0o644); err != nil {
+			logger.Printf("web stats %s: %v", p.path, err)
+		}
+	}
+}
+
+// replaceFile atomically replaces path with a new file holding data: a
+// temporary file in the same directory, created exclusively (O_EXCL, so
+// never through a symlink someone planted), synced, then renamed over path.
+// A symlink at path is replaced, not followed; readers see the old file or
+// the new one, never a partial one.
+func replaceFile(path string, data []byte, perm os.FileMode) (err error) {
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	if base == "" || base == "." || base == ".." {
+		return fmt.Errorf("%q names a directory, not a file", path)
+	}
+	f, err := os.CreateTemp(dir, "."+base+".tmp*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	if err = f.Chmod(perm); err != nil {
+		return err
+	}
+	if _, err = f.Write(data); err != nil {
+		return err
+	}
+	if err = f.Sync(); err != nil {
+		return err
+	}
+	if err = f.Close(); err != nil {
+		return err
+	}
+	if err = os.Rename(tmp, path); err != nil {
+		return err
+	}
+	// Make the rename itself durable.
+	if df, derr := os.Open(dir); derr == nil {
+		df.Sync()
+		df.Close()
+	}
+	return nil
 }
