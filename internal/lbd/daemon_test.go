@@ -361,4 +361,10 @@ func TestPenWriteSavesTOML(t *testing.T) {
 	if _, err := os.Stat(dir + "/other"); err == nil {
 		t.Fatal("control client wrote an arbitrary file")
 	}
+	// Without a -F file, "." used to pass the path check (Clean("") is ".").
+	for _, p := range []string{".", "./", dir + "/sub/.."} {
+		if got := penCommand(t, cfg.Control.PenListen, "write "+p); !strings.Contains(got, "refused") {
+			t.Fatalf("write %s: %q", p, got)
+		}
+	}
 }

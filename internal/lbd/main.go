@@ -262,7 +262,7 @@ func reload(d *Daemon, inv *invocation, logger *log.Logger) {
 func (d *Daemon) ReloadPenFile(path string) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	in := &pen.Interp{Cfg: d.cfg.Clone(), RT: runtimeView{d}, ConfigFile: path, Startup: true, AllowWritePaths: true, Validate: true}
+	in := &pen.Interp{Cfg: d.cfg.Clone(), RT: runtimeView{d}, ConfigFile: path, Startup: true, Validate: true}
 	var out bytes.Buffer
 	changed, err := in.ExecFile(path, &out)
 	if out.Len() > 0 {

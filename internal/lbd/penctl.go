@@ -264,7 +264,7 @@ func (d *Daemon) ExecPen(line string, out io.Writer, startup bool) {
 		io.WriteString(out, errClosed.Error()+"\n")
 		return
 	}
-	in := &pen.Interp{Cfg: d.cfg.Clone(), RT: runtimeView{d}, ConfigFile: d.PenFile, Startup: startup, AllowWritePaths: startup, Validate: true}
+	in := &pen.Interp{Cfg: d.cfg.Clone(), RT: runtimeView{d}, ConfigFile: d.PenFile, Startup: startup, Validate: true}
 	if d.TOMLFile != "" {
 		in.SaveTOML = func(c *config.Config) error { return config.Save(d.TOMLFile, c) }
 	}
