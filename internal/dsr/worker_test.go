@@ -208,6 +208,11 @@ func BenchmarkProcess(b *testing.B) {
 	f := tcpFrame(netip.MustParseAddr("198.51.100.9"), vip, 40000, 80, 0x10, "0123456789")
 	b.ReportAllocs()
 	for b.Loop() {
-		w.process(tb, f, 1)
+		// Forwarding rewrites the destination MAC: address the frame to
+		// the LB again, as the next one would be.
+		copy(f[0:6], lbMAC[:])
+		if act, why := w.process(tb, f, 1); act != actForward {
+			b.Fatalf("dropped: %v", why)
+		}
 	}
 }
