@@ -22,8 +22,38 @@ import (
 // closed, so descriptors never pile up (Pen issue #46). A backend that
 // answers with ICMP port unreachable is blacklisted and the flow moves to the
 // next backend, resending its last datagram.
+//
+// Source addresses are easy to spoof, so what a stranger can make the server
+// hold is bounded: flows per source address (MaxFlowsPerSource) and in all
+// (MaxConnections, else DefaultMaxFlows); a datagram beyond either limit is
+// dropped, counted and logged (rate-limited). A flow keeps its last datagram
+// only until the backend first answers (it is what failover resends), and
+// only up to maxSaved bytes.
 
-const maxDatagram = 64 << 10
+const (
+	maxDatagram = 64 << 10
+	// maxSaved is the largest datagram a flow keeps for resending after a
+	// failover. The resend only spares the client a retry on its first
+	// exchange; requests that open UDP exchanges (DNS, NTP, RADIUS, SIP,
+	// syslog) are much smaller, and a larger one is simply not resent.
+	maxSaved = 2 << 10
+	// DefaultMaxFlows is a UDP service's flow limit when MaxConnections
+	// is 0.
+	DefaultMaxFlows = 4096
+)
+
+// flowLimits returns the service's flow limit and per-source limit.
+func flowLimits(o *Options) (total, perSource int) {
+	total = o.MaxConnections
+	if total <= 0 {
+		total = DefaultMaxFlows
+	}
+	perSource = o.MaxFlowsPerSource
+	if perSource <= 0 {
+		perSource = max(total/8, 1)
+	}
+	return total, perSource
+}
 
 // UDPServer serves one UDP service.
 type UDPServer struct {
@@ -33,6 +63,7 @@ type UDPServer struct {
 	pc6   *ipv6.PacketConn
 	mu    sync.Mutex
 	flows map[netip.AddrPort]*flow
+	perIP map[netip.Addr]int // flows per client address
 	wg    sync.WaitGroup
 	done  chan struct{}
 }
@@ -46,7 +77,7 @@ type flow struct {
 	conn       *net.UDPConn
 	last       atomic.Int64 // unix nanoseconds of the last datagram
 	replied    bool
-	lastPkt    []byte
+	lastPkt    []byte // the last datagram (up to maxSaved) until a reply
 	sent, recv atomic.Uint64
 	start      time.Time
 }
@@ -58,7 +89,7 @@ func ServeUDP(svc *Service) (*UDPServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	u := &UDPServer{svc: svc, conn: conn, flows: make(map[netip.AddrPort]*flow), done: make(chan struct{})}
+	u := &UDPServer{svc: svc, conn: conn, flows: make(map[netip.AddrPort]*flow), perIP: make(map[netip.Addr]int), done: make(chan struct{})}
 	if o.Listen.Addr().IsUnspecified() {
 		if o.Listen.Addr().Is4() {
 			u.pc4 = ipv4.NewPacketConn(conn)
@@ -150,6 +181,13 @@ func (u *UDPServer) serve() {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
+			if isLocalError(err) {
+				u.svc.localErrs.Add(1)
+				u.svc.warn(u.svc.localLog, "udp: receive: %v", err)
+				time.Sleep(acceptBackoff)
+			} else {
+				u.svc.acceptLog.Logf(u.svc.logf, "udp: receive: %v", err)
+			}
 			continue
 		}
 		u.mu.Lock()
@@ -158,6 +196,7 @@ func (u *UDPServer) serve() {
 			f = u.newFlow(client, local)
 			if f != nil {
 				u.flows[client] = f
+				u.perIP[client.Addr()]++
 			}
 		}
 		u.mu.Unlock()
@@ -167,9 +206,23 @@ func (u *UDPServer) serve() {
 	}
 }
 
-// newFlow picks a backend for a new client; nil drops the datagram.
+// newFlow picks a backend for a new client; nil drops the datagram. It is
+// called with u.mu held.
 func (u *UDPServer) newFlow(client netip.AddrPort, local netip.Addr) *flow {
 	o := u.svc.opts.Load()
+	total, perSource := flowLimits(o)
+	switch {
+	case len(u.flows) >= total:
+		u.svc.refused.Add(1)
+		u.svc.flowLimited.Add(1)
+		u.svc.warn(u.svc.flowLog, "udp: %d flows, the limit: dropping datagrams of new clients (%s)", len(u.flows), client)
+		return nil
+	case u.perIP[client.Addr()] >= perSource:
+		u.svc.refused.Add(1)
+		u.svc.flowLimited.Add(1)
+		u.svc.warn(u.svc.flowLog, "udp: %s has %d flows, the limit per source address: dropping its datagrams for new flows", client.Addr(), perSource)
+		return nil
+	}
 	if !u.svc.admit(o) {
 		return nil
 	}
@@ -186,8 +239,17 @@ func (u *UDPServer) newFlow(client netip.AddrPort, local netip.Addr) *flow {
 			go f.readReplies(c)
 			return f
 		}
+		if isLocalError(err) {
+			// This host is out of descriptors, memory or ports: drop
+			// the datagram, blame no backend.
+			u.svc.pool.Done(f.choice, 0, 0)
+			u.svc.release()
+			u.svc.localError("udp socket to "+f.choice.Addr.String(), client, err)
+			return nil
+		}
 		f.choice = u.svc.pool.Failed(f.choice, client, now)
 	}
+	u.svc.noBackend()
 	u.svc.release()
 	return nil
 }
@@ -205,7 +267,11 @@ func (f *flow) send(p []byte) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if !f.replied {
-		f.lastPkt = append(f.lastPkt[:0], p...)
+		if len(p) <= maxSaved {
+			f.lastPkt = append(f.lastPkt[:0], p...)
+		} else {
+			f.lastPkt = f.lastPkt[:0] // too big to keep: not resent
+		}
 	}
 	if _, err := f.conn.Write(p); err != nil && isConnRefused(err) {
 		f.failoverLocked()
@@ -233,6 +299,12 @@ func (f *flow) failoverLocked() bool {
 			u.wg.Add(1)
 			go f.readReplies(c)
 			return true
+		}
+		if isLocalError(err) {
+			u.svc.pool.Done(f.choice, 0, 0)
+			u.svc.localError("udp socket to "+f.choice.Addr.String(), f.client, err)
+			f.choice = balance.Choice{Index: balance.NoServer}
+			return false
 		}
 		f.choice = u.svc.pool.Failed(f.choice, f.client, now)
 	}
@@ -296,6 +368,11 @@ func (f *flow) close() {
 		return
 	}
 	delete(u.flows, f.client)
+	if n := u.perIP[f.client.Addr()] - 1; n > 0 {
+		u.perIP[f.client.Addr()] = n
+	} else {
+		delete(u.perIP, f.client.Addr())
+	}
 	u.mu.Unlock()
 	f.mu.Lock()
 	f.conn.Close()
