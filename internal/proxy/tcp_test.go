@@ -89,13 +89,20 @@ func freeAddr(t *testing.T) netip.AddrPort {
 }
 
 type fixture struct {
-	svc  *Service
-	pool *balance.Pool
-	addr string
+	svc    *Service
+	pool   *balance.Pool
+	addr   string
+	engine *Engine
 }
 
 // startTCP runs a splice-engine service over the given backends.
 func startTCP(t *testing.T, o Options, bo balance.Options, backends ...netip.AddrPort) *fixture {
+	t.Helper()
+	return startTCPLoops(t, 2, o, bo, backends...)
+}
+
+// startTCPLoops is startTCP with an engine of n loops.
+func startTCPLoops(t *testing.T, n int, o Options, bo balance.Options, backends ...netip.AddrPort) *fixture {
 	t.Helper()
 	if !o.Listen.IsValid() {
 		o.Listen = freeAddr(t)
@@ -115,7 +122,7 @@ func startTCP(t *testing.T, o Options, bo balance.Options, backends ...netip.Add
 	}
 	pool := balance.New(bo, servers)
 	svc := NewService(o, pool, t.Logf)
-	e, err := NewEngine(2)
+	e, err := NewEngine(n)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +131,7 @@ func startTCP(t *testing.T, o Options, bo balance.Options, backends ...netip.Add
 		t.Fatal(err)
 	}
 	t.Cleanup(e.Close)
-	return &fixture{svc: svc, pool: pool, addr: o.Listen.String()}
+	return &fixture{svc: svc, pool: pool, addr: o.Listen.String(), engine: e}
 }
 
 func dial(t *testing.T, addr string) *net.TCPConn {
@@ -220,8 +227,23 @@ func TestNoBackendClosesClient(t *testing.T) {
 	if _, err := io.ReadAll(c); err != nil && !isReset(err) {
 		t.Fatal(err)
 	}
-	if got := f.svc.Counters().Active; got != 0 {
-		waitActive(t, f.svc, 0)
+	waitActive(t, f.svc, 0)
+	// The refused counter counts clients closed for want of a backend.
+	if got := f.svc.Counters().Refused; got != 1 {
+		t.Errorf("refused = %d, want 1 (no backend)", got)
+	}
+}
+
+func TestDeniedClientCountedRefused(t *testing.T) {
+	be := newBackend(t, echo)
+	f := startTCP(t, Options{}, balance.Options{ClientAllowed: func(netip.Addr) bool { return false }}, be.addr)
+	c := dial(t, f.addr)
+	if _, err := io.ReadAll(c); err != nil && !isReset(err) {
+		t.Fatal(err)
+	}
+	waitActive(t, f.svc, 0)
+	if got := f.svc.Counters().Refused; got != 1 {
+		t.Errorf("refused = %d, want 1 (denied by the ACL)", got)
 	}
 }
 
