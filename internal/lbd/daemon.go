@@ -40,7 +40,7 @@ type Daemon struct {
 	// may wait for them: they are counted here and waited for by Close
 	// after it lets go of mu.
 	ctlWG     sync.WaitGroup
-	ctlMu     sync.Mutex // guards ctlConns and ctlClosed, never held with mu's waits
+	ctlMu     sync.Mutex // guards ctlConns and ctlClosed; held only briefly, never while waiting
 	ctlConns  map[net.Conn]struct{}
 	ctlClosed bool
 	penACL    atomic.Pointer[ctlACL] // control ACL of the running config
