@@ -31,3 +31,14 @@ func Default() *Config {
 func DefaultTOML() []byte {
 	return append([]byte(nil), defaultTOML...)
 }
+
+// applianceTOML is the appliance's first configuration (/perm/lbd/config.toml).
+//
+//go:embed appliance.toml
+var applianceTOML []byte
+
+// ApplianceTOML returns the text of the appliance's first configuration: a
+// welcome page on port 80 served by a built-in dummy backend.
+func ApplianceTOML() []byte {
+	return append([]byte(nil), applianceTOML...)
+}

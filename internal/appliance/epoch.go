@@ -1,0 +1,38 @@
+package appliance
+
+import (
+	"fmt"
+	"os/exec"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Epoch returns the time stamped on every file of an image: s (Unix seconds,
+// from -epoch or SOURCE_DATE_EPOCH) if set, else the time of the last commit
+// in repo, else the Unix epoch. A fixed time makes the same inputs give the
+// same bytes.
+func Epoch(s, repo string) (time.Time, error) {
+	if s != "" {
+		n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+		if err != nil || n < 0 {
+			return time.Time{}, fmt.Errorf("epoch %q: want Unix seconds", s)
+		}
+		return time.Unix(n, 0).UTC(), nil
+	}
+	cmd := exec.Command("git", "log", "-1", "--format=%ct")
+	cmd.Dir = repo
+	if b, err := cmd.Output(); err == nil {
+		if n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); err == nil {
+			return time.Unix(n, 0).UTC(), nil
+		}
+	}
+	return time.Unix(0, 0).UTC(), nil
+}
+
+// VMOverrides are the instance settings make vm changes: QEMU's arm64
+// kernel, no Pi firmware or EEPROM, the PL011 console.
+func VMOverrides() (kernel, firmware, eeprom, serial *string) {
+	k, none, s := "github.com/gokrazy/kernel.arm64", "", "ttyAMA0,115200"
+	return &k, &none, &none, &s
+}
