@@ -208,3 +208,43 @@ func TestEpollWaitErrorIsNotFatal(t *testing.T) {
 	setHooks(f.engine, func(l *loop) { l.waitHook = nil })
 	roundTrip(t, dial(t, f.addr), "next")
 }
+
+// A listener paused after an accept error and closed meanwhile is not put
+// back when the pause ends, even if its descriptor number now belongs to
+// another service's listener; that one serves normally.
+func TestUnlistenWhileAcceptPaused(t *testing.T) {
+	be := newBackend(t, echo)
+	f := startTCPLoops(t, 1, Options{}, balance.Options{}, be.addr)
+	l := f.engine.loops[0]
+	f.engine.mu.Lock()
+	fd := f.engine.lfds[f.svc]
+	f.engine.mu.Unlock()
+	var warns logLines
+	f.svc.SetWarnf(warns.logf)
+	setHooks(f.engine, func(l *loop) {
+		l.now = time.Now()
+		l.disarm(l.fds[fd])
+	})
+	f.engine.Unlisten(f.svc)
+	other := NewService(Options{Listen: freeAddr(t), ConnectTimeout: time.Second}, f.pool, t.Logf)
+	other.SetWarnf(warns.logf)
+	if err := f.engine.Listen(other); err != nil {
+		t.Fatal(err)
+	}
+	f.engine.mu.Lock()
+	t.Logf("paused listener fd %d, new listener fd %d", fd, f.engine.lfds[other])
+	f.engine.mu.Unlock()
+	time.Sleep(2 * acceptBackoff)
+	roundTrip(t, dial(t, other.Options().Listen.String()), "served")
+	done := make(chan int)
+	l.do(func() { done <- len(l.disarmed) })
+	if n := <-done; n != 0 {
+		t.Errorf("%d listeners still waiting to be re-armed", n)
+	}
+	if len(warns.lines) != 0 {
+		t.Errorf("warnings: %q", warns.lines)
+	}
+	if _, err := net.DialTimeout("tcp", f.addr, time.Second); err == nil {
+		t.Errorf("closed listener %s still accepts", f.addr)
+	}
+}
