@@ -52,6 +52,9 @@ type Daemon struct {
 	TOMLFile string
 	// Loops is the number of TCP engine loops; 0 means GOMAXPROCS.
 	Loops int
+	// Facts fills in the placeholders of dummy bodies ({{addresses}}, ...);
+	// nil sends bodies as written. Set it before the first Apply.
+	Facts dummy.Facts
 }
 
 // running is one live service.
@@ -234,7 +237,7 @@ func (d *Daemon) applyLocked(cfg *config.Config) error {
 			newDummies[dc.Listen] = s
 			continue
 		}
-		s, err := dummy.Listen(dc.Listen, dc.Body)
+		s, err := dummy.Listen(dc.Listen, dc.Body, d.Facts)
 		if err != nil {
 			closeNewDummies()
 			rollbackDSR()
@@ -261,6 +264,9 @@ func (d *Daemon) applyLocked(cfg *config.Config) error {
 		if newDummies[a] != s {
 			s.Close()
 		}
+	}
+	for _, dc := range cfg.Dummies {
+		newDummies[dc.Listen].SetBody(dc.Body) // a kept dummy may have a new body
 	}
 	for path, l := range d.logs {
 		if logs[path] != l {
