@@ -1,16 +1,23 @@
 package lbd
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/asn1"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
+
+	"golang.org/x/crypto/ocsp"
 
 	"github.com/nib-lb/nib/config"
 )
@@ -51,9 +58,9 @@ func tlsConfig(t *config.TLS) (*tls.Config, error) {
 		}
 	}
 	if t.OCSPStaple != "" {
-		staple, err := os.ReadFile(t.OCSPStaple)
+		staple, err := loadOCSP(t.OCSPStaple, &cert)
 		if err != nil {
-			return nil, fmt.Errorf("tls: ocsp staple: %w", err)
+			return nil, fmt.Errorf("tls: ocsp staple %s: %w", t.OCSPStaple, err)
 		}
 		cert.OCSPStaple = staple
 	}
@@ -151,4 +158,104 @@ func validSNI(name string) bool {
 		}
 	}
 	return true
+}
+
+// maxOCSPResponse bounds an OCSP response file. Real responses are a few
+// hundred bytes to a few KiB (more with a delegated responder certificate).
+const maxOCSPResponse = 64 << 10
+
+// loadOCSP reads the DER OCSP response at path for cert, the leaf followed
+// by its chain. It reads at most maxOCSPResponse bytes from a regular file
+// and returns the response only when it parses (golang.org/x/crypto/ocsp)
+// and answers for the leaf: the serial number matches and, when the chain
+// holds the leaf's issuer, the response is signed by the issuer or by a
+// responder the issuer certified. Anything else is refused: stapling it
+// would send a file's bytes to every client, or make clients that check
+// staples reject the server.
+func loadOCSP(path string, cert *tls.Certificate) ([]byte, error) {
+	der, err := readRegularFile(path, maxOCSPResponse)
+	if err != nil {
+		return nil, err
+	}
+	leaf, err := x509.ParseCertificate(cert.Certificate[0])
+	if err != nil {
+		return nil, fmt.Errorf("certificate: %w", err)
+	}
+	issuer := issuerOf(leaf, cert.Certificate[1:])
+	if _, err := ocsp.ParseResponseForCert(der, leaf, issuer); err != nil {
+		what := "serial " + leaf.SerialNumber.Text(16)
+		if issuer != nil {
+			what += ", issuer " + issuer.Subject.String()
+		}
+		var structural asn1.StructuralError
+		var syntax asn1.SyntaxError
+		var status ocsp.ResponseError
+		switch {
+		case errors.As(err, &structural), errors.As(err, &syntax):
+			err = errors.New("not a DER-encoded OCSP response")
+		case errors.As(err, &status):
+			err = fmt.Errorf("the responder did not answer (%v)", status)
+		}
+		return nil, fmt.Errorf("not a valid OCSP response for the certificate %s (%s): %w", leaf.Subject, what, err)
+	}
+	return der, nil
+}
+
+// issuerOf returns the certificate in chain that issued leaf, or nil.
+func issuerOf(leaf *x509.Certificate, chain [][]byte) *x509.Certificate {
+	for _, der := range chain {
+		c, err := x509.ParseCertificate(der)
+		if err != nil || !bytes.Equal(c.RawSubject, leaf.RawIssuer) {
+			continue
+		}
+		if leaf.CheckSignatureFrom(c) == nil {
+			return c
+		}
+	}
+	return nil
+}
+
+// readRegularFile reads a regular file of at most max bytes. Anything else
+// (a device such as /dev/zero, a FIFO, a directory, a larger file) is
+// refused without reading more than max+1 bytes; opening does not block on
+// a FIFO.
+func readRegularFile(path string, max int64) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = fmt.Errorf("%s: %w", pe.Op, pe.Err) // the caller names the file
+		}
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if t := st.Mode().Type(); t != 0 {
+		what := "a special file"
+		switch {
+		case t&fs.ModeDir != 0:
+			what = "a directory"
+		case t&fs.ModeDevice != 0:
+			what = "a device"
+		case t&fs.ModeNamedPipe != 0:
+			what = "a FIFO"
+		case t&fs.ModeSocket != 0:
+			what = "a socket"
+		}
+		return nil, fmt.Errorf("not a regular file but %s", what)
+	}
+	if st.Size() > max {
+		return nil, fmt.Errorf("%d bytes, more than the %d allowed", st.Size(), max)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("more than the %d bytes allowed", max)
+	}
+	return b, nil
 }

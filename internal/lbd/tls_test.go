@@ -25,8 +25,11 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/ocsp"
 
 	"github.com/nib-lb/nib/config"
 )
@@ -580,10 +583,30 @@ func TestTLSSNICacheBounded(t *testing.T) {
 	}
 }
 
+// ocspResponse returns a DER OCSP response saying serial is good, for a
+// certificate issued by issuer, signed with key (whose certificate is
+// responder).
+func ocspResponse(t *testing.T, serial *big.Int, issuer, responder *x509.Certificate, key *ecdsa.PrivateKey) []byte {
+	t.Helper()
+	der, err := ocsp.CreateResponse(issuer, responder, ocsp.Response{
+		Status:       ocsp.Good,
+		SerialNumber: serial,
+		ThisUpdate:   time.Now().Add(-time.Minute),
+		NextUpdate:   time.Now().Add(time.Hour),
+	}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}
+
 func TestTLSOCSPStaple(t *testing.T) {
 	p := newTestPKI(t)
-	staple := make([]byte, 471)
-	rand.Read(staple)
+	leaf, err := x509.ParseCertificate(p.leafDER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	staple := ocspResponse(t, leaf.SerialNumber, p.inter, p.inter, p.interKey)
 	stapleFile := p.write("ocsp.der", staple)
 	sni := t.TempDir()
 
@@ -600,15 +623,107 @@ func TestTLSOCSPStaple(t *testing.T) {
 		}
 	}
 
-	t.Run("missing file", func(t *testing.T) {
-		d, listen, backend := tlsDaemon(t, config.NewTLS(p.BundleFile, p.LeafKeyFile))
-		tc := config.NewTLS(p.BundleFile, p.LeafKeyFile)
-		tc.OCSPStaple = filepath.Join(p.dir, "no-such-ocsp.der")
-		if err := d.Apply(tlsService(listen, tc, backend)); err == nil || !strings.Contains(err.Error(), tc.OCSPStaple) {
-			t.Fatalf("missing staple: %v, want an error naming %s", err, tc.OCSPStaple)
+	// Without the issuer in the chain only the serial number can be
+	// checked, and a response with it is accepted.
+	leafOnly := config.NewTLS(p.LeafFile, p.LeafKeyFile)
+	leafOnly.OCSPStaple = stapleFile
+	_, listen2, _ := tlsDaemon(t, leafOnly)
+	if c, err := dialTLS(t, listen2, &tls.Config{InsecureSkipVerify: true}); err != nil || !bytes.Equal(c.ConnectionState().OCSPResponse, staple) {
+		t.Fatalf("leaf without chain: %v, stapled %v", err, c != nil)
+	}
+
+	otherDER, _ := p.leaf("other.example", false)
+	other, err := x509.ParseCertificate(otherDER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	random := make([]byte, 471)
+	rand.Read(random)
+	fifo := filepath.Join(p.dir, "ocsp.fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	huge := append(bytes.Clone(staple), make([]byte, maxOCSPResponse)...)
+	cases := []struct {
+		name, cert, file, want string
+	}{
+		{"another certificate's response", p.BundleFile, p.write("other.der", ocspResponse(t, other.SerialNumber, p.inter, p.inter, p.interKey)), "no response matching"},
+		{"another certificate's response, no chain", p.LeafFile, p.write("other.der", ocspResponse(t, other.SerialNumber, p.inter, p.inter, p.interKey)), "no response matching"},
+		{"signed by another CA", p.BundleFile, p.write("root.der", ocspResponse(t, leaf.SerialNumber, p.inter, p.root, p.rootKey)), "signature"},
+		{"not an OCSP response", p.BundleFile, p.write("random.der", random), "not a valid OCSP response"},
+		{"a text file", p.BundleFile, p.write("passwd", []byte("root:x:0:0:root:/root:/bin/bash\n")), "not a valid OCSP response"},
+		{"too large", p.BundleFile, p.write("big.der", huge), "allowed"},
+		{"a device", p.BundleFile, "/dev/zero", "not a regular file"},
+		{"a FIFO", p.BundleFile, fifo, "not a regular file"},
+		{"a directory", p.BundleFile, p.dir, "not a regular file"},
+		{"missing file", p.BundleFile, filepath.Join(p.dir, "no-such-ocsp.der"), "no such file"},
+	}
+	for _, tt := range cases {
+		t.Run(tt.name, func(t *testing.T) {
+			good := config.NewTLS(tt.cert, p.LeafKeyFile)
+			d, listen, backend := tlsDaemon(t, good)
+			bad := *good
+			bad.OCSPStaple = tt.file
+			done := make(chan error, 1)
+			go func() { done <- d.Apply(tlsService(listen, &bad, backend)) }()
+			var err error
+			select {
+			case err = <-done:
+			case <-time.After(5 * time.Second):
+				t.Fatal("loading the OCSP response blocks")
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.file) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("staple %s: %v, want an error naming the file and saying %q", tt.file, err, tt.want)
+			}
+			if got := d.Config().Services[0].TLS; !reflect.DeepEqual(*got, *good) {
+				t.Fatalf("running TLS config changed by a failed reload: %+v", got)
+			}
+			c, err := dialTLS(t, listen, &tls.Config{InsecureSkipVerify: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := len(c.ConnectionState().OCSPResponse); n != 0 {
+				t.Fatalf("stapled %d bytes after the refused reload", n)
+			}
+		})
+	}
+}
+
+// TestTLSControlCannotNameFiles: a control client cannot make lbd read a
+// file, as an OCSP staple or an SNI directory; lbd's own configuration can.
+func TestTLSControlCannotNameFiles(t *testing.T) {
+	p := newTestPKI(t)
+	secret := p.write("secret", []byte("root:$y$j9T$secret-hash:19000:0:99999:7:::\n"))
+	tc := config.NewTLS(p.BundleFile, p.LeafKeyFile)
+	cfg := tlsService(freePort(t), tc, namedBackend(t, "a"))
+	cfg.Control.PenListen = filepath.Join(t.TempDir(), "ctl")
+	d, _ := newDaemon(t, cfg)
+	listen := cfg.Services[0].Listen
+
+	leaf, err := x509.ParseCertificate(p.leafDER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	valid := p.write("ocsp.der", ocspResponse(t, leaf.SerialNumber, p.inter, p.inter, p.interKey))
+	for _, cmd := range []string{
+		"ssl_ocsp_response " + secret,
+		"ssl_ocsp_response /dev/zero",
+		"ssl_ocsp_response " + valid,
+		"ssl_sni_path " + p.dir,
+		"service web ssl_ocsp_response " + secret,
+	} {
+		got := penCommand(t, cfg.Control.PenListen, cmd)
+		if !strings.Contains(got, "refused over the control socket") || !strings.HasSuffix(got, "\n") {
+			t.Errorf("control %q: reply %q, want a refusal line", cmd, got)
 		}
-		mustGreet(t, listen, p.verifying("default.example"))
-	})
+	}
+	if got := d.Config().Services[0].TLS; !reflect.DeepEqual(*got, *tc) {
+		t.Fatalf("control commands changed the TLS config: %+v", got)
+	}
+	c := mustGreet(t, listen, p.verifying("default.example"))
+	if got := c.ConnectionState().OCSPResponse; len(got) != 0 {
+		t.Fatalf("the server staples %q", got)
+	}
 }
 
 func TestTLSClientCert(t *testing.T) {
