@@ -227,11 +227,12 @@ func Build(o Options) (*Result, error) {
 	if err := stagePerm(permDir, o.PermFiles, o.Epoch); err != nil {
 		return nil, err
 	}
-	uuid := permUUID(sig)
-	mk := runner{log: o.Log, env: []string{"E2FSPROGS_FAKE_TIME=" + epoch, "MKE2FS_DEVICE_SECTSIZE=512"}}
-	if err := mk.run("mke2fs", "-q", "-F", "-t", "ext4", "-L", "perm", "-U", uuid,
-		"-E", fmt.Sprintf("offset=%d,root_owner=0:0,hash_seed=%s", int64(PermStart)*SectorSize, uuid),
-		"-d", permDir, tmp, strconv.FormatInt(o.PermSize/1024, 10)+"k"); err != nil {
+	permImg := filepath.Join(o.WorkDir, "perm.img")
+	if err := makePerm(permDir, permImg, o.PermSize, permUUID(sig), o.Epoch); err != nil {
+		os.Remove(tmp)
+		return nil, err
+	}
+	if err := copySparse(tmp, int64(PermStart)*SectorSize, permImg); err != nil {
 		os.Remove(tmp)
 		return nil, err
 	}

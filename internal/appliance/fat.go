@@ -131,11 +131,19 @@ func (f *FAT) Lookup(path string) (Extent, error) {
 			if attr&0x10 == 0 {
 				return Extent{}, fmt.Errorf("fat: %q: %s is not a directory", path, elem)
 			}
+			if first < 2 || f.clusterOffset(first) >= f.totalSectors*f.bytesPerSector {
+				return Extent{}, fmt.Errorf("fat: %q: directory %s beyond the file system", path, elem)
+			}
 			dir = f.clusterOffset(first)
 			continue
 		}
 		if attr&0x10 != 0 {
 			return Extent{}, fmt.Errorf("fat: %q is a directory", path)
+		}
+		if end := f.clusterOffset(first) + size; first < 2 || end > f.totalSectors*f.bytesPerSector {
+			if size > 0 {
+				return Extent{}, fmt.Errorf("fat: %q: extent beyond the file system", path)
+			}
 		}
 		if size > 0 {
 			if err := f.checkContiguous(first, size); err != nil {

@@ -111,6 +111,8 @@ func (d *Disk) Root(n int) (*io.SectionReader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("partition %d: %w", n, err)
 	}
+	// mksquashfs pads the file to 4 KiB; send what it wrote.
+	size = (size + 4095) &^ 4095
 	if size > sec.Size() {
 		return nil, fmt.Errorf("partition %d: squashfs of %d bytes overruns the partition", n, size)
 	}

@@ -1,6 +1,7 @@
 package appliance
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
@@ -439,4 +440,75 @@ func writeDisk(name string, size int64, mbr [SectorSize]byte, bootImg, rootImg s
 		}
 	}
 	return f.Sync()
+}
+
+// makePerm formats /perm as ext4 populated from permDir. mke2fs stamps the
+// build's epoch on what it creates (E2FSPROGS_FAKE_TIME), but reading the
+// staged files moves their access times to now, so debugfs sets those back:
+// the same inputs give the same bytes.
+func makePerm(permDir, img string, size int64, uuid string, epoch time.Time) error {
+	os.Remove(img)
+	secs := fmt.Sprint(epoch.Unix())
+	r := runner{env: []string{"E2FSPROGS_FAKE_TIME=" + secs}}
+	if err := r.run("mke2fs", "-q", "-F", "-t", "ext4", "-L", "perm", "-U", uuid,
+		"-E", "root_owner=0:0,hash_seed="+uuid, "-d", permDir, img, fmt.Sprint(size/1024)+"k"); err != nil {
+		return err
+	}
+	var script strings.Builder
+	err := filepath.WalkDir(permDir, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(permDir, p)
+		name := "/" + filepath.ToSlash(rel)
+		if rel == "." {
+			name = "/"
+		}
+		for _, field := range []string{"atime", "ctime", "mtime", "crtime"} {
+			fmt.Fprintf(&script, "sif %q %s @%s\n", name, field, secs)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	cmds := img + ".debugfs"
+	if err := os.WriteFile(cmds, []byte(script.String()), 0o600); err != nil {
+		return err
+	}
+	defer os.Remove(cmds)
+	return r.run("debugfs", "-w", "-f", cmds, img)
+}
+
+// copySparse writes src into dst at off, skipping all-zero blocks (dst is a
+// fresh sparse file, so they are zero already).
+func copySparse(dst string, off int64, src string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	buf := make([]byte, 64<<10)
+	zero := make([]byte, len(buf))
+	for pos := int64(0); ; {
+		n, rerr := io.ReadFull(in, buf)
+		if n > 0 && !bytes.Equal(buf[:n], zero[:n]) {
+			if _, err := out.WriteAt(buf[:n], off+pos); err != nil {
+				return err
+			}
+		}
+		pos += int64(n)
+		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+			break
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+	return out.Sync()
 }

@@ -17,6 +17,7 @@ var RequiredTools = [][2]string{
 	{"mcopy", "mtools"},
 	{"mmd", "mtools"},
 	{"mke2fs", "e2fsprogs"},
+	{"debugfs", "e2fsprogs"},
 }
 
 // CheckTools reports every missing tool at once, with the apt-get line that
