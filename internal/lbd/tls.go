@@ -2,6 +2,8 @@ package lbd
 
 import (
 	"bytes"
+	"container/list"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/asn1"
@@ -23,8 +25,14 @@ import (
 )
 
 // maxSNICerts bounds the SNI certificate cache: client-chosen names must not
-// grow memory without limit (Pen caches every name forever).
+// grow memory without limit (Pen caches every name forever). The least
+// recently used certificate is dropped first.
 const maxSNICerts = 256
+
+// maxSNIMisses bounds the names remembered as having no certificate. They
+// are kept apart from the certificates, so a client sending random names
+// churns only this list and never evicts a certificate.
+const maxSNIMisses = 128
 
 // tlsConfig builds the listener's TLS settings. Files are read now, so a
 // missing or bad file is a reload error and never a runtime surprise.
@@ -93,28 +101,47 @@ func tlsConfig(t *config.TLS) (*tls.Config, error) {
 		if st, err := os.Stat(t.SNIDir); err != nil || !st.IsDir() {
 			return nil, fmt.Errorf("tls: sni_dir %s is not a directory", t.SNIDir)
 		}
-		sni := &sniCerts{dir: t.SNIDir, certs: make(map[string]sniEntry), def: &tc.Certificates[0]}
-		tc.GetCertificate = sni.get
+		tc.GetCertificate = newSNICerts(t.SNIDir, &tc.Certificates[0]).get
 	}
 	return tc, nil
 }
 
-// sniCerts loads name.crt and name.key from a directory on first use.
+// sniCerts loads name.crt and name.key from a directory on first use. Files
+// are read outside the lock, so handshakes for different names never wait
+// for each other; concurrent handshakes for the same name share one load.
 type sniCerts struct {
-	dir   string
-	def   *tls.Certificate
-	mu    sync.Mutex
-	certs map[string]sniEntry
+	dir  string
+	def  *tls.Certificate
+	load func(certFile, keyFile string) (tls.Certificate, error)
+
+	mu      sync.Mutex
+	certs   *lru[*tls.Certificate] // names with a certificate
+	misses  *lru[time.Time]        // names without files, and when that was seen
+	loading map[string]*sniLoad    // loads in progress
 }
 
-// sniEntry is a loaded certificate, or (cert nil) a name without files,
-// which is looked up again after sniRetry so files added later are found.
-type sniEntry struct {
-	cert    *tls.Certificate
-	checked time.Time
+// sniLoad is one load of a name's files; done is closed when cert and err
+// are set.
+type sniLoad struct {
+	done chan struct{}
+	cert *tls.Certificate
+	err  error
 }
 
+// sniRetry is how long a name without files is remembered as such; after
+// that its files are looked for again, so files added later are found.
 const sniRetry = 30 * time.Second
+
+func newSNICerts(dir string, def *tls.Certificate) *sniCerts {
+	return &sniCerts{
+		dir:     dir,
+		def:     def,
+		load:    tls.LoadX509KeyPair,
+		certs:   newLRU[*tls.Certificate](maxSNICerts),
+		misses:  newLRU[time.Time](maxSNIMisses),
+		loading: make(map[string]*sniLoad),
+	}
+}
 
 func (s *sniCerts) get(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 	name := strings.ToLower(strings.TrimSuffix(hello.ServerName, "."))
@@ -122,27 +149,114 @@ func (s *sniCerts) get(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 		return s.def, nil
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if e, ok := s.certs[name]; ok && (e.cert != nil || time.Since(e.checked) < sniRetry) {
-		if e.cert == nil {
-			return s.def, nil
-		}
-		return e.cert, nil
+	if c, ok := s.certs.get(name); ok {
+		s.mu.Unlock()
+		return c, nil
 	}
-	base := filepath.Join(s.dir, name)
-	c, err := tls.LoadX509KeyPair(base+".crt", base+".key")
-	if len(s.certs) >= maxSNICerts {
-		clear(s.certs)
-	}
-	if err != nil {
-		if !errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("sni %s: %w", name, err)
-		}
-		s.certs[name] = sniEntry{checked: time.Now()}
+	if seen, ok := s.misses.get(name); ok && time.Since(seen) < sniRetry {
+		s.mu.Unlock()
 		return s.def, nil
 	}
-	s.certs[name] = sniEntry{cert: &c, checked: time.Now()}
-	return &c, nil
+	if l, ok := s.loading[name]; ok {
+		s.mu.Unlock()
+		var cancel <-chan struct{}
+		if ctx := hello.Context(); ctx != nil {
+			cancel = ctx.Done()
+		}
+		select {
+		case <-l.done:
+			return s.result(name, l.cert, l.err)
+		case <-cancel:
+			return nil, fmt.Errorf("sni %s: %w", name, context.Cause(hello.Context()))
+		}
+	}
+	l := &sniLoad{done: make(chan struct{})}
+	s.loading[name] = l
+	s.mu.Unlock()
+
+	base := filepath.Join(s.dir, name)
+	c, err := s.load(base+".crt", base+".key")
+	if err == nil {
+		l.cert = &c
+	}
+	l.err = err
+	s.mu.Lock()
+	delete(s.loading, name)
+	switch {
+	case err == nil:
+		s.certs.put(name, l.cert)
+		s.misses.remove(name)
+	case errors.Is(err, os.ErrNotExist):
+		s.misses.put(name, time.Now())
+	}
+	s.mu.Unlock()
+	close(l.done)
+	return s.result(name, l.cert, l.err)
+}
+
+// result turns a load's outcome into GetCertificate's: the default
+// certificate for a name without files, an error for unusable files.
+func (s *sniCerts) result(name string, c *tls.Certificate, err error) (*tls.Certificate, error) {
+	switch {
+	case err == nil:
+		return c, nil
+	case errors.Is(err, os.ErrNotExist):
+		return s.def, nil
+	}
+	return nil, fmt.Errorf("sni %s: %w", name, err)
+}
+
+// lru is a map of at most max entries that drops the least recently used
+// one to make room. It is not safe for concurrent use.
+type lru[V any] struct {
+	max   int
+	order list.List // of *lruEntry[V], most recently used first
+	m     map[string]*list.Element
+}
+
+type lruEntry[V any] struct {
+	key string
+	val V
+}
+
+func newLRU[V any](max int) *lru[V] {
+	return &lru[V]{max: max, m: make(map[string]*list.Element)}
+}
+
+func (c *lru[V]) len() int { return len(c.m) }
+
+// get returns the value for key and marks it used.
+func (c *lru[V]) get(key string) (V, bool) {
+	e, ok := c.m[key]
+	if !ok {
+		var zero V
+		return zero, false
+	}
+	c.order.MoveToFront(e)
+	return e.Value.(*lruEntry[V]).val, true
+}
+
+// put sets the value for key, marks it used, and drops the least recently
+// used entry when there are more than max.
+func (c *lru[V]) put(key string, v V) {
+	if e, ok := c.m[key]; ok {
+		e.Value.(*lruEntry[V]).val = v
+		c.order.MoveToFront(e)
+		return
+	}
+	c.m[key] = c.order.PushFront(&lruEntry[V]{key: key, val: v})
+	if len(c.m) > c.max {
+		last := c.order.Back()
+		c.order.Remove(last)
+		delete(c.m, last.Value.(*lruEntry[V]).key)
+	}
+}
+
+func (c *lru[V]) remove(key string) {
+	if e, ok := c.m[key]; ok {
+		c.order.Remove(e)
+		delete(c.m, key)
+	}
 }
 
 // validSNI accepts DNS names only: no path separators, no "..".

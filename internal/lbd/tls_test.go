@@ -547,7 +547,9 @@ func TestTLSSNIDir(t *testing.T) {
 }
 
 // TestTLSSNICacheBounded drives the SNI lookup directly with many
-// client-chosen names.
+// client-chosen names: both caches stay bounded, names without files never
+// evict a certificate, and certificates are dropped least recently used
+// first.
 func TestTLSSNICacheBounded(t *testing.T) {
 	p := newTestPKI(t)
 	sni := t.TempDir()
@@ -556,30 +558,193 @@ func TestTLSSNICacheBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &sniCerts{dir: sni, def: &def, certs: make(map[string]sniEntry)}
-	for i := range 3 * maxSNICerts {
-		name := fmt.Sprintf("n%d.example", i)
+	s := newSNICerts(sni, &def)
+	get := func(name string) *tls.Certificate {
+		t.Helper()
 		c, err := s.get(&tls.ClientHelloInfo{ServerName: name})
-		if err != nil || c != &def {
-			t.Fatalf("%s: %v, %v; want the default certificate", name, c, err)
+		if err != nil || c == nil {
+			t.Fatalf("%s: %v, %v", name, c, err)
 		}
-		if len(s.certs) > maxSNICerts {
-			t.Fatalf("%d names cached, bound is %d", len(s.certs), maxSNICerts)
+		return c
+	}
+	a := get("a.example")
+	if a == &def {
+		t.Fatal("a.example: the default certificate")
+	}
+	// From now on a.example can only come from the cache.
+	os.Remove(filepath.Join(sni, "a.example.crt"))
+	os.Remove(filepath.Join(sni, "a.example.key"))
+	for i := range 1000 {
+		name := rand.Text() + ".example"
+		if c := get(name); c != &def {
+			t.Fatalf("%s (%d): not the default certificate", name, i)
+		}
+		if s.certs.len() > maxSNICerts || s.misses.len() > maxSNIMisses {
+			t.Fatalf("%d certificates and %d misses cached, bounds are %d and %d", s.certs.len(), s.misses.len(), maxSNICerts, maxSNIMisses)
 		}
 	}
-	for range 2 {
-		c, err := s.get(&tls.ClientHelloInfo{ServerName: "a.example"})
-		if err != nil || c == &def || c == nil {
-			t.Fatalf("a.example after cache churn: %v, %v", c, err)
-		}
+	if c := get("a.example"); c != a {
+		t.Fatal("a.example was evicted by 1000 names without certificates")
 	}
 	for _, bad := range []string{"../x", "a/b", "/etc/passwd", ".hidden"} {
-		if c, err := s.get(&tls.ClientHelloInfo{ServerName: bad}); err != nil || c != &def {
-			t.Fatalf("%q: %v, %v", bad, c, err)
+		if c := get(bad); c != &def {
+			t.Fatalf("%q: not the default certificate", bad)
 		}
-		if _, ok := s.certs[bad]; ok {
+		if _, ok := s.misses.m[bad]; ok {
 			t.Fatalf("invalid name %q was cached", bad)
 		}
+	}
+
+	// More names with certificates than fit: the least recently used goes.
+	p.sniPair(sni, "pair")
+	for i := range maxSNICerts {
+		for _, ext := range []string{".crt", ".key"} {
+			if err := os.Symlink(filepath.Join(sni, "pair"+ext), filepath.Join(sni, fmt.Sprintf("g%d.example%s", i, ext))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for i := range maxSNICerts - 1 {
+		get(fmt.Sprintf("g%d.example", i))
+	}
+	get("a.example") // used most recently: kept
+	last := get(fmt.Sprintf("g%d.example", maxSNICerts-1))
+	if s.certs.len() != maxSNICerts {
+		t.Fatalf("%d certificates cached, want %d", s.certs.len(), maxSNICerts)
+	}
+	if _, ok := s.certs.m["g0.example"]; ok {
+		t.Fatal("g0.example, the least recently used, is still cached")
+	}
+	if c := get("a.example"); c != a {
+		t.Fatal("a.example, recently used, was evicted")
+	}
+	if c := get(fmt.Sprintf("g%d.example", maxSNICerts-1)); c != last {
+		t.Fatal("the newest certificate was evicted")
+	}
+}
+
+// TestTLSSNILoadsConcurrently: loading one name's files (here stuck on a
+// FIFO) holds up neither handshakes for other names nor cached ones.
+func TestTLSSNILoadsConcurrently(t *testing.T) {
+	p := newTestPKI(t)
+	sni := t.TempDir()
+	p.sniPair(sni, "fast.example")
+	p.sniPair(sni, "cached.example")
+	p.sniPair(sni, "slow.example")
+	crt, err := os.ReadFile(filepath.Join(sni, "slow.example.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fifo := filepath.Join(sni, "slow.example.crt")
+	os.Remove(fifo)
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	release := func() {
+		f, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		f.Write(crt)
+		f.Close()
+	}
+	def, err := tls.LoadX509KeyPair(p.LeafFile, p.LeafKeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newSNICerts(sni, &def)
+	type result struct {
+		c   *tls.Certificate
+		err error
+	}
+	get := func(name string) chan result {
+		ch := make(chan result, 1)
+		go func() {
+			c, err := s.get(&tls.ClientHelloInfo{ServerName: name})
+			ch <- result{c, err}
+		}()
+		return ch
+	}
+	if r := <-get("cached.example"); r.err != nil || r.c == &def {
+		t.Fatalf("cached.example: %v", r.err)
+	}
+	slow := get("slow.example")
+	time.Sleep(100 * time.Millisecond) // let it block on the FIFO
+	for _, name := range []string{"fast.example", "cached.example", "none.example"} {
+		select {
+		case r := <-get(name):
+			if r.err != nil || r.c == nil {
+				t.Errorf("%s: %v", name, r.err)
+			}
+		case <-time.After(2 * time.Second):
+			release()
+			t.Fatalf("%s waits for another name's files to load", name)
+		}
+	}
+	select {
+	case <-slow:
+		t.Fatal("slow.example loaded before its certificate was written")
+	default:
+	}
+	release()
+	select {
+	case r := <-slow:
+		if r.err != nil || r.c == &def || r.c.Leaf == nil || r.c.Leaf.DNSNames[0] != "slow.example" {
+			t.Fatalf("slow.example: %v", r.err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("slow.example never loaded")
+	}
+}
+
+// TestTLSSNISharedLoad: concurrent handshakes for one uncached name load its
+// files once and all get the same certificate.
+func TestTLSSNISharedLoad(t *testing.T) {
+	p := newTestPKI(t)
+	sni := t.TempDir()
+	p.sniPair(sni, "a.example")
+	def, err := tls.LoadX509KeyPair(p.LeafFile, p.LeafKeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newSNICerts(sni, &def)
+	var loads atomic.Int32
+	unblock := make(chan struct{})
+	s.load = func(certFile, keyFile string) (tls.Certificate, error) {
+		loads.Add(1)
+		<-unblock
+		return tls.LoadX509KeyPair(certFile, keyFile)
+	}
+	const n = 8
+	got := make(chan *tls.Certificate, n)
+	for range n {
+		go func() {
+			c, err := s.get(&tls.ClientHelloInfo{ServerName: "a.example"})
+			if err != nil {
+				t.Error(err)
+			}
+			got <- c
+		}()
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		s.mu.Lock()
+		waiting := len(s.loading) == 1 && loads.Load() == 1
+		s.mu.Unlock()
+		if waiting || time.Now().After(deadline) {
+			break
+		}
+	}
+	time.Sleep(50 * time.Millisecond) // let the others find the load in progress
+	close(unblock)
+	first := <-got
+	for range n - 1 {
+		if c := <-got; c != first || c == &def {
+			t.Fatal("handshakes for one name got different certificates")
+		}
+	}
+	if l := loads.Load(); l != 1 {
+		t.Fatalf("%d loads for one name, want 1", l)
 	}
 }
 
