@@ -96,13 +96,13 @@ func ParseInstance(b []byte) (*Instance, error) {
 // Validate checks what the runtime and the builder depend on.
 func (in *Instance) Validate() error {
 	if in.Hostname == "" {
-		return fmt.Errorf("Hostname is required")
+		return fmt.Errorf("config.json: Hostname is required")
 	}
 	if len(in.Hostname) > 63 || strings.ContainsAny(in.Hostname, " \t\n/.") {
-		return fmt.Errorf("Hostname %q: want a single DNS label", in.Hostname)
+		return fmt.Errorf("config.json: Hostname %q: want a single DNS label", in.Hostname)
 	}
 	if len(in.Packages) == 0 {
-		return fmt.Errorf("Packages is empty: nothing to run")
+		return fmt.Errorf("config.json: Packages is empty: nothing to run")
 	}
 	seen := map[string]string{}
 	for _, p := range append(in.SystemPackages(), in.Packages...) {

@@ -167,10 +167,10 @@ func bootOnce(ctx context.Context, o VMOptions, dir string, boot int) (string, e
 	case <-ctx.Done():
 		cmd.Process.Signal(syscall.SIGTERM)
 		select {
-		case werr = <-exited:
+		case <-exited:
 		case <-time.After(10 * time.Second):
 			cmd.Process.Kill()
-			werr = <-exited
+			<-exited
 		}
 		return "stopped", nil
 	case werr = <-exited:
