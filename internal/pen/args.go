@@ -537,7 +537,10 @@ func parsePort(s, network string) (uint16, error) {
 }
 
 // resolve turns an address or host name into an address; "" is 127.0.0.1.
-func resolve(host string) (netip.Addr, error) {
+func resolve(host string) (netip.Addr, error) { return resolveWith(host, lookupHost) }
+
+// resolveWith is resolve with lookup for host names.
+func resolveWith(host string, lookup func(string) (netip.Addr, error)) (netip.Addr, error) {
 	if host == "" {
 		return netip.AddrFrom4([4]byte{127, 0, 0, 1}), nil
 	}
@@ -547,7 +550,7 @@ func resolve(host string) (netip.Addr, error) {
 		}
 		return a.Unmap(), nil
 	}
-	a, err := lookupHost(host)
+	a, err := lookup(host)
 	if err != nil {
 		return netip.Addr{}, fmt.Errorf("cannot resolve %q: %w", host, err)
 	}

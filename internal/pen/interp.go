@@ -81,6 +81,12 @@ type Interp struct {
 	// serving a TOML file saves the running config there (atomically)
 	// instead of writing Pen's format.
 	SaveTOML func(*config.Config) error
+	// Hosts, when set, answers for the host names of "server N address
+	// HOST", and Exec does no DNS lookup itself: a name missing from Hosts
+	// is an error. Set it from LookupHosts on the same line, called before
+	// taking any lock, so a slow resolver never holds one (the control
+	// socket). When nil, names are looked up as they are met.
+	Hosts *Hosts
 	// Validate runs config.Validate on the result of every command that
 	// changes the config and refuses the command when it fails. Set it for
 	// the control socket so the running config is always valid.
@@ -838,8 +844,7 @@ func (st *state) server(args []string) error {
 				st.ensureACL(b.ACL)
 			}
 		case "address":
-			host := strings.TrimSuffix(strings.TrimPrefix(v, "["), "]")
-			a, err := resolve(host)
+			a, err := st.in.Hosts.resolve(serverHost(v))
 			if err != nil {
 				return fmt.Errorf("server: %v", err)
 			}
