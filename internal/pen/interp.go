@@ -65,8 +65,8 @@ type Interp struct {
 	// ControlAddr is what the control verb prints; "" prints
 	// Cfg.Control.PenListen.
 	ControlAddr string
-	// ConfigFile is the -F file: the default target of write, and the one
-	// path write accepts when AllowWritePaths is false.
+	// ConfigFile is the -F file: what write without a file name writes,
+	// the only file a control client can have written.
 	ConfigFile string
 	// Startup says the commands come from the startup configuration
 	// (-o/-O, the -F file, include), which may name files and directories
