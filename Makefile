@@ -26,7 +26,7 @@ endif
 STATICCHECK := $(GOBIN_DIR)/staticcheck
 
 .DEFAULT_GOAL := build
-.PHONY: help build run test lint staticcheck fuzz bench bench-proxy bench-dsr clean
+.PHONY: help build run test lint staticcheck fuzz bench bench-proxy bench-dsr image vm update clean
 
 help: ## list the targets
 	@echo 'nib make targets:'
@@ -43,8 +43,9 @@ build: ## go build ./... for the host and linux/arm64; lbd, penctl, setup into b
 run: ## run lbd with its embedded default config on 127.0.0.1:8080 (Ctrl-C stops it)
 	$(GO) run ./lbd
 
-test: ## all tests, race detector on (root tests run when root, skip otherwise)
+test: ## all tests of both modules, race detector on (root tests run when root; the appliance boots in QEMU)
 	$(GO) test -race -count=1 -timeout $(TESTTIMEOUT) $(TESTFLAGS) ./...
+	cd gokrazy && $(GO) test -race -count=1 -timeout $(TESTTIMEOUT) $(TESTFLAGS) ./...
 
 lint: staticcheck ## gofmt, go vet, staticcheck
 	@echo 'gofmt -l'
@@ -52,6 +53,7 @@ lint: staticcheck ## gofmt, go vet, staticcheck
 	if [ -n "$$out" ]; then echo 'gofmt: these files need formatting:'; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
+	cd gokrazy && $(GO) vet ./... && $(STATICCHECK) ./...
 
 staticcheck: ## install staticcheck (pinned version) into GOBIN if missing
 	@if ! "$(STATICCHECK)" -version 2>/dev/null | grep -q '($(STATICCHECK_VERSION:v%=%))'; then \
@@ -81,5 +83,20 @@ bench-proxy: ## lbd vs pen vs haproxy: CPU per request and RSS per idle connecti
 bench-dsr: ## root: lbd vs pen in DSR mode in namespaces: iperf3, 64-byte frames, tarpit (ARGS='-only lbd -t 5s')
 	$(GO) run ./internal/bench/dsr $(ARGS)
 
-clean: ## remove built binaries
-	rm -rf $(BIN)
+# The appliance (gokrazy/): images are built by nib's own builder from
+# gokrazy/nib/config.json, the gok instance config.
+DEV  ?=
+HOST ?=
+VM   ?=
+
+image: ## build nib.img for the Raspberry Pi 4/5; DEV=/dev/sdX also writes it to a card
+	cd gokrazy && $(GO) run ./build image -o ../nib.img $(if $(DEV),-dev '$(DEV)')
+
+vm: ## build nib-vm.img and boot it in QEMU: 127.0.0.1:8080 -> port 80, 127.0.0.1:8088 -> web UI (Ctrl-C stops)
+	cd gokrazy && $(GO) run ./build vm -o ../nib-vm.img
+
+update: ## build and update a running appliance over the air: HOST=ADDR[:PORT] (VM=1 for the one make vm runs)
+	cd gokrazy && $(GO) run ./build update -host '$(HOST)' $(if $(VM),-vm -o ../nib-vm-update.img,-o ../nib.img)
+
+clean: ## remove built binaries and images
+	rm -rf $(BIN) nib.img nib-vm.img nib-vm-update.img

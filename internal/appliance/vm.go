@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -127,8 +128,8 @@ func bootOnce(ctx context.Context, o VMOptions, dir string, boot int) (string, e
 	if err := os.WriteFile(kfile, kernel, 0o644); err != nil {
 		return "", err
 	}
-	qmp := filepath.Join(dir, "qmp.sock")
-	os.Remove(qmp)
+	qmpSock := filepath.Join(dir, "qmp.sock")
+	os.Remove(qmpSock)
 	var fwd strings.Builder
 	for _, f := range o.Forwards {
 		fmt.Fprintf(&fwd, ",hostfwd=tcp:%s-:%d", f.Host, f.Guest)
@@ -143,7 +144,7 @@ func bootOnce(ctx context.Context, o VMOptions, dir string, boot int) (string, e
 		"-device", "virtio-net-pci,netdev=net0,romfile=",
 		"-netdev", "user,id=net0" + fwd.String(),
 		"-device", "i6300esb", "-action", "watchdog=reset",
-		"-qmp", "unix:" + qmp + ",server=on,wait=off",
+		"-qmp", "unix:" + qmpSock + ",server=on,wait=off",
 	}
 	fmt.Fprintf(o.Log, "vm: boot %d from root partition %d", boot, root)
 	for _, f := range o.Forwards {
@@ -161,10 +162,20 @@ func bootOnce(ctx context.Context, o VMOptions, dir string, boot int) (string, e
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	reasons := make(chan string, 4)
-	go watchQMP(qmp, reasons, exited)
-	var werr error
+	q := &qmp{}
+	go q.watch(qmpSock, reasons)
 	select {
 	case <-ctx.Done():
+		// Power the guest off as its power button would, so gokrazy stops
+		// the services and unmounts /perm cleanly; force it if it hangs.
+		if q.powerdown() {
+			fmt.Fprintf(o.Log, "vm: powering the appliance off (up to 60s)\n")
+			select {
+			case <-exited:
+				return "stopped", nil
+			case <-time.After(60 * time.Second):
+			}
+		}
 		cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-exited:
@@ -173,21 +184,38 @@ func bootOnce(ctx context.Context, o VMOptions, dir string, boot int) (string, e
 			<-exited
 		}
 		return "stopped", nil
-	case werr = <-exited:
+	case werr := <-exited:
+		select {
+		case r := <-reasons:
+			return r, nil
+		case <-time.After(time.Second):
+		}
+		if werr != nil {
+			return "", fmt.Errorf("vm: qemu: %v", werr)
+		}
+		return "exit", nil
 	}
-	select {
-	case r := <-reasons:
-		return r, nil
-	case <-time.After(time.Second):
-	}
-	if werr != nil {
-		return "", fmt.Errorf("vm: qemu: %v", werr)
-	}
-	return "exit", nil
 }
 
-// watchQMP reports the reason of QEMU's SHUTDOWN event.
-func watchQMP(sock string, reasons chan<- string, exited <-chan error) {
+// qmp is a QEMU machine protocol connection: it reports the reason of the
+// SHUTDOWN event and can press the guest's power button.
+type qmp struct {
+	mu sync.Mutex
+	c  net.Conn
+}
+
+func (q *qmp) powerdown() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.c == nil {
+		return false
+	}
+	_, err := fmt.Fprintf(q.c, `{"execute":"system_powerdown"}`+"\n")
+	return err == nil
+}
+
+// watch connects and reports the reason of QEMU's SHUTDOWN event.
+func (q *qmp) watch(sock string, reasons chan<- string) {
 	var c net.Conn
 	for i := 0; i < 100; i++ {
 		var err error
@@ -200,7 +228,10 @@ func watchQMP(sock string, reasons chan<- string, exited <-chan error) {
 		return
 	}
 	defer c.Close()
+	q.mu.Lock()
 	fmt.Fprintf(c, `{"execute":"qmp_capabilities"}`+"\n")
+	q.c = c
+	q.mu.Unlock()
 	sc := bufio.NewScanner(c)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
