@@ -32,6 +32,9 @@ const childEnv = "LBD_DAEMON_CHILD"
 type invocation struct {
 	cfg        *config.Config
 	tomlFile   string // -config: re-read on SIGHUP
+	stateDir   string // -state: appliance mode, cfg is chosen at start
+	debug      int    // -d count (appliance mode adds it to the config chosen)
+	native     bool   // lbd's own flags, not Pen's command line
 	penFile    string // Pen -F: re-applied on SIGHUP
 	foreground bool
 	pidFile    string
@@ -73,7 +76,7 @@ func native(args []string) bool {
 	}
 	for _, a := range args {
 		switch strings.TrimPrefix(strings.SplitN(a, "=", 2)[0], "-") {
-		case "config", "-config", "check", "-check", "print-toml", "-print-toml", "version", "-version", "help", "-help":
+		case "config", "-config", "state", "-state", "check", "-check", "print-toml", "-print-toml", "version", "-version", "help", "-help":
 			return true
 		}
 	}
@@ -86,10 +89,33 @@ func usage(w io.Writer) {
 Usage:
   lbd                      serve the embedded default config (127.0.0.1:8080)
   lbd -config FILE [-d]    serve a TOML config (SIGHUP re-reads it)
+  lbd -config FILE -state DIR [-d]
+                           appliance mode: serve FILE, or else the last good
+                           config or a built-in one, never refusing to start
   lbd -check FILE          validate a TOML config; exit 0 if valid, 1 if not
   lbd -print-toml ARGS...  print the TOML equivalent of a Pen command line
   lbd -version             print the version
   lbd PEN-ARGS...          run with Pen's command line, as Pen would
+
+Appliance mode (-config FILE -state DIR; the gokrazy image runs
+-config=/perm/lbd/config.toml -state=/perm/lbd). DIR is created 0700.
+  - FILE missing: lbd writes the appliance default there (0600) and serves it.
+  - Every config loaded from FILE that applies is copied to DIR/last-good.toml.
+  - FILE unreadable, invalid or not applicable at start: lbd logs why (errors
+    as file:line:col) and serves DIR/last-good.toml, else the built-in
+    appliance default from memory. A FILE that only failed to apply (a port
+    in use, an address not configured yet) is tried again every 5s.
+  - FILE missing and not writable (/perm not mounted): the built-in default
+    from memory. DIR not writable: no last-good is kept. Both are logged.
+  - SIGHUP re-reads FILE; a bad one is logged and the running config stays.
+A dummy's body may show live facts: {{addresses}} (this host's addresses),
+{{config}} (the config served, and why when it is not FILE), {{hostname}},
+{{version}}; the appliance's welcome page does.
+
+Exit status: 0 after SIGTERM, SIGINT or the control "exit" verb (and for
+-help, -version and a valid -check); 1 when lbd cannot start (a bad config
+without -state; with -state only when not even the built-in default can be
+served, e.g. its port is taken) or -check finds errors; 2 for usage errors.
 
 `)
 	pen.Usage(w)
@@ -108,6 +134,7 @@ func mainNative(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	fs.Usage = func() { usage(stderr) }
 	configFile := fs.String("config", "", "TOML configuration `file`")
+	stateDir := fs.String("state", "", "state `dir`ectory; with -config, appliance mode (above)")
 	check := fs.String("check", "", "validate a TOML configuration `file` and exit")
 	version := fs.Bool("version", false, "print the version")
 	help := fs.Bool("help", false, "show help")
@@ -141,18 +168,26 @@ func mainNative(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "lbd: unexpected arguments %q (Pen-style arguments cannot be mixed with -config)\n", fs.Args())
 		return 2
 	}
-	inv := &invocation{foreground: *foreground}
-	if *configFile != "" {
+	if *stateDir != "" && *configFile == "" {
+		fmt.Fprintln(stderr, "lbd: -state needs -config")
+		return 2
+	}
+	inv := &invocation{foreground: *foreground, native: true, debug: debug}
+	switch {
+	case *stateDir != "":
+		inv.tomlFile, inv.stateDir = *configFile, *stateDir
+	case *configFile != "":
 		cfg, err := config.Load(*configFile)
 		if err != nil {
 			fmt.Fprintf(stderr, "%v\n", err)
 			return 1
 		}
 		inv.cfg, inv.tomlFile = cfg, *configFile
-	} else {
+		inv.cfg.Debug += debug
+	default:
 		inv.cfg = config.Default()
+		inv.cfg.Debug += debug
 	}
-	inv.cfg.Debug += debug
 	return run(inv, args, stderr)
 }
 
@@ -179,16 +214,29 @@ func run(inv *invocation, args []string, stderr io.Writer) int {
 	d := New(logger)
 	d.PenFile = inv.penFile
 	d.TOMLFile = inv.tomlFile
+	st := &status{}
+	d.Facts = st.fact
 	// One TCP loop per usable CPU, plus a P for everything else (UDP, TLS,
 	// control, timers) so busy loops never have to make room for it.
 	if os.Getenv("GOMAXPROCS") == "" {
 		d.Loops = runtime.GOMAXPROCS(0)
 		runtime.GOMAXPROCS(d.Loops + 1)
 	}
-	if err := d.Apply(inv.cfg); err != nil {
-		logger.Printf("%v", err)
-		ready(fmt.Sprintf("error: %v", err))
-		return 1
+	var app *appliance
+	if inv.stateDir != "" {
+		app = &appliance{file: inv.tomlFile, dir: inv.stateDir, debug: inv.debug, log: logger, status: st}
+		if err := app.boot(d); err != nil {
+			logger.Printf("%v", err)
+			ready(fmt.Sprintf("error: %v", err))
+			return 1
+		}
+	} else {
+		st.setConfig(describeSource(inv))
+		if err := d.Apply(inv.cfg); err != nil {
+			logger.Printf("%v", err)
+			ready(fmt.Sprintf("error: %v", err))
+			return 1
+		}
 	}
 	if err := dropPrivileges(inv.chroot, inv.user); err != nil {
 		logger.Printf("%v", err)
@@ -205,6 +253,13 @@ func run(inv *invocation, args []string, stderr io.Writer) int {
 	ready("ok")
 	logger.Printf("started (version %s, pid %d)", Version(), os.Getpid())
 
+	return serve(d, inv, app, logger)
+}
+
+// serve runs until a signal or the exit verb stops lbd and returns the exit
+// code: 0 only for those deliberate stops (gokrazy does not restart a
+// program that exits 0).
+func serve(d *Daemon, inv *invocation, app *appliance, logger *log.Logger) int {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1)
 	defer signal.Stop(sigs)
@@ -214,13 +269,19 @@ func run(inv *invocation, args []string, stderr io.Writer) int {
 			logger.Print("exit requested by control client")
 			d.Shutdown(0)
 			return 0
+		case <-app.retryC():
+			app.retryFile(d)
 		case sig := <-sigs:
 			switch sig {
 			case syscall.SIGHUP:
 				if err := d.ReopenLogs(); err != nil {
 					logger.Printf("%v", err)
 				}
-				reload(d, inv, logger)
+				if app != nil {
+					app.reload(d)
+				} else {
+					reload(d, inv, logger)
+				}
 			case syscall.SIGUSR1:
 				d.writeWebStats(logger)
 			default:

@@ -18,6 +18,9 @@ import (
 var lbdBin string
 
 func TestMain(m *testing.M) {
+	if os.Getenv(asLbdEnv) != "" {
+		os.Exit(testBinaryAsLbd())
+	}
 	dir, err := os.MkdirTemp("", "lbd-test")
 	if err != nil {
 		panic(err)
@@ -90,10 +93,20 @@ type daemonProc struct {
 
 func startLbd(t *testing.T, args ...string) *daemonProc {
 	t.Helper()
-	p := &daemonProc{cmd: exec.Command(lbdBin, args...), done: make(chan error, 1)}
+	p, err := startCmd(t, exec.Command(lbdBin, args...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// startCmd starts cmd as a daemonProc, killed when the test ends.
+func startCmd(t *testing.T, cmd *exec.Cmd) (*daemonProc, error) {
+	t.Helper()
+	p := &daemonProc{cmd: cmd, done: make(chan error, 1)}
 	p.cmd.Stderr = &p.out
 	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	go func() { p.done <- p.cmd.Wait() }()
 	t.Cleanup(func() {
@@ -103,7 +116,7 @@ func startLbd(t *testing.T, args ...string) *daemonProc {
 			t.Logf("lbd stderr:\n%s", p.logs())
 		}
 	})
-	return p
+	return p, nil
 }
 
 func (p *daemonProc) logs() string { return p.out.String() }
