@@ -19,35 +19,41 @@
 // X_Forwarded_For as X-Forwarded-For.
 //
 // Bodies are never buffered: their bytes pass through as they arrive. Only an
-// incomplete request head is held between calls to [Rewriter.Feed], up to the
-// configured limit.
+// incomplete request head, or what the client sends while the answer to an
+// upgrade is awaited, is held between calls to [Rewriter.Feed], up to the
+// configured limit; [Rewriter.InHead] tells a proxy when a client is in the
+// middle of a head, to bound the time it may take.
 //
 // A CONNECT request, or one that asks for a protocol upgrade (an Upgrade
 // field, or "upgrade" in Connection), is framed like any other, body
-// included. Whether the protocol then switched is up to the backend's answer
-// (101, or 2xx to CONNECT), which the rewriter does not see, and a backend
-// may ignore Upgrade and keep reading HTTP/1 requests. So the rewriter looks
-// at what the client sends next, holding it up to the head size limit:
+// included. Whether the protocol then switched is up to the backend's answer,
+// and a backend may ignore Upgrade and keep reading HTTP/1 requests; what the
+// client sends next cannot tell, since a client can send anything. So the
+// backend's answer decides, as it does for the backend:
 //
-//   - empty lines (CR, LF) are held, as a backend may skip them;
-//   - a first byte that cannot start a request line (not a token character:
-//     a WebSocket frame, a TLS record) means the protocol switched;
-//   - so does a control byte other than HTAB, VT, FF or CR in the first line,
-//     which no request line holds (binary protocols);
-//   - a first line that is a valid HTTP/1.x request line is a request, parsed
-//     and rewritten as usual; a malformed one that names an HTTP/1 version
-//     (such as "GET / http/1.1", or one with doubled spaces) is rejected
-//     rather than passed through to a backend that might be more lenient;
-//   - any other first line ("PRI * HTTP/2.0", a text protocol) means the
-//     protocol switched;
-//   - reaching the limit with only empty lines, or within a first line free
-//     of such control bytes, is rejected as a head too large, since a backend
-//     with a larger limit could read it as a request.
+//   - the [Responses] of a Rewriter follows the backend's responses, in
+//     order, to the requests the Rewriter passed on: status line,
+//     Content-Length, Transfer-Encoding and chunked framing (a HEAD request,
+//     1xx, 204 and 304 answers have no body), so that no response body is
+//     ever taken for the answer;
+//   - after a CONNECT or upgrade request, the Rewriter waits
+//     ([Rewriter.Waiting]) and holds what the client sends, up to the head
+//     size limit, until the follower has the answer to that request;
+//   - a 101 to a request that asked for an upgrade, or a 2xx to a CONNECT,
+//     switched the protocol: the rest of the connection, held bytes
+//     included, passes through unchanged in both directions;
+//   - any other final answer did not: the held bytes and all that follows
+//     are parsed and rewritten as requests, and what is not a valid request
+//     (a WebSocket frame, a TLS record, a request line a lenient backend
+//     would read) is rejected.
 //
-// Once the protocol switched, the rest of the connection, held bytes
-// included, passes through unchanged. Otherwise the next request may ask for
-// an upgrade again, with the same rule. A client thus cannot send an ignored
-// upgrade request to get later requests past the rewriter.
+// A response stream the follower cannot follow (malformed, a body that ends
+// only at the close, a 101 nobody asked for, a response after which the
+// backend closes, more than 64 requests in flight) or that ends (the proxy
+// calls [Responses.Close]) answers every CONNECT and upgrade request from
+// then on as refused. A client thus cannot send an ignored upgrade request
+// to get later requests past the rewriter, nor a backend's response body
+// pass for a 101.
 //
 // Anything whose framing a backend might read differently is an error: an
 // invalid or conflicting Content-Length, both Content-Length and
@@ -58,5 +64,9 @@
 // chunk happened to start with "GET ", nothing inside a body is ever
 // rewritten, and the client cannot suppress the address it connected from.
 //
-// The package is pure: it reads and writes byte slices, never sockets.
+// The package is pure: it reads and writes byte slices, never sockets. A
+// Rewriter and its Responses may be fed from two goroutines (one per
+// direction); a proxy that sees Waiting stops reading the client until
+// [Responses.Feed] or [Responses.Close] reports the answer settled, then
+// calls [Rewriter.Resume].
 package httpxff

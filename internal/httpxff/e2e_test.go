@@ -15,8 +15,9 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-// relay is a test-only TCP proxy: client→backend through a Rewriter, backend→
-// client copied as is. A request the Rewriter rejects gets a 400.
+// relay is a test-only TCP proxy: client→backend through a Rewriter,
+// backend→client copied as is through the Rewriter's Responses. A request
+// the Rewriter rejects gets a 400.
 type relay struct {
 	ln       net.Listener
 	backend  string
@@ -56,18 +57,48 @@ func (rl *relay) serve(t *testing.T, c net.Conn) {
 		return
 	}
 	defer b.Close()
+	rw := New(c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr(), "http", 0)
+	answered := make(chan struct{}, 1)
 	done := make(chan struct{})
 	go func() {
-		io.Copy(c, b)
-		close(done)
+		defer close(done)
+		resp := rw.Responses()
+		buf := make([]byte, 4096)
+		for {
+			n, err := b.Read(buf)
+			settled := resp.Feed(buf[:n])
+			if n > 0 {
+				if _, err := c.Write(buf[:n]); err != nil {
+					settled = resp.Close() || settled
+				}
+			}
+			if err != nil {
+				settled = resp.Close() || settled
+			}
+			if settled {
+				select {
+				case answered <- struct{}{}:
+				default:
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
 	}()
 
-	rw := New(c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr(), "http", 0)
 	buf := make([]byte, 4096)
 	var out []byte
 	for {
 		n, rerr := c.Read(buf)
 		out, err = rw.Feed(out[:0], buf[:n])
+		for err == nil && rw.Waiting() {
+			if _, werr := b.Write(out); werr != nil {
+				return
+			}
+			<-answered
+			out, err = rw.Resume(out[:0])
+		}
 		if _, werr := b.Write(out); werr != nil {
 			return
 		}

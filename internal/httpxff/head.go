@@ -18,6 +18,13 @@ func (r *Rewriter) rewrite(dst, h []byte) ([]byte, error) {
 	if err != nil {
 		return dst, err
 	}
+	// The backend's responses are matched to the requests in order; the
+	// Responses follower needs to know which ones have no body (HEAD) and
+	// which may switch protocols.
+	var k kind
+	if bytes.HasPrefix(line, []byte("HEAD ")) {
+		k |= kindHead
+	}
 	dst = append(dst, line...)
 	dst = append(dst, crlf...)
 
@@ -109,14 +116,20 @@ func (r *Rewriter) rewrite(dst, h []byte) ([]byte, error) {
 	}
 	r.xff = xff
 
+	if tunnel {
+		k |= kindConnect
+	}
+	if upg {
+		k |= kindUpgrade
+	}
+	r.x.push(k)
+
 	// The message is framed as any other, so that its body is never taken
 	// for the next request or for the new protocol.
 	r.upgrade = tunnel || upg
 	switch {
-	case chunked:
-		r.state, r.n, r.digits, r.count = stChunkSize, 0, 0, 0
-	case cl > 0:
-		r.state, r.n = stBody, uint64(cl)
+	case chunked || cl > 0:
+		r.startBody(chunked, uint64(max(cl, 0)))
 	default:
 		r.endMessage()
 	}

@@ -18,6 +18,10 @@ var (
 	ErrBadTransferEncoding = errors.New("unsupported transfer-encoding")
 	ErrAmbiguousLength     = errors.New("both content-length and transfer-encoding")
 	ErrBadChunk            = errors.New("malformed chunked body")
+	// ErrAwaitingAnswer is more than the head size limit sent after a
+	// CONNECT or upgrade request before the backend answered it. A proxy
+	// that stops reading the client while [Rewriter.Waiting] never sees it.
+	ErrAwaitingAnswer = errors.New("too much data before the answer to an upgrade request")
 )
 
 // DefaultMaxHeader is the head size limit used when New is given none.
@@ -52,7 +56,7 @@ const (
 	stTrailerValue              // trailer field value, up to CR
 	stTrailerLF                 // CR seen at the end of a trailer line
 	stTrailerEndLF              // CR seen on the empty line ending the message
-	stMaybeTunnel               // after CONNECT or upgrade: HTTP/1 or not?
+	stWait                      // after CONNECT or upgrade: waiting for the answer
 	stTunnel                    // the protocol switched: pass everything through
 )
 
@@ -62,17 +66,15 @@ type Rewriter struct {
 	client string // X-Forwarded-For element naming the client
 	tail   string // "\r\nX-Forwarded-Proto: <proto>\r\n\r\n"
 	max    int
+	x      *exchange
+	resp   *Responses
 
-	state   state
-	n       uint64 // body or chunk bytes left; chunk size being parsed
-	count   int    // bytes in the current chunk line or trailer section
-	digits  int    // hex digits seen in the current chunk size
+	framer         // state and body framing
 	skipped int    // empty lines' bytes skipped before the request line
 	skipCR  bool   // a CR of an empty line before the request line was seen
 	upgrade bool   // the current message is a CONNECT or asks for an upgrade
-	pre     int    // stMaybeTunnel: CR and LF bytes seen before the first line
 	head    []byte // incomplete request head carried between Feed calls
-	peek    []byte // stMaybeTunnel: start of the first line after an upgrade
+	held    []byte // stWait: bytes received while waiting for the answer
 	xff     []byte // scratch: the client's X-Forwarded-For values
 	err     error  // sticky error
 }
@@ -95,11 +97,47 @@ func New(clientIP netip.Addr, proto string, maxHeader int) *Rewriter {
 	if clientIP.IsValid() {
 		client = clientIP.Unmap().WithZone("").String()
 	}
-	return &Rewriter{
+	r := &Rewriter{
 		client: client,
 		tail:   "\r\nX-Forwarded-Proto: " + proto + "\r\n\r\n",
 		max:    maxHeader,
+		x:      new(exchange),
 	}
+	r.resp = &Responses{x: r.x, max: maxHeader}
+	return r
+}
+
+// Responses returns the follower of the backend's responses to the requests
+// this Rewriter passes on. Feed it everything the backend sends; it tells
+// the Rewriter how the backend answered a CONNECT or upgrade request.
+func (r *Rewriter) Responses() *Responses { return r.resp }
+
+// Waiting reports whether the Rewriter has passed on a CONNECT or upgrade
+// request and waits for the backend's answer to it: until [Responses.Feed]
+// or [Responses.Close] reports the answer, Feed holds what the client sends
+// (up to the head size limit) and returns nothing more. Once the answer is
+// known, [Rewriter.Resume] (or the next Feed) goes on.
+func (r *Rewriter) Waiting() bool { return r.err == nil && r.state == stWait }
+
+// InHead reports whether part of a request head has been received and the
+// rest has not: the time a slow client takes to send a head.
+func (r *Rewriter) InHead() bool {
+	return r.err == nil && r.state == stHead && (len(r.head) > 0 || r.skipped > 0 || r.skipCR)
+}
+
+// Resume appends to dst the output for the bytes held while waiting for the
+// answer to a CONNECT or upgrade request, if the answer is known by now: the
+// held bytes pass through unchanged if the protocol switched, and are parsed
+// as requests otherwise. It returns dst unchanged while the Rewriter is
+// still waiting, or is not waiting at all.
+func (r *Rewriter) Resume(dst []byte) ([]byte, error) {
+	if r.err != nil {
+		return dst, r.err
+	}
+	if r.state != stWait {
+		return dst, nil
+	}
+	return r.resume(dst)
 }
 
 // Feed consumes bytes p read from the client and appends to dst the bytes to
@@ -114,177 +152,86 @@ func (r *Rewriter) Feed(dst, p []byte) ([]byte, error) {
 	if r.err != nil {
 		return dst, r.err
 	}
+	if r.state == stWait {
+		var err error
+		if dst, err = r.resume(dst); err != nil {
+			return dst, err
+		}
+	}
 	for len(p) > 0 {
 		switch r.state {
 		case stTunnel:
 			return append(dst, p...), nil
-		case stMaybeTunnel:
-			var err error
-			dst, p, err = r.feedMaybeTunnel(dst, p)
-			if err != nil {
-				return dst, r.fail(err)
+		case stWait:
+			if len(r.held)+len(p) > r.max {
+				return dst, r.fail(fmt.Errorf("more than %d bytes before the answer to an upgrade request: %w", r.max, ErrAwaitingAnswer))
 			}
+			r.held = append(r.held, p...)
+			return dst, nil
 		case stHead:
 			var err error
 			dst, p, err = r.feedHead(dst, p)
 			if err != nil {
 				return dst, r.fail(err)
 			}
-		case stBody, stChunkData:
-			k := uint64(len(p))
-			if k > r.n {
-				k = r.n
-			}
-			dst = append(dst, p[:k]...)
-			p = p[k:]
-			r.n -= k
-			if r.n == 0 {
-				if r.state == stBody {
-					r.endMessage()
-				} else {
-					r.state = stChunkDataCR
-				}
-			}
 		default:
-			i, err := r.framing(p)
-			dst = append(dst, p[:i]...)
-			p = p[i:]
+			n, done, err := r.body(p, r.max)
+			dst = append(dst, p[:n]...)
+			p = p[n:]
 			if err != nil {
 				return dst, r.fail(err)
+			}
+			if done {
+				r.endMessage()
 			}
 		}
 	}
 	return dst, nil
 }
 
+// resume leaves stWait if the answer is known by now: the held bytes pass
+// through if the protocol switched and are fed as requests if not.
+func (r *Rewriter) resume(dst []byte) ([]byte, error) {
+	settled, switched := r.x.take()
+	if !settled {
+		return dst, nil
+	}
+	// The held bytes are fed from the start of r.held's array, which may
+	// be reused for what the feed holds again: append copies forward.
+	held := r.held
+	r.held = r.held[:0]
+	if cap(held) > keepBuf {
+		r.held = nil
+	}
+	if switched {
+		r.state = stTunnel
+		return append(dst, held...), nil
+	}
+	r.state = stHead
+	return r.Feed(dst, held)
+}
+
 func (r *Rewriter) fail(err error) error {
 	r.err = err
-	r.head, r.xff, r.peek = nil, nil, nil
+	r.head, r.xff, r.held = nil, nil, nil
 	return err
 }
 
 // endMessage moves on after the end of a request message: to the next
-// request head, or, after a CONNECT or upgrade request, to finding out
-// whether the protocol switched.
+// request head, or, after a CONNECT or upgrade request, to the backend's
+// answer if it is known, and to waiting for it otherwise.
 func (r *Rewriter) endMessage() {
-	if r.upgrade {
-		r.state, r.upgrade, r.pre = stMaybeTunnel, false, 0
+	r.state = stHead
+	if !r.upgrade {
 		return
 	}
-	r.state = stHead
-}
-
-// feedMaybeTunnel handles the bytes after a CONNECT or upgrade request. The
-// backend's answer decides whether the protocol switched, and the rewriter
-// does not see it; but a client that saw a 101 (or 2xx to CONNECT) sends the
-// new protocol, and one that did not sends its next HTTP/1 request. So the
-// start of the first line is held, up to r.max bytes, until [sniff] can tell
-// which: on HTTP, the held bytes go through the request head parser and p is
-// returned for the caller to go on with in stHead; otherwise everything is
-// passed through from here on.
-func (r *Rewriter) feedMaybeTunnel(dst, p []byte) ([]byte, []byte, error) {
-	if len(r.peek) == 0 {
-		switch r.sniff(p, 0) {
-		case sniffTunnel:
-			r.state = stTunnel
-			return append(dst, p...), nil, nil
-		case sniffHTTP:
-			r.state = stHead
-			return dst, p, nil
-		}
-		// sniffMore: p is shorter than r.max.
-		r.peek = append(r.peek, p...)
-		return dst, nil, nil
-	}
-	old := len(r.peek)
-	r.peek = append(r.peek, p[:min(len(p), r.max-old)]...)
-	v := r.sniff(r.peek, old)
-	if v == sniffMore {
-		return dst, nil, nil // all of p was held
-	}
-	held := r.peek[:old]
-	var err error
-	if v == sniffTunnel {
+	r.upgrade = false
+	switch settled, switched := r.x.take(); {
+	case !settled:
+		r.state = stWait
+	case switched:
 		r.state = stTunnel
-		dst = append(dst, held...)
-		dst = append(dst, p...)
-		p = nil
-	} else {
-		// held ends before the end of the first line, so feedHead only
-		// skips empty lines and copies the rest into r.head.
-		r.state = stHead
-		dst, _, err = r.feedHead(dst, held)
 	}
-	if cap(r.peek) > keepBuf {
-		r.peek = nil
-	} else {
-		r.peek = r.peek[:0]
-	}
-	return dst, p, err
-}
-
-type sniffResult uint8
-
-const (
-	sniffMore   sniffResult = iota // cannot tell yet
-	sniffHTTP                      // an HTTP/1 request follows
-	sniffTunnel                    // the protocol switched
-)
-
-// sniff tells what b, the bytes after a CONNECT or upgrade request so far,
-// hold; b[:old] was looked at before, with result sniffMore. Only the first
-// r.max bytes count.
-//
-// HTTP/1 is: any empty lines (CR and LF bytes, which request parsers skip),
-// then a first line that starts with a token character and is a valid
-// request line or at least names an HTTP/1 version; the head parser then
-// rewrites it or, if it is malformed, rejects it, rather than passing it to a
-// backend that may be more lenient. A stream of empty lines, or a first line
-// free of control bytes, that reaches r.max is taken for HTTP too and so
-// rejected as too large: a backend with a larger limit would read it.
-//
-// Anything else is another protocol: a first byte that cannot start a
-// request (a WebSocket frame, a TLS record), a control byte that no request
-// line holds (HTAB, VT, FF and CR may be whitespace to lenient parsers, RFC
-// 9112 §3), or a line such as "PRI * HTTP/2.0".
-func (r *Rewriter) sniff(b []byte, old int) sniffResult {
-	if len(b) > r.max {
-		b = b[:r.max]
-	}
-	i := r.pre
-	for i < len(b) && (b[i] == '\r' || b[i] == '\n') {
-		i++
-	}
-	r.pre = i
-	if i < len(b) && !tchar[b[i]] {
-		return sniffTunnel
-	}
-	for k := max(i, old); k < len(b); k++ {
-		switch c := b[k]; {
-		case c == '\n':
-			line, _ := nextLine(b[i : k+1])
-			if _, _, err := checkRequestLine(line); err == nil || hasHTTP1(line) {
-				return sniffHTTP
-			}
-			return sniffTunnel
-		case c < ' ' && c != '\t' && c != '\v' && c != '\f' && c != '\r' || c == 0x7f:
-			return sniffTunnel
-		}
-	}
-	if len(b) == r.max {
-		return sniffHTTP
-	}
-	return sniffMore
-}
-
-// hasHTTP1 reports whether line holds "HTTP/1", ignoring ASCII case.
-func hasHTTP1(line []byte) bool {
-	for i := 0; i+6 <= len(line); i++ {
-		if equalFold(line[i:i+6], "http/1") {
-			return true
-		}
-	}
-	return false
 }
 
 // feedHead accumulates a request head from p. When the head is complete it
@@ -381,25 +328,66 @@ func headEnd(b []byte, from, limit int) (int, error) {
 	return 0, nil
 }
 
+// framer follows a message body delimited by Content-Length (stBody) or by
+// the chunked transfer coding (the stChunk* and stTrailer* states). Requests
+// and responses share it.
+type framer struct {
+	state  state
+	n      uint64 // body or chunk bytes left; chunk size being parsed
+	count  int    // bytes in the current chunk line or trailer section
+	digits int    // hex digits seen in the current chunk size
+}
+
+// startBody sets up the framing of a body: chunked, or n bytes.
+func (r *framer) startBody(chunked bool, n uint64) {
+	if chunked {
+		r.state, r.n, r.digits, r.count = stChunkSize, 0, 0, 0
+	} else {
+		r.state, r.n = stBody, n
+	}
+}
+
+// body consumes body bytes from p, up to the end of the body. It returns
+// how many bytes it consumed and whether the body ended; on error, the
+// bytes before the offending one. max bounds the trailer section.
+func (r *framer) body(p []byte, max int) (int, bool, error) {
+	if r.state == stBody || r.state == stChunkData {
+		k := uint64(len(p))
+		if k > r.n {
+			k = r.n
+		}
+		r.n -= k
+		if r.n > 0 {
+			return int(k), false, nil
+		}
+		if r.state == stBody {
+			return int(k), true, nil
+		}
+		r.state = stChunkDataCR
+		return int(k), false, nil
+	}
+	return r.framing(p, max)
+}
+
 // framing consumes chunk-size lines, chunk-data terminators and trailer
 // fields from p, up to the start of chunk data or the end of the message. It
-// returns how many bytes it consumed; on error, the bytes before the
-// offending one.
-func (r *Rewriter) framing(p []byte) (int, error) {
+// returns how many bytes it consumed and whether the message ended; on
+// error, the bytes before the offending one.
+func (r *framer) framing(p []byte, max int) (int, bool, error) {
 	for i, c := range p {
 		r.count++
 		switch r.state {
 		case stChunkSize:
 			if v := unhex(c); v >= 0 {
 				if r.n >= maxBodyLen>>4 {
-					return i, fmt.Errorf("chunk size too large: %w", ErrBadChunk)
+					return i, false, fmt.Errorf("chunk size too large: %w", ErrBadChunk)
 				}
 				r.n = r.n<<4 | uint64(v)
 				r.digits++
 				break
 			}
 			if r.digits == 0 {
-				return i, fmt.Errorf("chunk size expected, got %q: %w", c, ErrBadChunk)
+				return i, false, fmt.Errorf("chunk size expected, got %q: %w", c, ErrBadChunk)
 			}
 			switch c {
 			case ' ', '\t':
@@ -409,7 +397,7 @@ func (r *Rewriter) framing(p []byte) (int, error) {
 			case '\r':
 				r.state = stChunkSizeLF
 			default:
-				return i, fmt.Errorf("%q after chunk size: %w", c, ErrBadChunk)
+				return i, false, fmt.Errorf("%q after chunk size: %w", c, ErrBadChunk)
 			}
 		case stChunkBWS:
 			switch c {
@@ -419,17 +407,17 @@ func (r *Rewriter) framing(p []byte) (int, error) {
 			case '\r':
 				r.state = stChunkSizeLF
 			default:
-				return i, fmt.Errorf("%q after chunk size: %w", c, ErrBadChunk)
+				return i, false, fmt.Errorf("%q after chunk size: %w", c, ErrBadChunk)
 			}
 		case stChunkExt:
 			if c == '\r' {
 				r.state = stChunkSizeLF
 			} else if isCTL(c) {
-				return i, fmt.Errorf("%q in chunk extension: %w", c, ErrBadChunk)
+				return i, false, fmt.Errorf("%q in chunk extension: %w", c, ErrBadChunk)
 			}
 		case stChunkSizeLF:
 			if c != '\n' {
-				return i, fmt.Errorf("chunk-size line not ended by CRLF: %w", ErrBadChunk)
+				return i, false, fmt.Errorf("chunk-size line not ended by CRLF: %w", ErrBadChunk)
 			}
 			r.count = 0
 			if r.n == 0 {
@@ -437,15 +425,15 @@ func (r *Rewriter) framing(p []byte) (int, error) {
 				break
 			}
 			r.state = stChunkData
-			return i + 1, nil
+			return i + 1, false, nil
 		case stChunkDataCR:
 			if c != '\r' {
-				return i, fmt.Errorf("chunk data not followed by CRLF: %w", ErrBadChunk)
+				return i, false, fmt.Errorf("chunk data not followed by CRLF: %w", ErrBadChunk)
 			}
 			r.state = stChunkDataLF
 		case stChunkDataLF:
 			if c != '\n' {
-				return i, fmt.Errorf("chunk data not followed by CRLF: %w", ErrBadChunk)
+				return i, false, fmt.Errorf("chunk data not followed by CRLF: %w", ErrBadChunk)
 			}
 			r.state, r.n, r.digits, r.count = stChunkSize, 0, 0, 0
 		case stTrailerStart:
@@ -455,40 +443,40 @@ func (r *Rewriter) framing(p []byte) (int, error) {
 			case tchar[c]:
 				r.state = stTrailerName
 			default:
-				return i, fmt.Errorf("%q at start of trailer field: %w", c, ErrBadChunk)
+				return i, false, fmt.Errorf("%q at start of trailer field: %w", c, ErrBadChunk)
 			}
 		case stTrailerName:
 			if c == ':' {
 				r.state = stTrailerValue
 			} else if !tchar[c] {
-				return i, fmt.Errorf("%q in trailer field name: %w", c, ErrBadChunk)
+				return i, false, fmt.Errorf("%q in trailer field name: %w", c, ErrBadChunk)
 			}
 		case stTrailerValue:
 			if c == '\r' {
 				r.state = stTrailerLF
 			} else if isCTL(c) {
-				return i, fmt.Errorf("%q in trailer field value: %w", c, ErrBadChunk)
+				return i, false, fmt.Errorf("%q in trailer field value: %w", c, ErrBadChunk)
 			}
 		case stTrailerLF:
 			if c != '\n' {
-				return i, fmt.Errorf("trailer field not ended by CRLF: %w", ErrBadChunk)
+				return i, false, fmt.Errorf("trailer field not ended by CRLF: %w", ErrBadChunk)
 			}
 			r.state = stTrailerStart
 		case stTrailerEndLF:
 			if c != '\n' {
-				return i, fmt.Errorf("trailer section not ended by CRLF: %w", ErrBadChunk)
+				return i, false, fmt.Errorf("trailer section not ended by CRLF: %w", ErrBadChunk)
 			}
-			r.endMessage()
-			return i + 1, nil
+			r.state = stHead
+			return i + 1, true, nil
 		}
 		if r.state >= stChunkSize && r.state <= stChunkSizeLF && r.count > maxChunkLine {
-			return i, fmt.Errorf("chunk-size line longer than %d bytes: %w", maxChunkLine, ErrBadChunk)
+			return i, false, fmt.Errorf("chunk-size line longer than %d bytes: %w", maxChunkLine, ErrBadChunk)
 		}
-		if r.state >= stTrailerStart && r.state <= stTrailerEndLF && r.count > r.max {
-			return i, fmt.Errorf("trailer section longer than %d bytes: %w", r.max, ErrHeaderTooLarge)
+		if r.state >= stTrailerStart && r.state <= stTrailerEndLF && r.count > max {
+			return i, false, fmt.Errorf("trailer section longer than %d bytes: %w", max, ErrHeaderTooLarge)
 		}
 	}
-	return len(p), nil
+	return len(p), false, nil
 }
 
 func unhex(c byte) int {

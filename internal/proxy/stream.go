@@ -164,17 +164,20 @@ func serveConn(svc *Service, o *Options, c net.Conn) {
 	}
 	idle := newIdleTimer(o.IdleTimeout, c, bc)
 	defer idle.stop()
-	done := make(chan uint64, 1)
-	go func() {
-		n, _ := copyStream(c, bc, nil, idle)
-		closeWrite(c)
-		done <- n
-	}()
 	var rw *httpxff.Rewriter
 	if o.HTTP {
 		rw = httpxff.New(peer.Addr(), proto, maxHTTPHeader)
 	}
-	n, err := copyStream(bc, c, rw, idle)
+	// answered wakes the client's reader when the backend answered the
+	// CONNECT or upgrade request it waits for.
+	answered := make(chan struct{}, 1)
+	done := make(chan uint64, 1)
+	go func() {
+		n, _ := copyResponses(c, bc, rw, answered, idle)
+		closeWrite(c)
+		done <- n
+	}()
+	n, err := copyStream(bc, c, rw, answered, idle)
 	sent += n
 	if err != nil && rw != nil && !errors.Is(err, io.EOF) && isRewriteError(err) {
 		io.WriteString(c, "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
@@ -187,7 +190,9 @@ func serveConn(svc *Service, o *Options, c net.Conn) {
 }
 
 // copyStream copies src to dst until EOF or an error, through rw when set.
-func copyStream(dst, src net.Conn, rw *httpxff.Rewriter, idle *idleTimer) (uint64, error) {
+// While rw waits for the backend's answer to a CONNECT or upgrade request,
+// it stops reading src until answered.
+func copyStream(dst, src net.Conn, rw *httpxff.Rewriter, answered <-chan struct{}, idle *idleTimer) (uint64, error) {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp
@@ -201,12 +206,65 @@ func copyStream(dst, src net.Conn, rw *httpxff.Rewriter, idle *idleTimer) (uint6
 			if rw != nil {
 				var ferr error
 				out, ferr = rw.Feed(out[:0], p)
+				for ferr == nil && rw.Waiting() {
+					if len(out) > 0 {
+						m, werr := dst.Write(out)
+						total += uint64(m)
+						if werr != nil {
+							return total, werr
+						}
+					}
+					<-answered
+					out, ferr = rw.Resume(out[:0])
+				}
 				if ferr != nil {
 					return total, rewriteError{ferr}
 				}
 				p = out
 			}
 			m, werr := dst.Write(p)
+			total += uint64(m)
+			if werr != nil {
+				return total, werr
+			}
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return total, nil
+			}
+			return total, err
+		}
+	}
+}
+
+// copyResponses copies the backend's src to the client's dst until EOF or
+// an error, through rw's response follower when rw is set: it tells the
+// client's reader, through answered, when the backend answered a CONNECT or
+// upgrade request (and when the backend is gone).
+func copyResponses(dst, src net.Conn, rw *httpxff.Rewriter, answered chan<- struct{}, idle *idleTimer) (uint64, error) {
+	if rw == nil {
+		return copyStream(dst, src, nil, nil, idle)
+	}
+	resp := rw.Responses()
+	wake := func(settled bool) {
+		if settled {
+			select {
+			case answered <- struct{}{}:
+			default:
+			}
+		}
+	}
+	defer func() { wake(resp.Close()) }()
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	var total uint64
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			idle.touch()
+			wake(resp.Feed(buf[:n]))
+			m, werr := dst.Write(buf[:n])
 			total += uint64(m)
 			if werr != nil {
 				return total, werr
