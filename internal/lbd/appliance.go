@@ -15,26 +15,6 @@ import (
 	"github.com/nib-lb/nib/config"
 )
 
-// Appliance mode is lbd -config FILE -state DIR, as the gokrazy image runs
-// it (-config=/perm/lbd/config.toml -state=/perm/lbd). There lbd must keep
-// serving whatever happens to its files, because gokrazy restarts it every
-// second when it fails and never when it exits 0:
-//
-//   - FILE missing: lbd writes the appliance default there and serves it.
-//   - Every config that loads from FILE and applies is copied to
-//     DIR/last-good.toml.
-//   - FILE unreadable, invalid or not applicable at start: lbd reports why and
-//     serves DIR/last-good.toml, else the built-in appliance default from
-//     memory. A FILE that parsed but failed to apply (a port in use, an
-//     address DHCP has not configured yet) is tried again every applyRetry.
-//   - FILE missing and its directory not writable (/perm not mounted): the
-//     built-in appliance default from memory.
-//   - SIGHUP re-reads FILE; a bad one is rejected and the running config
-//     stays (as without -state); last-good changes only on success.
-//
-// What is served, and why, is logged and shown by {{config}} in dummy
-// bodies (the welcome page).
-
 // lastGoodName is the last good config's file name in the state directory.
 const lastGoodName = "last-good.toml"
 
@@ -53,6 +33,28 @@ var applianceDefault = config.ApplianceTOML
 var applyRetry = 5 * time.Second
 
 // appliance is lbd's config handling in appliance mode.
+//
+// Appliance mode is lbd -config FILE -state DIR, as the gokrazy image runs
+// it (-config=/perm/lbd/config.toml -state=/perm/lbd). There lbd must keep
+// serving whatever happens to its files, because gokrazy restarts it every
+// second when it fails and never when it exits 0:
+//
+//   - FILE missing: lbd writes the appliance default there and serves it.
+//   - Every config that loads from FILE and applies is copied to
+//     DIR/last-good.toml.
+//   - FILE unreadable, invalid or not applicable at start: lbd reports why and
+//     serves DIR/last-good.toml, else the built-in appliance default from
+//     memory. A FILE that parsed but failed to apply (a port in use, an
+//     address DHCP has not configured yet) is tried again every applyRetry.
+//   - FILE missing and its directory not writable (/perm not mounted): the
+//     built-in appliance default from memory. DIR not writable but FILE
+//     good: FILE serves, and no last-good is kept.
+//   - SIGHUP re-reads FILE; a bad one is rejected and the running config
+//     stays (as without -state); last-good changes only on success.
+//
+// What is served, and why, is logged and shown by {{config}} in dummy
+// bodies (the welcome page). lbd exits non-zero (and is restarted) only when
+// not even the built-in default can be served.
 type appliance struct {
 	file   string // -config
 	dir    string // -state
