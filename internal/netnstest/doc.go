@@ -4,7 +4,9 @@
 // creates lives in network namespaces of its own (the host's root namespace is
 // never changed) and is removed in t.Cleanup, also when setup fails halfway.
 //
-// A test starts with SkipUnprivileged, then builds a Topology:
+// A test starts with SkipUnprivileged (a skip without root and network
+// namespaces; under CI, CI=true, a failure: see package needs), then builds a
+// Topology:
 //
 //	netnstest.SkipUnprivileged(t)
 //	topo := netnstest.New(t, netnstest.Options{})

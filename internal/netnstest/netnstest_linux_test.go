@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nib-lb/nib/internal/needs"
 )
 
 // checkGone registers a cleanup, to be called before New so that it runs
@@ -199,9 +201,7 @@ func TestLinuxTopology(t *testing.T) {
 	})
 
 	t.Run("ping", func(t *testing.T) {
-		if _, err := exec.LookPath("ping"); err != nil {
-			t.Skip("ping is not installed (Debian package iputils-ping)")
-		}
+		needs.Tool(t, "ping")
 		for _, h := range []*Host{lb, be[0], be[1]} {
 			client.Run(t, "ping", "-c1", "-W1", h.Addr().String())
 		}

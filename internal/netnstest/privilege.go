@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nib-lb/nib/internal/needs"
 )
 
 // Capability bits from linux/capability.h.
@@ -27,13 +29,15 @@ var (
 )
 
 // SkipUnprivileged skips the test unless the process runs as root with
-// CAP_NET_ADMIN and CAP_SYS_ADMIN and `ip netns add` works; the skip message
-// says which of these is missing. The probe runs once per test binary.
+// CAP_NET_ADMIN and CAP_SYS_ADMIN and `ip netns add` works; the message says
+// which of these is missing. Under CI (CI=true) it fails the test instead
+// (needs.Unmet): CI runs as root, so a network-namespace test that cannot run
+// there is a failure. The probe runs once per test binary.
 func SkipUnprivileged(t testing.TB) {
 	t.Helper()
 	privOnce.Do(func() { privReason = probePrivileges() })
 	if privReason != "" {
-		t.Skipf("skipping network-namespace test: %s", privReason)
+		needs.Unmet(t, "network-namespace test: %s", privReason)
 	}
 }
 
