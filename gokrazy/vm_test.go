@@ -24,21 +24,14 @@ import (
 
 	"github.com/nib-lb/nib/config"
 	"github.com/nib-lb/nib/internal/appliance"
+	"github.com/nib-lb/nib/internal/needs"
 )
 
+// needTools is needs.Tools: a missing tool skips the test, and under CI
+// (CI=true, where .ci/run installs them) fails it.
 func needTools(t *testing.T, tools ...string) {
 	t.Helper()
-	for _, name := range tools {
-		if _, err := exec.LookPath(name); err != nil {
-			if _, err := os.Stat("/usr/sbin/" + name); err == nil {
-				continue
-			}
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s is not installed (.ci/run installs it)", name)
-			}
-			t.Skipf("%s is not installed", name)
-		}
-	}
+	needs.Tools(t, tools...)
 }
 
 // instance copies nib/config.json into a temporary instance directory, so

@@ -7,20 +7,15 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/nib-lb/nib/internal/needs"
 )
 
-// needTool returns a tool's path or skips; under CI (CI=true) a missing tool
-// fails the test, since .ci/run installs them.
+// needTool is needs.Tool, kept for the callers in fat_test.go and
+// update_test.go until they call needs.Tool themselves.
 func needTool(t *testing.T, name string) string {
 	t.Helper()
-	p, err := lookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is not installed (CI must install it)", name)
-		}
-		t.Skipf("%s is not installed", name)
-	}
-	return p
+	return needs.Tool(t, name)
 }
 
 func TestPartuuid(t *testing.T) {
@@ -86,7 +81,7 @@ func TestMBRBytes(t *testing.T) {
 	}
 
 	// Debian's sfdisk reads it as the layout (an independent parser).
-	sfdisk := needTool(t, "sfdisk")
+	sfdisk := needs.Tool(t, "sfdisk")
 	img := filepath.Join(t.TempDir(), "disk.img")
 	f, err := os.Create(img)
 	if err != nil {
