@@ -5,6 +5,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mdlayher/arp"
+
 	"github.com/nib-lb/nib/internal/lograte"
 )
 
@@ -561,21 +563,21 @@ func (c *core) request(now time.Time, p *arpPacket, out []frame) ([]frame, verdi
 			return out, 0
 		}
 		c.ctr.repliesVIP.Add(1)
-		return append(out, c.replyFrame(p)), vReply
+		return c.appendReply(out, p), vReply
 	}
 	if !c.isTarpit(a) {
 		return out, 0
 	}
 	if c.tpClaimed.touch(a) {
 		c.ctr.repliesTarpit.Add(1)
-		return append(out, c.replyFrame(p)), vReply
+		return c.appendReply(out, p), vReply
 	}
 	if pr, ok := c.tpProbing[a]; ok {
 		if now.Before(pr.until) || !c.claimTarpit(now, a) {
 			return out, 0
 		}
 		c.ctr.repliesTarpit.Add(1)
-		return append(out, c.replyFrame(p)), vReply
+		return c.appendReply(out, p), vReply
 	}
 	if _, used := c.inUseBy(now, a); used || p.spa.IsUnspecified() {
 		return out, 0
@@ -586,7 +588,7 @@ func (c *core) request(now time.Time, p *arpPacket, out []frame) ([]frame, verdi
 	}
 	c.tpProbing[a] = c.newProbe(now)
 	c.ctr.probesSent.Add(1)
-	return append(out, c.probeFrame(a)), vProbe
+	return c.appendProbe(out, a), vProbe
 }
 
 // claimTarpit ends a's probe and claims a unless another host used it.
@@ -625,7 +627,7 @@ func (c *core) tick(now time.Time, out []frame) []frame {
 			}
 			e.state, e.probe = VIPProbing, c.newProbe(now)
 			c.ctr.probesSent.Add(1)
-			out = append(out, c.probeFrame(a))
+			out = c.appendProbe(out, a)
 		case VIPProbing:
 			if now.Before(e.probe.until) {
 				out = c.probeAgain(now, a, &e.probe, out)
@@ -639,7 +641,7 @@ func (c *core) tick(now time.Time, out []frame) []frame {
 			e.announceLeft--
 			e.nextAnnounce = now.Add(c.opt.AnnounceInterval)
 			c.ctr.announcements.Add(1)
-			out = append(out, c.announceFrame(a))
+			out = c.appendAnnounce(out, a)
 		}
 	}
 	for a, pr := range c.tpProbing {
@@ -658,7 +660,7 @@ func (c *core) tick(now time.Time, out []frame) []frame {
 			b.lastReq, b.waitUntil = now, now.Add(c.opt.ReplyWindow)
 			b.nextReq = b.waitUntil // replaced when answered or expired
 			c.ctr.requestsSent.Add(1)
-			out = append(out, c.requestFrame(a))
+			out = c.appendRequest(out, a)
 		}
 	}
 	return out
@@ -681,7 +683,7 @@ func (c *core) probeAgain(now time.Time, a netip.Addr, pr *probeState, out []fra
 	pr.left--
 	pr.next = pr.next.Add(c.opt.ProbeWindow / time.Duration(c.opt.Probes))
 	c.ctr.probesSent.Add(1)
-	return append(out, c.probeFrame(a))
+	return c.appendProbe(out, a)
 }
 
 func (c *core) backoff(missed int) time.Duration {
@@ -692,25 +694,40 @@ func (c *core) backoff(missed int) time.Duration {
 	return min(d, c.opt.RetryMax)
 }
 
-// replyFrame answers request p for p.tpa with our MAC.
-func (c *core) replyFrame(p *arpPacket) frame {
-	return buildARP(p.sha, c.mac, opReply, c.mac, p.tpa, p.sha, p.spa)
+// appendARP appends an ARP frame to out. Building fails only for an
+// address that is not IPv4, which arpd never keeps (VIPs, backends and our
+// own address are checked when set, parsed addresses are 4 bytes): such a
+// frame is counted as a send error and not sent.
+func (c *core) appendARP(out []frame, dst [6]byte, op arp.Operation, spa netip.Addr, tha [6]byte, tpa netip.Addr) []frame {
+	f, err := buildARP(dst, c.mac, op, c.mac, spa, tha, tpa)
+	if err != nil {
+		if c.ctr.sendErrors.Add(1)%1000 == 1 {
+			c.logf("%v", err)
+		}
+		return out
+	}
+	return append(out, f)
 }
 
-// probeFrame asks who has a, with sender address 0.0.0.0 (RFC 5227), so
+// appendReply answers request p for p.tpa with our MAC.
+func (c *core) appendReply(out []frame, p *arpPacket) []frame {
+	return c.appendARP(out, p.sha, opReply, p.tpa, p.sha, p.spa)
+}
+
+// appendProbe asks who has a, with sender address 0.0.0.0 (RFC 5227), so
 // no host's cache learns anything from it.
-func (c *core) probeFrame(a netip.Addr) frame {
-	return buildARP(broadcast, c.mac, opRequest, c.mac, netip.IPv4Unspecified(), [6]byte{}, a)
+func (c *core) appendProbe(out []frame, a netip.Addr) []frame {
+	return c.appendARP(out, broadcast, opRequest, netip.IPv4Unspecified(), [6]byte{}, a)
 }
 
-// requestFrame asks who has backend a, from our own address.
-func (c *core) requestFrame(a netip.Addr) frame {
-	return buildARP(broadcast, c.mac, opRequest, c.mac, c.ip, [6]byte{}, a)
+// appendRequest asks who has backend a, from our own address.
+func (c *core) appendRequest(out []frame, a netip.Addr) []frame {
+	return c.appendARP(out, broadcast, opRequest, c.ip, [6]byte{}, a)
 }
 
-// announceFrame is a gratuitous ARP (an RFC 5227 announcement) for a.
-func (c *core) announceFrame(a netip.Addr) frame {
-	return buildARP(broadcast, c.mac, opRequest, c.mac, a, [6]byte{}, a)
+// appendAnnounce is a gratuitous ARP (an RFC 5227 announcement) for a.
+func (c *core) appendAnnounce(out []frame, a netip.Addr) []frame {
+	return c.appendARP(out, broadcast, opRequest, a, [6]byte{}, a)
 }
 
 // neighbor is one backend in the published snapshot.

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mdlayher/arp"
 )
 
 var (
@@ -63,13 +65,21 @@ func (h *harness) claimVIPs(vips ...netip.Addr) {
 	h.tick()
 }
 
-func arpFrame(op uint16, sha [6]byte, spa netip.Addr, tha [6]byte, tpa netip.Addr) []byte {
+func arpFrame(op arp.Operation, sha [6]byte, spa netip.Addr, tha [6]byte, tpa netip.Addr) []byte {
 	dst := broadcast
 	if op == opReply {
 		dst = tha
 	}
-	f := buildARP(dst, sha, op, sha, spa, tha, tpa)
+	f := mustBuildARP(dst, sha, op, sha, spa, tha, tpa)
 	return f[:]
+}
+
+func mustBuildARP(dst, src [6]byte, op arp.Operation, sha [6]byte, spa netip.Addr, tha [6]byte, tpa netip.Addr) frame {
+	f, err := buildARP(dst, src, op, sha, spa, tha, tpa)
+	if err != nil {
+		panic(err)
+	}
+	return f
 }
 
 func request(sha [6]byte, spa, tpa netip.Addr) []byte {

@@ -34,6 +34,12 @@
 //     the periodic refresh. The published MAC never flips between two
 //     answering hosts.
 //
+// ARP packets are marshalled and parsed with github.com/mdlayher/arp's
+// Packet (the design card's choice: a maintained codec shared with the
+// field), behind arpd's own socket (an AF_PACKET socket, or any
+// net.PacketConn carrying whole frames, see NewConn); arpd writes and
+// checks the Ethernet header itself and applies its own validity rules.
+//
 // Lookup, Down and Version are lock-free (an atomic pointer to an immutable
 // snapshot) and allocation-free, for the DSR forwarder's data path.
 package arpd

@@ -2,8 +2,17 @@ package arpd
 
 import (
 	"encoding/binary"
+	"fmt"
 	"net/netip"
+
+	"github.com/mdlayher/arp"
 )
+
+// The ARP packets themselves are marshalled and parsed by
+// github.com/mdlayher/arp (the codec the Go networking community shares and
+// fuzzes); arpd adds the Ethernet header, which it writes and checks itself
+// (three fields, no VLAN tags on the LB's interface), and its own rules on
+// what a usable packet is (parseARP).
 
 const (
 	ethHdrLen = 14
@@ -16,16 +25,17 @@ const (
 	etherTypeIPv4 = 0x0800
 	htypeEthernet = 1
 
-	opRequest = 1
-	opReply   = 2
+	opRequest = arp.OperationRequest
+	opReply   = arp.OperationReply
 )
 
 var broadcast = [6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 
-// arpPacket is a parsed Ethernet/IPv4 ARP packet.
+// arpPacket is a parsed Ethernet/IPv4 ARP packet, in the fixed-size form
+// arpd's rules compare.
 type arpPacket struct {
 	ethSrc [6]byte
-	op     uint16
+	op     arp.Operation
 	sha    [6]byte
 	spa    netip.Addr
 	tha    [6]byte
@@ -34,31 +44,32 @@ type arpPacket struct {
 
 // parseARP parses an Ethernet frame carrying an Ethernet/IPv4 ARP packet
 // (trailing padding allowed). ok is false for anything else: short frames,
-// another EtherType, hardware or protocol type, lengths other than 6 and 4,
-// an operation other than request or reply, or a sender MAC that is zero,
-// multicast or broadcast. It does not allocate.
+// another EtherType (a VLAN tag included), hardware or protocol type,
+// lengths other than 6 and 4, an operation other than request or reply, or
+// a sender MAC that is zero, multicast or broadcast.
 func parseARP(b []byte) (p arpPacket, ok bool) {
-	if len(b) < ethHdrLen+arpLen {
+	if len(b) < ethHdrLen+arpLen || binary.BigEndian.Uint16(b[12:14]) != etherTypeARP {
 		return p, false
 	}
-	if binary.BigEndian.Uint16(b[12:14]) != etherTypeARP {
+	var a arp.Packet
+	if err := a.UnmarshalBinary(b[ethHdrLen:]); err != nil {
 		return p, false
 	}
-	a := b[ethHdrLen:]
-	if binary.BigEndian.Uint16(a[0:2]) != htypeEthernet ||
-		binary.BigEndian.Uint16(a[2:4]) != etherTypeIPv4 ||
-		a[4] != 6 || a[5] != 4 {
+	if a.HardwareType != htypeEthernet || a.ProtocolType != etherTypeIPv4 ||
+		a.HardwareAddrLength != 6 || a.IPLength != 4 ||
+		len(a.SenderHardwareAddr) != 6 || len(a.TargetHardwareAddr) != 6 ||
+		!a.SenderIP.Is4() || !a.TargetIP.Is4() {
 		return p, false
 	}
-	p.op = binary.BigEndian.Uint16(a[6:8])
-	if p.op != opRequest && p.op != opReply {
+	if a.Operation != opRequest && a.Operation != opReply {
 		return p, false
 	}
+	p.op = a.Operation
 	copy(p.ethSrc[:], b[6:12])
-	copy(p.sha[:], a[8:14])
-	p.spa = netip.AddrFrom4([4]byte(a[14:18]))
-	copy(p.tha[:], a[18:24])
-	p.tpa = netip.AddrFrom4([4]byte(a[24:28]))
+	copy(p.sha[:], a.SenderHardwareAddr)
+	p.spa = a.SenderIP
+	copy(p.tha[:], a.TargetHardwareAddr)
+	p.tpa = a.TargetIP
 	if p.sha == ([6]byte{}) || p.sha[0]&1 != 0 {
 		return p, false
 	}
@@ -71,22 +82,22 @@ type frame [minFrame]byte
 func (f *frame) dst() []byte { return f[0:6] }
 
 // buildARP returns an Ethernet frame from src to dst carrying an ARP packet.
-func buildARP(dst, src [6]byte, op uint16, sha [6]byte, spa netip.Addr, tha [6]byte, tpa netip.Addr) frame {
+// It fails only for addresses that are not IPv4.
+func buildARP(dst, src [6]byte, op arp.Operation, sha [6]byte, spa netip.Addr, tha [6]byte, tpa netip.Addr) (frame, error) {
 	var f frame
+	p, err := arp.NewPacket(op, sha[:], spa.Unmap(), tha[:], tpa.Unmap())
+	if err != nil {
+		return f, fmt.Errorf("arpd: ARP packet %v from %s for %s: %w", op, spa, tpa, err)
+	}
+	b, err := p.MarshalBinary()
+	if err != nil {
+		return f, fmt.Errorf("arpd: ARP packet %v from %s for %s: %w", op, spa, tpa, err)
+	}
 	copy(f[0:6], dst[:])
 	copy(f[6:12], src[:])
 	binary.BigEndian.PutUint16(f[12:14], etherTypeARP)
-	a := f[ethHdrLen:]
-	binary.BigEndian.PutUint16(a[0:2], htypeEthernet)
-	binary.BigEndian.PutUint16(a[2:4], etherTypeIPv4)
-	a[4], a[5] = 6, 4
-	binary.BigEndian.PutUint16(a[6:8], op)
-	copy(a[8:14], sha[:])
-	s, t := spa.As4(), tpa.As4()
-	copy(a[14:18], s[:])
-	copy(a[18:24], tha[:])
-	copy(a[24:28], t[:])
-	return f
+	copy(f[ethHdrLen:], b)
+	return f, nil
 }
 
 // macString formats a MAC the usual way without a net.HardwareAddr.

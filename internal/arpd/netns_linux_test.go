@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mdlayher/arp"
 	"github.com/mdlayher/packet"
 	"golang.org/x/sys/unix"
 )
@@ -82,9 +83,9 @@ type rawARP struct {
 	ifi *net.Interface
 }
 
-func (r *rawARP) send(t *testing.T, dst [6]byte, op uint16, sha [6]byte, spa netip.Addr, tha [6]byte, tpa netip.Addr) {
+func (r *rawARP) send(t *testing.T, dst [6]byte, op arp.Operation, sha [6]byte, spa netip.Addr, tha [6]byte, tpa netip.Addr) {
 	t.Helper()
-	f := buildARP(dst, sha, op, sha, spa, tha, tpa)
+	f := mustBuildARP(dst, sha, op, sha, spa, tha, tpa)
 	if _, err := r.pc.WriteTo(f[:], &packet.Addr{HardwareAddr: dst[:]}); err != nil {
 		t.Fatalf("raw send: %v", err)
 	}

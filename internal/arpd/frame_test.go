@@ -1,0 +1,49 @@
+package arpd
+
+import (
+	"bytes"
+	"net"
+	"testing"
+
+	"github.com/mdlayher/arp"
+)
+
+// TestFrameCodec: what arpd sends is what the shared codec reads, and a
+// request marshalled by that codec (as another Go ARP speaker would send
+// it) is understood and answered.
+func TestFrameCodec(t *testing.T) {
+	req, err := arp.NewPacket(arp.OperationRequest, net.HardwareAddr(client[:]), clientIP, net.HardwareAddr(make([]byte, 6)), vip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pb, err := req.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := append(append(append([]byte{}, broadcast[:]...), client[:]...), 0x08, 0x06)
+	in = append(in, pb...) // 42 bytes, unpadded
+	h := newHarness(t)
+	h.claimVIPs(vip)
+	out, v := h.in(in)
+	if v&vReply == 0 || len(out) != 1 {
+		t.Fatalf("verdict %b, %d frames", v, len(out))
+	}
+	f := out[0]
+	if !bytes.Equal(f[0:6], client[:]) || !bytes.Equal(f[6:12], lbMAC[:]) || f[12] != 0x08 || f[13] != 0x06 {
+		t.Fatalf("Ethernet header % x", f[:14])
+	}
+	var got arp.Packet
+	if err := got.UnmarshalBinary(f[ethHdrLen:]); err != nil {
+		t.Fatal(err)
+	}
+	want := arp.Packet{HardwareType: 1, ProtocolType: 0x0800, HardwareAddrLength: 6, IPLength: 4, Operation: arp.OperationReply,
+		SenderHardwareAddr: lbMAC[:], SenderIP: vip, TargetHardwareAddr: client[:], TargetIP: clientIP}
+	if got.HardwareType != want.HardwareType || got.ProtocolType != want.ProtocolType || got.HardwareAddrLength != 6 || got.IPLength != 4 ||
+		got.Operation != want.Operation || !bytes.Equal(got.SenderHardwareAddr, want.SenderHardwareAddr) || got.SenderIP != want.SenderIP ||
+		!bytes.Equal(got.TargetHardwareAddr, want.TargetHardwareAddr) || got.TargetIP != want.TargetIP {
+		t.Fatalf("reply %+v, want %+v", got, want)
+	}
+	if len(f) != minFrame || !bytes.Equal(f[ethHdrLen+arpLen:], make([]byte, minFrame-ethHdrLen-arpLen)) {
+		t.Fatal("reply not zero-padded to 60 bytes")
+	}
+}
