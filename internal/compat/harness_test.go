@@ -39,6 +39,7 @@ import (
 	"golang.org/x/net/dns/dnsmessage"
 
 	"github.com/nib-lb/nib/internal/dnstest"
+	"github.com/nib-lb/nib/internal/needs"
 )
 
 const (
@@ -98,15 +99,13 @@ func implementations() []impl {
 	return []impl{pen, {name: "lbd", bin: lbdBin}}
 }
 
-// require skips (pen not installed) or fails (lbd did not build) t when im
-// cannot run.
+// require skips (pen not installed; under CI it fails, see package needs)
+// or fails (lbd did not build) t when im cannot run.
 func (im impl) require(t *testing.T) {
 	t.Helper()
 	switch im.name {
 	case "pen":
-		if _, err := os.Stat(im.bin); err != nil {
-			t.Skipf("Debian's pen is not installed (%v); apt-get install pen", err)
-		}
+		needs.Tool(t, im.bin)
 	case "lbd":
 		if lbdBuildErr != "" {
 			t.Fatalf("lbd did not build:\n%s", lbdBuildErr)
@@ -116,9 +115,7 @@ func (im impl) require(t *testing.T) {
 
 func requirePenctl(t *testing.T) {
 	t.Helper()
-	if _, err := os.Stat(penctlBin); err != nil {
-		t.Skipf("Debian's penctl is not installed (%v); this case is driven through it", err)
-	}
+	needs.Tool(t, penctlBin) // this case is driven through it
 }
 
 // ---------------------------------------------------------------------------
@@ -510,7 +507,7 @@ const (
 // https URLs get -k; a URL with a [v6] literal gets -g -6, others -4.
 func get(t *testing.T, src, url string) result {
 	t.Helper()
-	if curl, err := lookClient("curl"); err == nil {
+	if curl, err := lookClient(t, "curl"); err == nil {
 		args := []string{"-s", "-m", "5"}
 		if src != "" {
 			args = append(args, "--interface", src)
@@ -569,10 +566,16 @@ func goGet(t *testing.T, src, url string) result {
 }
 
 // lookClient finds a real client (curl, dig). NIB_COMPAT_GO_CLIENTS=1 makes
-// it report none, to exercise the Go fallbacks.
-func lookClient(name string) (string, error) {
+// it report none, to exercise the Go fallbacks. A missing client also means
+// the Go fallback, except under CI (CI=true), which installs both: there it
+// fails t (needs.Tool), so that CI compares with the real clients.
+func lookClient(t *testing.T, name string) (string, error) {
+	t.Helper()
 	if os.Getenv("NIB_COMPAT_GO_CLIENTS") == "1" {
 		return "", errors.New("NIB_COMPAT_GO_CLIENTS=1")
+	}
+	if needs.CI() {
+		return needs.Tool(t, name), nil
 	}
 	return exec.LookPath(name)
 }
@@ -581,7 +584,7 @@ func lookClient(name string) (string, error) {
 // testsuite's `dig +short +time=3 +retry=0`.
 func dig(t *testing.T, src string, port int) result {
 	t.Helper()
-	if digBin, err := lookClient("dig"); err == nil {
+	if digBin, err := lookClient(t, "dig"); err == nil {
 		args := []string{"+short", "+time=3", "+retry=0", "-b", src, "-p", strconv.Itoa(port), "@" + ip1, "example.com"}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()

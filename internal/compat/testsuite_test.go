@@ -36,7 +36,7 @@ import (
 //     closed, not left open.
 //
 // NIB_COMPAT_GO_CLIENTS=1 replaces curl and dig by Go clients (also used
-// when those tools are missing).
+// when those tools are missing, except under CI=true, where that fails).
 func TestTestsuite(t *testing.T) {
 	for _, im := range implementations() {
 		t.Run(im.name, func(t *testing.T) {

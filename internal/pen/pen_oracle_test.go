@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/nib-lb/nib/internal/needs"
 )
 
 // freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
@@ -53,10 +55,7 @@ func penctl(t *testing.T, ctl, cmd string) string {
 // and status/recent (live state). Server 0 is given an explicit weight 0 on
 // nib's side: Pen's default weight is 0, nib's is 1.
 func TestPenOracle(t *testing.T) {
-	penBin, err := exec.LookPath("pen")
-	if err != nil {
-		t.Skip("Debian's pen is not installed (apt-get install pen)")
-	}
+	penBin := needs.Tool(t, "pen")
 	dir := t.TempDir()
 	ctl := filepath.Join(dir, "x.ctl")
 	pidFile := filepath.Join(dir, "pen.pid")
