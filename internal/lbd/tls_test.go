@@ -32,6 +32,7 @@ import (
 	"golang.org/x/crypto/ocsp"
 
 	"github.com/nib-lb/nib/config"
+	"github.com/nib-lb/nib/internal/needs"
 )
 
 // testPKI is a throwaway PKI written as PEM files into a temporary
@@ -1074,10 +1075,7 @@ func TestTLSDataPath(t *testing.T) {
 }
 
 func TestTLSCurl(t *testing.T) {
-	const curl = "/usr/bin/curl"
-	if _, err := os.Stat(curl); err != nil {
-		t.Skip("curl not installed")
-	}
+	curl := needs.Tool(t, "curl")
 	p := newTestPKI(t)
 	sni := t.TempDir()
 	p.sniPair(sni, "a.example")
