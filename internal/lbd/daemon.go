@@ -181,6 +181,7 @@ func (d *Daemon) applyLocked(cfg *config.Config) error {
 			closeNewLogs()
 			return err
 		}
+		e.SetLogf(d.log.Printf)
 		d.engine = e
 	}
 	// Start new listeners; roll back on failure.
@@ -287,6 +288,11 @@ func (d *Daemon) start(sc config.Service, o proxy.Options, bo balance.Options, b
 	name := sc.Name
 	svc := proxy.NewService(o, pool, func(format string, args ...any) {
 		d.debugf(1, "service "+name+": "+format, args...)
+	})
+	// Warnings (this host out of descriptors, flow limits) are level 0;
+	// the data path rate-limits them.
+	svc.SetWarnf(func(format string, args ...any) {
+		d.log.Printf("service "+name+": "+format, args...)
 	})
 	r := &running{cfg: sc, svc: svc, pool: pool}
 	var err error

@@ -258,13 +258,16 @@ func (d *Daemon) penAllowed(a net.Addr) bool {
 // ExecPen runs one Pen command against the running configuration, applying
 // it when it changes something. startup allows verbs that touch files.
 func (d *Daemon) ExecPen(line string, out io.Writer, startup bool) {
+	// Host names in the line are resolved first, outside the daemon lock:
+	// a slow DNS server must not stall reloads and other control clients.
+	hosts := pen.LookupHosts(line)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
 		io.WriteString(out, errClosed.Error()+"\n")
 		return
 	}
-	in := &pen.Interp{Cfg: d.cfg.Clone(), RT: runtimeView{d}, ConfigFile: d.PenFile, Startup: startup, Validate: true}
+	in := &pen.Interp{Cfg: d.cfg.Clone(), RT: runtimeView{d}, ConfigFile: d.PenFile, Startup: startup, Validate: true, Hosts: hosts}
 	if d.TOMLFile != "" {
 		in.SaveTOML = func(c *config.Config) error { return config.Save(d.TOMLFile, c) }
 	}

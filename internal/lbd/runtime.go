@@ -103,7 +103,8 @@ func (v runtimeView) StatusHTML(service string, w io.Writer) error {
 		fmt.Fprintf(w, "<tr><td>%d</td><td>%s</td><td>%s</td><td>%d</td><td>%d</td><td>%d</td><td>%d</td><td>%d</td><td>%d</td><td>%d</td><td>%d</td></tr>\n",
 			i, b.Address.Addr(), status, b.Address.Port(), s.Conns, b.Max, b.Hard, s.Sent, s.Recv, b.Weight, b.Prio)
 	}
-	fmt.Fprintf(w, "</table>\n<p>Connections: %d active, %d accepted, %d refused</p>\n</body>\n</html>\n", c.Active, c.Accepted, c.Refused)
+	fmt.Fprintf(w, "</table>\n<p>Connections: %d active, %d accepted, %d refused</p>\n", c.Active, c.Accepted, c.Refused)
+	fmt.Fprintf(w, "<p>Local errors (this host out of descriptors or buffers): %d; UDP datagrams over the flow limits: %d</p>\n</body>\n</html>\n", c.LocalErrors, c.FlowLimited)
 	return nil
 }
 
