@@ -310,7 +310,7 @@ func permWrite(t *testing.T, img, path, content string) {
 const customConfig = `
 [[dummy]]
 listen = "127.0.0.1:8081"
-body = "custom config from /perm\n"
+body = "custom config from /perm\nconfig: {{config}}\n"
 
 [[service]]
 name = "custom"
@@ -402,6 +402,25 @@ func TestApplianceVM(t *testing.T) {
 	if got := permCat(t, img, "/lbd/config.toml"); got != customConfig {
 		t.Errorf("/perm/lbd/config.toml after the update: %q", got)
 	}
+	// lbd's own writes to /perm persist: it kept the config as last good.
+	if got := permCat(t, img, "/lbd/last-good.toml"); got != customConfig {
+		t.Errorf("/perm/lbd/last-good.toml: %q, want the custom config", got)
+	}
+
+	// A broken config on /perm: the last good one keeps serving, and lbd is
+	// not crash-looping (gokrazy keeps one process).
+	permWrite(t, img, "/lbd/config.toml", "[[service]\nname = broken\n")
+	v = startVM(t, img, password)
+	body := v.waitPage("custom config from /perm", 4*time.Minute)
+	pid = v.lbdPid()
+	time.Sleep(3 * time.Second)
+	if p := v.lbdPid(); p != pid || p == 0 {
+		t.Errorf("lbd restarted (pid %d, then %d) with a broken config", pid, p)
+	}
+	if !strings.Contains(body, "/perm/lbd/last-good.toml, the last good config") || !strings.Contains(body, "config.toml:1:") {
+		t.Errorf("the page does not say that the last good config serves, and why:\n%s", body)
+	}
+	v.stop()
 }
 
 // checkRootFS lists the root squashfs with unsquashfs: the programs are

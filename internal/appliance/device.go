@@ -163,7 +163,7 @@ func newProgress(w io.Writer, what string, total int64) *progress {
 }
 
 func (p *progress) update(done int64) {
-	if time.Since(p.last) < time.Second {
+	if time.Since(p.last) < time.Second || p.total < MiB {
 		return
 	}
 	p.last = time.Now()
@@ -171,5 +171,9 @@ func (p *progress) update(done int64) {
 }
 
 func (p *progress) finish() {
+	if p.total < MiB {
+		fmt.Fprintf(p.w, "  %s: %d bytes in %.1fs\n", p.what, p.total, time.Since(p.start).Seconds())
+		return
+	}
 	fmt.Fprintf(p.w, "  %s: %d MiB in %.1fs\n", p.what, p.total/MiB, time.Since(p.start).Seconds())
 }
