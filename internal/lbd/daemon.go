@@ -35,6 +35,7 @@ type Daemon struct {
 	exit     chan struct{}
 	exitOnce sync.Once
 	debug    atomic.Int32 // cfg.Debug, for lock-free reads
+	root     string       // Pen's -j jail until lbd has chrooted; see SetRoot
 
 	// Control goroutines take mu for their commands, so nothing holding mu
 	// may wait for them: they are counted here and waited for by Close
@@ -146,7 +147,7 @@ func (d *Daemon) applyLocked(cfg *config.Config) error {
 			logs[sc.Log] = l
 			continue
 		}
-		l, err := proxy.OpenConnLog(sc.Log)
+		l, err := proxy.OpenConnLogIn(d.root, sc.Log)
 		if err != nil {
 			closeNewLogs()
 			return fmt.Errorf("service %q: log: %w", sc.Name, err)
@@ -361,6 +362,14 @@ func (d *Daemon) Close() {
 	}
 	d.mu.Unlock()
 	d.ctlWG.Wait()
+}
+
+// SetRoot sets the directory that request log paths are relative to: Pen's
+// -j jail before the chroot (Pen opens its log after chrooting), "" after.
+func (d *Daemon) SetRoot(dir string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.root = dir
 }
 
 // ReopenLogs reopens the request logs (after log rotation; SIGHUP).

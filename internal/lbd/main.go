@@ -212,6 +212,7 @@ func run(inv *invocation, args []string, stderr io.Writer) int {
 		logger.Print(n)
 	}
 	d := New(logger)
+	d.SetRoot(inv.chroot) // Pen opens its log inside the jail
 	d.PenFile = inv.penFile
 	d.TOMLFile = inv.tomlFile
 	st := &status{}
@@ -244,9 +245,17 @@ func run(inv *invocation, args []string, stderr io.Writer) int {
 		d.Close()
 		return 1
 	}
+	d.SetRoot("") // inside the jail now: paths are as given
+	// As in Pen, the pid file is written after the chroot and the user
+	// switch: its path is inside the jail. An init script needs it to stop
+	// lbd, so failing to write it is a startup error, not a log line.
 	if inv.pidFile != "" {
 		if err := os.WriteFile(inv.pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
-			logger.Printf("pid file: %v", err)
+			err = fmt.Errorf("pid file (-p, written after -j and -u): %w", err)
+			logger.Printf("%v", err)
+			ready(fmt.Sprintf("error: %v", err))
+			d.Close()
+			return 1
 		}
 		defer os.Remove(inv.pidFile)
 	}

@@ -125,11 +125,11 @@ func ParseArgs(args []string) (*Invocation, error) {
 
 	var notes strings.Builder
 	in := &Interp{
-		Cfg:             c,
-		ControlAddr:     c.Control.PenListen,
-		ConfigFile:      inv.ConfigFile,
-		Startup:         true,
-		AllowWritePaths: true,
+		Cfg:         c,
+		ControlAddr: c.Control.PenListen,
+		ConfigFile:  inv.ConfigFile,
+		Startup:     true,
+		Root:        inv.Chroot,
 	}
 	for _, cmd := range o.commands {
 		if _, err := in.Exec(cmd, &notes); err != nil {
@@ -807,16 +807,18 @@ flags without values combine, as in -dfr):
   -F FILE     read Pen config commands from FILE (also on SIGHUP)
   -h          choose the initial server by hashing the client address
   -H          HTTP: add X-Forwarded-For and X-Forwarded-Proto
-  -j DIR      chroot into DIR after binding
+  -j DIR      chroot into DIR after binding; as in Pen, the paths of -F,
+              include, -l, -p and -w are then inside DIR (-E/-K/-G are not)
   -l FILE     request log
   -o CMD, -O CMD  run a config command (repeatable, in order)
-  -p FILE     write the process id to FILE
+  -p FILE     write the process id to FILE (after -j and -u; failing is an
+              error)
   -q N        listen backlog [500]
   -r          round-robin: no client tracking (with -h, hash address and port)
   -s          stubborn: close the client rather than fail over
   -t SEC      backend connect timeout [3]
   -T SEC      forget tracked clients after SEC seconds (0 never) [0]
-  -u USER     run as USER after binding
+  -u USER     run as USER after binding and -j (supplementary groups dropped)
   -U          UDP instead of TCP
   -w FILE     HTML status file (written on SIGUSR1 and by "status")
   -W          weighted least connections (all weights 0: all equal)

@@ -74,9 +74,10 @@ type Interp struct {
 	// Leave it false for the control socket: its clients must not choose
 	// files lbd reads or writes (see permit).
 	Startup bool
-	// AllowWritePaths is ignored: Startup alone decides what a command may
-	// name (one gate, permit). It remains until lbd stops setting it.
-	AllowWritePaths bool
+	// Root, when set, is the directory the files named by the commands
+	// (the -F file, include) are relative to: Pen's -j jail, before lbd
+	// has chrooted into it. Pen opens them after its chroot.
+	Root string
 	// SaveTOML, when set, is what write without a file name does: lbd
 	// serving a TOML file saves the running config there (atomically)
 	// instead of writing Pen's format.
@@ -171,7 +172,11 @@ func (in *Interp) execFile(path string, out io.Writer, depth int) error {
 	if depth >= maxIncludeDepth {
 		return fmt.Errorf("include %s: nested too deeply", path)
 	}
-	f, err := os.Open(path)
+	open := path
+	if in.Root != "" {
+		open = filepath.Join(in.Root, filepath.Join("/", path))
+	}
+	f, err := os.Open(open)
 	if err != nil {
 		return err
 	}

@@ -436,7 +436,6 @@ func TestControlRefusesPaths(t *testing.T) {
 	covered := map[string]bool{"dsr_if": true} // TestDSRVerbs
 	ctl := newInterp(t, args...)
 	ctl.ConfigFile = cfgFile
-	ctl.AllowWritePaths = true // ignored: Startup alone decides
 	for _, line := range append(lines, "write .", "include /dev/zero") {
 		before := ctl.Cfg.Clone()
 		var out bytes.Buffer

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,8 +40,16 @@ type logRecord struct {
 const logQueue = 4096
 
 // OpenConnLog opens (appends to, creating mode 0640) a request log.
-func OpenConnLog(path string) (*ConnLog, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+func OpenConnLog(path string) (*ConnLog, error) { return OpenConnLogIn("", path) }
+
+// OpenConnLogIn opens path inside root: Pen's -j jail before lbd has
+// chrooted into it. Reopen (after the chroot) opens path itself.
+func OpenConnLogIn(root, path string) (*ConnLog, error) {
+	open := path
+	if root != "" {
+		open = filepath.Join(root, filepath.Join("/", path))
+	}
+	f, err := os.OpenFile(open, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
 	if err != nil {
 		return nil, err
 	}
