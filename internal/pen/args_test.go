@@ -44,7 +44,10 @@ func TestParseArgs(t *testing.T) {
 		}
 	}
 	httpsCfg := tempFile(t, "https.cfg", "# seed TLS config\nssl_option cipher_server_preference\n\nacl 1 permit 10.0.0.0 255.0.0.0\nclient_acl 1\n")
-	chrootCfg := tempFile(t, "pen.cfg", "acl 0 deny\ncontrol_acl 0\nacl 1 deny 192.0.2.1\nclient_acl 1\nserver 0 address 127.0.0.1 port 88\n")
+	// The seed's jail: /etc/pen.cfg is read inside it, as in Pen.
+	jail := t.TempDir()
+	os.MkdirAll(filepath.Join(jail, "etc"), 0o755)
+	os.WriteFile(filepath.Join(jail, "etc", "pen.cfg"), []byte("acl 0 deny\ncontrol_acl 0\nacl 1 deny 192.0.2.1\nclient_acl 1\nserver 0 address 127.0.0.1 port 88\n"), 0o644)
 	orderCfg := tempFile(t, "order.cfg", "tracking 7\nserver 1 port 82\n")
 
 	tcp := func(listen string, bs ...config.Backend) config.Service {
@@ -112,7 +115,7 @@ func TestParseArgs(t *testing.T) {
 		},
 		{
 			name: "seed chroot",
-			args: []string{"-j", "/var/lib/pen", "-C", "10080", "-F", chrootCfg, "-p", "/tmp/pen.pid", "8080", "10.0.0.1"},
+			args: []string{"-j", jail, "-C", "10080", "-F", "/etc/pen.cfg", "-p", "/tmp/pen.pid", "8080", "10.0.0.1"},
 			svc: func() config.Service {
 				s := tcp("0.0.0.0:8080", backend("127.0.0.1:88", 0, 0, 0, 0))
 				s.ClientACL = "1"
@@ -125,7 +128,7 @@ func TestParseArgs(t *testing.T) {
 					"1": {Rules: []config.Rule{{Action: config.Deny, Prefix: netip.MustParsePrefix("192.0.2.1/32")}}},
 				}
 			},
-			inv: Invocation{Chroot: "/var/lib/pen", ConfigFile: chrootCfg, PidFile: "/tmp/pen.pid"},
+			inv: Invocation{Chroot: jail, ConfigFile: "/etc/pen.cfg", PidFile: "/tmp/pen.pid"},
 		},
 		{
 			name: "v6 servers",
