@@ -11,6 +11,7 @@ func (c *Config) Clone() *Config {
 		return nil
 	}
 	n := *c
+	n.Network = c.Network.Clone()
 	if c.ACLs != nil {
 		n.ACLs = make(map[string]ACL, len(c.ACLs))
 		for name, acl := range maps.All(c.ACLs) {

@@ -34,6 +34,10 @@ const (
 	// DefaultDSRIdleTimeout forgets a DSR flow (TCP or UDP) idle this
 	// long. Pen's DSR keeps no flows at all.
 	DefaultDSRIdleTimeout = 300 * time.Second
+	// DefaultNetworkInterface is [network]'s interface: the Raspberry
+	// Pi's Ethernet, where gokrazy's DHCP client runs.
+	DefaultNetworkInterface = "eth0"
+
 	// DefaultDSRFlows is a DSR service's flow-table size (its
 	// max_connections): flows beyond it are still forwarded by Maglev,
 	// but lose their backend when the backend set changes.
@@ -89,4 +93,11 @@ func NewBackend(addr netip.AddrPort) Backend {
 // cipher suites, no client certificates.
 func NewTLS(cert, key string) *TLS {
 	return &TLS{Cert: cert, Key: key, MinVersion: DefaultTLSMinVersion}
+}
+
+// NewNetwork returns a [network] table with the defaults filled in:
+// interface eth0, mode dhcp (lbd leaves the address to gokrazy's DHCP
+// client). Parse starts every [network] from it.
+func NewNetwork() *Network {
+	return &Network{Interface: DefaultNetworkInterface, Mode: NetworkDHCP}
 }

@@ -22,7 +22,7 @@ func Marshal(c *Config) ([]byte, error) {
 		return nil, errors.New("no configuration")
 	}
 	var errs errList
-	f := rawFile{Debug: c.Debug}
+	f := rawFile{Debug: c.Debug, Network: rawNetworkOf(&errs, c.Network)}
 	if c.Control != (Control{}) {
 		f.Control = &rawControl{
 			PenListen: c.Control.PenListen,

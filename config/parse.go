@@ -59,6 +59,9 @@ func Parse(filename string, data []byte) (*Config, error) {
 func (f *rawFile) config() (*Config, errList) {
 	var errs errList
 	c := &Config{Debug: f.Debug}
+	if f.Network != nil {
+		c.Network = f.Network.network(&errs)
+	}
 	if f.Control != nil {
 		c.Control = Control{
 			PenListen: f.Control.PenListen,

@@ -9,6 +9,7 @@ package config
 // rawFile is the whole file.
 type rawFile struct {
 	Debug   int                 `toml:"debug,omitempty"`
+	Network *rawNetwork         `toml:"network,omitempty"`
 	Control *rawControl         `toml:"control,omitempty"`
 	ACL     map[string][]string `toml:"acl,omitempty"`
 	Dummy   []rawDummy          `toml:"dummy,omitempty"`

@@ -11,6 +11,9 @@ import (
 type Config struct {
 	// Debug is the log verbosity, 0 (quiet) to 3 (Pen's -ddd); -d raises it.
 	Debug int
+	// Network is the appliance's own address ([network]); nil when the
+	// file has none, which is DHCP. See Network.
+	Network *Network
 	// Control holds the control listeners.
 	Control Control
 	// ACLs are the named access lists. Pen's numbered lists 0-9 are the

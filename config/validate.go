@@ -65,6 +65,7 @@ func (v *validator) validate() {
 	for _, name := range slices.Sorted(maps.Keys(c.ACLs)) {
 		v.acl(name, c.ACLs[name])
 	}
+	v.network()
 	v.control()
 	for i, d := range c.Dummies {
 		key := fmt.Sprintf("dummy[%d]", i)
@@ -91,6 +92,7 @@ func (v *validator) validate() {
 		v.service(key, s)
 	}
 	v.vipsNotLocal()
+	v.networkSparesVIPs()
 }
 
 // validName reports whether s is a service name ([a-z0-9_.-]+) or, with
