@@ -2,7 +2,6 @@ package lbd
 
 import (
 	"bytes"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,25 +14,24 @@ import (
 	"github.com/nib-lb/nib/config"
 )
 
+// lbdBin is the program the tests run as lbd: this test binary itself,
+// which TestMain turns into lbd when asLbdEnv is set (no go build, and the
+// code under test is exactly the code compiled into the test).
 var lbdBin string
 
 func TestMain(m *testing.M) {
 	if os.Getenv(asLbdEnv) != "" {
 		os.Exit(testBinaryAsLbd())
 	}
-	dir, err := os.MkdirTemp("", "lbd-test")
+	exe, err := os.Executable()
 	if err != nil {
 		panic(err)
 	}
-	lbdBin = filepath.Join(dir, "lbd")
-	out, err := exec.Command("go", "build", "-o", lbdBin, "github.com/nib-lb/nib/lbd").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "building lbd: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	lbdBin = exe
+	// Every child inherits it: the test binary started as a child is lbd;
+	// other programs the tests run ignore it.
+	os.Setenv(asLbdEnv, "1")
+	os.Exit(m.Run())
 }
 
 func runLbd(t *testing.T, args ...string) (string, string, int) {
