@@ -723,3 +723,45 @@ func testFramesForOtherHosts(t *testing.T, opts netnstest.Options) {
 		t.Errorf("tarpit replies %d, want 1 (the control)", n)
 	}
 }
+
+// TestLinuxDSRLinkFlap: the forwarder's sockets stay bound to the
+// interface through a link flap; the ENETDOWN each one reports when the
+// link goes down is counted, not the end of its worker, so traffic flows
+// again once the link is back (and an open connection survives it).
+func TestLinuxDSRLinkFlap(t *testing.T) {
+	netnstest.SkipUnprivileged(t)
+	lab := startLab(t, netnstest.Options{}, true)
+	all := echoNamed(t, lab, 82)
+	if err := lab.fwd.Update([]ServiceConfig{{Name: "echo", VIP: lab.tp.VIP(), Port: 82, Proto: ProtoTCP, PerFlow: true, Backends: all}}, Tarpit{}); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	c, err := lab.tp.Client().Dial(ctx, "tcp", lab.tp.VIP().String()+":82")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	owner := strings.SplitN(ask(t, c, "1"), ":", 2)[0]
+
+	lb := lab.tp.LB()
+	lb.Run(t, "ip", "link", "set", "eth0", "down")
+	time.Sleep(200 * time.Millisecond)
+	lb.Run(t, "ip", "link", "set", "eth0", "up")
+
+	// The open connection goes on with its backend (the client
+	// retransmits what was lost while the link was down).
+	if got := ask(t, c, "2"); got != owner+":2" {
+		t.Fatalf("after the flap the connection got %q, want %s:2", got, owner)
+	}
+	for i := range 10 {
+		c2, err := lab.tp.Client().Dial(ctx, "tcp", lab.tp.VIP().String()+":82")
+		if err != nil {
+			t.Fatalf("new connection %d after the flap: %v (stats %+v)", i, err, lab.fwd.Stats())
+		}
+		ask(t, c2, "x")
+		c2.Close()
+	}
+	if st := lab.fwd.Stats(); st.ReadErrors == 0 {
+		t.Errorf("the link went down and no receive error was counted (stats %+v)", st)
+	}
+}

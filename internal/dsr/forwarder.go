@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,7 +33,7 @@ type Config struct {
 // Forwarder runs the DSR data path on one interface.
 type Forwarder struct {
 	cfg     Config
-	mac     [6]byte
+	mac     atomic.Uint64 // the interface's MAC in the low 48 bits (SetMAC)
 	nb      Neighbors
 	down    func(netip.Addr) bool
 	logf    func(string, ...any)
@@ -42,6 +43,7 @@ type Forwarder struct {
 	workers []*worker
 	clock   atomic.Uint32 // coarse seconds for flow ages
 	secret  uint64        // keys the tarpit's stateless sequence numbers
+	closed  atomic.Bool
 }
 
 // New opens the forwarder's sockets on cfg.Interface for services. nb
@@ -67,7 +69,7 @@ func New(cfg Config, services []ServiceConfig, tp Tarpit, nb Neighbors, down fun
 		return nil, fmt.Errorf("dsr: interface %s has no Ethernet address", cfg.Interface.Name)
 	}
 	f := &Forwarder{cfg: cfg, nb: nb, down: down, logf: logf, secret: rand.Uint64()}
-	copy(f.mac[:], cfg.Interface.HardwareAddr)
+	f.SetMAC([6]byte(cfg.Interface.HardwareAddr))
 	t := buildTable(services, nil, down)
 	t.tarpit = tp
 	f.table.Store(t)
@@ -86,6 +88,20 @@ func New(cfg Config, services []ServiceConfig, tp Tarpit, nb Neighbors, down fun
 		f.workers = append(f.workers, &worker{f: f, slot: len(f.workers) % statSlots, flows: newFlowTable(cfg.FlowTableSize, uint32(cfg.FlowIdle/time.Second))})
 	}
 	return f, nil
+}
+
+// MAC is the interface's MAC as the forwarder knows it: frames to it are
+// ours, and forwarded frames leave from it.
+func (f *Forwarder) MAC() [6]byte {
+	v := f.mac.Load()
+	return [6]byte{byte(v >> 40), byte(v >> 32), byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}
+}
+
+// SetMAC follows a change of the interface's MAC (the forwarder reads it
+// once, in New): without it every frame to the new MAC is "not for us".
+// Workers see the new MAC from their next frame on.
+func (f *Forwarder) SetMAC(mac [6]byte) {
+	f.mac.Store(uint64(mac[0])<<40 | uint64(mac[1])<<32 | uint64(mac[2])<<24 | uint64(mac[3])<<16 | uint64(mac[4])<<8 | uint64(mac[5]))
 }
 
 func vips(services []ServiceConfig) []netip.Addr {
@@ -173,6 +189,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 
 // Close closes the sockets; Run returns.
 func (f *Forwarder) Close() {
+	f.closed.Store(true)
 	for _, c := range f.conns {
 		c.Close()
 	}
@@ -186,17 +203,29 @@ func (w *worker) run(c *conn) error {
 	for i := range replies {
 		replies[i] = make([]byte, vnetHdrLen+128)
 	}
-	lastExpire, lastRefusedLog := uint32(0), uint32(0)
+	lastExpire, lastRefusedLog, lastErrLog := uint32(0), uint32(0), ^uint32(0)
 	for {
 		// Parking on the netpoller between batches measured better than
 		// blocking in ppoll with a spare P (the TCP engine's trick): the
 		// softirq work on this CPU needs the time more.
 		n, err := c.recv(b)
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
+			if w.f.closed.Load() || errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed) {
 				return nil
 			}
-			return err
+			// The socket stays bound to the interface through a link
+			// flap: the kernel reports ENETDOWN once when the link goes
+			// down and delivers frames again when it comes back. So an
+			// error ends nothing: counted, logged at most once a second,
+			// and a short pause so that an error that repeats does not
+			// spin.
+			w.stats.readErrors.Add(1)
+			if now := w.f.clock.Load(); now != lastErrLog {
+				lastErrLog = now
+				w.f.logf("dsr: receive: %v (continuing)", err)
+			}
+			time.Sleep(10 * time.Millisecond)
+			continue
 		}
 		now := w.f.clock.Load()
 		t := w.f.table.Load()
@@ -258,8 +287,10 @@ type Stats struct {
 	PartialChecksums, SuperFrames uint64
 	// TarpitReplies counts SYN+ACKs sent for tarpit addresses.
 	TarpitReplies uint64
-	Drops         map[string]uint64
-	Services      []ServiceStatsSnapshot
+	// ReadErrors counts receive errors (ENETDOWN while the link is down).
+	ReadErrors uint64
+	Drops      map[string]uint64
+	Services   []ServiceStatsSnapshot
 }
 
 // ServiceStatsSnapshot is one service's counters.
@@ -286,6 +317,7 @@ func (f *Forwarder) Stats() Stats {
 		st.PartialChecksums += w.stats.partial.Load()
 		st.SuperFrames += w.stats.super.Load()
 		st.TarpitReplies += w.stats.tarpitReplies.Load()
+		st.ReadErrors += w.stats.readErrors.Load()
 		for r := range numDropReasons {
 			if v := w.stats.drops[r].Load(); v > 0 {
 				st.Drops[r.String()] += v

@@ -70,6 +70,7 @@ type workerStats struct {
 	// kernel to finish.
 	partial, super atomic.Uint64
 	tarpitReplies  atomic.Uint64
+	readErrors     atomic.Uint64
 	drops          [numDropReasons]atomic.Uint64
 }
 
@@ -104,7 +105,8 @@ func (w *worker) process(t *table, b []byte, now uint32) (action, DropReason) {
 	if len(b) < 14 {
 		return actDrop, DropMalformed
 	}
-	if !forUs(b, w.f.mac) {
+	own := w.f.MAC()
+	if !forUs(b, own) {
 		return actDrop, DropNotForUs
 	}
 	fr := &w.fr
@@ -118,7 +120,7 @@ func (w *worker) process(t *table, b []byte, now uint32) (action, DropReason) {
 		return actDrop, DropUnsupported
 	}
 	if t.tarpit.Match != nil && t.tarpit.Match(fr.Dst()) && t.lookupAny(fr.Dst(), fr.Proto()) == nil {
-		out, ok := tarpit.Reply(w.reply[vnetHdrLen:vnetHdrLen], fr, w.f.mac, w.f.secret)
+		out, ok := tarpit.Reply(w.reply[vnetHdrLen:vnetHdrLen], fr, own, w.f.secret)
 		if !ok {
 			return actDrop, DropTarpitted
 		}
@@ -170,7 +172,7 @@ func (w *worker) process(t *table, b []byte, now uint32) (action, DropReason) {
 		return actDrop, DropUnresolved
 	}
 	copy(b[0:6], mac[:])
-	copy(b[6:12], w.f.mac[:])
+	copy(b[6:12], own[:])
 	n := uint64(len(b))
 	ss, bs := &s.stats[w.slot], &be.stats[w.slot]
 	ss.packets.Add(1)

@@ -20,7 +20,8 @@ func (n fakeNeighbors) Version() uint64                     { return 1 }
 
 func newTestWorker(t *testing.T, services ...ServiceConfig) (*worker, *table) {
 	t.Helper()
-	f := &Forwarder{nb: fakeNeighbors(macOf), mac: lbMAC}
+	f := &Forwarder{nb: fakeNeighbors(macOf)}
+	f.SetMAC(lbMAC)
 	tb := buildTable(services, nil, nil)
 	f.table.Store(tb)
 	return &worker{f: f, flows: newFlowTable(1024, 300)}, tb
@@ -145,6 +146,33 @@ func TestProcessOnlyFramesForUs(t *testing.T) {
 	}
 	if forUs(lbMAC[:5], lbMAC) || !forUs(lbMAC[:], lbMAC) {
 		t.Fatal("forUs on a bare MAC")
+	}
+}
+
+// TestSetMAC: after the interface's MAC changes (SetMAC), frames to the
+// new MAC are forwarded from it and tarpit answers come from it; frames to
+// the old one are another host's.
+func TestSetMAC(t *testing.T) {
+	w, tb := newTestWorker(t, svcCfg(80, true, BackendConfig{be1, 1}))
+	tb.tarpit = Tarpit{Match: netip.MustParsePrefix("203.0.113.76/31").Contains}
+	w.reply = make([]byte, vnetHdrLen+128)
+	newMAC := [6]byte{0x02, 0, 0, 0, 0, 0x99}
+	w.f.SetMAC(newMAC)
+	if w.f.MAC() != newMAC {
+		t.Fatalf("MAC() = %x", w.f.MAC())
+	}
+	cl := netip.MustParseAddr("198.51.100.9")
+	toVIP := tcpFrame(cl, vip, 40000, 80, 0x02, "")
+	if act, why := w.process(tb, toVIP, 1); act != actDrop || why != DropNotForUs {
+		t.Fatalf("frame to the old MAC: %v %v", act, why)
+	}
+	b := withDst(toVIP, newMAC)
+	if act, why := w.process(tb, b, 1); act != actForward || [6]byte(b[0:6]) != macOf[be1] || [6]byte(b[6:12]) != newMAC {
+		t.Fatalf("frame to the new MAC: %v %v, MACs %x %x", act, why, b[0:6], b[6:12])
+	}
+	trap := withDst(tcpFrame(cl, netip.MustParseAddr("203.0.113.77"), 40001, 80, 0x02, ""), newMAC)
+	if act, _ := w.process(tb, trap, 1); act != actReply || [6]byte(w.reply[vnetHdrLen+6:vnetHdrLen+12]) != newMAC {
+		t.Fatalf("tarpit: %v from %x", act, w.reply[vnetHdrLen+6:vnetHdrLen+12])
 	}
 }
 
