@@ -2,6 +2,7 @@ package arpd
 
 import (
 	"net/netip"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -230,6 +231,7 @@ type core struct {
 	logf func(string, ...any)
 	ctr  *counters
 
+	vipCfg     []netip.Addr // the VIPs as last set (setIP applies them again)
 	vips       map[netip.Addr]*vipEntry
 	backends   map[netip.Addr]*backendEntry
 	tarpit     func(netip.Addr) bool
@@ -268,6 +270,7 @@ func newCore(mac [6]byte, ip netip.Addr, opt Options, logf func(string, ...any),
 // setVIPs replaces the VIP set. New VIPs start unclaimed (probed at the
 // next tick); removed ones are no longer answered.
 func (c *core) setVIPs(addrs []netip.Addr) {
+	c.vipCfg = slices.Clone(addrs)
 	want := make(map[netip.Addr]bool, len(addrs))
 	for _, a := range addrs {
 		a = a.Unmap()
@@ -293,6 +296,68 @@ func (c *core) setVIPs(addrs []netip.Addr) {
 			c.tpClaimed.del(a)
 			delete(c.tpProbing, a)
 		}
+	}
+}
+
+// setIP makes ip the LB's own address: the sender address of our backend
+// requests, and the address we leave to the kernel. It follows the
+// interface when its address changes (a new DHCP lease): requests still
+// open were sent from the old address, so their replies go there; every
+// backend is asked again at the next tick, without counting the open
+// request as missed. A VIP that is the new address is dropped (and one
+// that was the old address taken back), as setVIPs does.
+func (c *core) setIP(ip netip.Addr) {
+	if ip == c.ip {
+		return
+	}
+	old := c.ip
+	c.ip = ip
+	c.logf("arpd: own address %s -> %s: backend requests are sent from %s", old, ip, ip)
+	c.setVIPs(c.vipCfg)
+	c.tpClaimed.del(ip)
+	delete(c.tpProbing, ip)
+	c.askAgain()
+}
+
+// setMAC makes mac the LB's own MAC (the interface's was changed): claimed
+// VIPs are announced again at it, so that neighbours move them over, and
+// backends are asked again (their replies to open requests go to the old
+// MAC).
+func (c *core) setMAC(mac [6]byte) {
+	if mac == c.mac {
+		return
+	}
+	c.logf("arpd: own MAC %s -> %s: announcing the VIPs at it", macString(c.mac), macString(mac))
+	c.mac = mac
+	c.announceAgain()
+	c.askAgain()
+}
+
+// linkUp is called when the link comes back up: the claimed VIPs are
+// announced again (neighbours and switches may have forgotten them, or
+// learned another host's announcement meanwhile) and the backends are
+// asked again at once instead of after a backoff.
+func (c *core) linkUp() {
+	c.announceAgain()
+	c.askAgain()
+}
+
+// announceAgain starts a new round of AnnounceCount gratuitous ARPs for
+// every claimed VIP, the first at the next tick.
+func (c *core) announceAgain() {
+	for _, e := range c.vips {
+		if e.state == VIPClaimed {
+			e.announceLeft, e.nextAnnounce = c.opt.AnnounceCount, time.Time{}
+		}
+	}
+}
+
+// askAgain closes the backends' open reply windows without counting a
+// miss and makes every backend due for a request at the next tick.
+func (c *core) askAgain() {
+	for _, b := range c.backends {
+		b.waitUntil, b.answered, b.hasCand = time.Time{}, false, false
+		b.nextReq = time.Time{}
 	}
 }
 

@@ -19,8 +19,6 @@ import (
 // Version are lock-free and allocation-free.
 type Daemon struct {
 	pc   net.PacketConn
-	mac  [6]byte
-	ip   netip.Addr
 	opt  Options
 	logf func(string, ...any)
 	ctr  counters
@@ -93,17 +91,62 @@ func NewConn(pc net.PacketConn, mac net.HardwareAddr, ip netip.Addr, logf func(s
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
-	d := &Daemon{pc: pc, mac: [6]byte(mac), ip: ip, opt: opt.withDefaults(), logf: logf}
-	d.core = newCore(d.mac, ip, d.opt, logf, &d.ctr)
+	d := &Daemon{pc: pc, opt: opt.withDefaults(), logf: logf}
+	d.core = newCore([6]byte(mac), ip, d.opt, logf, &d.ctr)
 	d.publish()
 	return d, nil
 }
 
 // MAC is the LB's MAC on the interface (what we answer with).
-func (d *Daemon) MAC() [6]byte { return d.mac }
+func (d *Daemon) MAC() [6]byte {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.core.mac
+}
 
 // IP is the LB's own IPv4 address on the interface.
-func (d *Daemon) IP() netip.Addr { return d.ip }
+func (d *Daemon) IP() netip.Addr {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.core.ip
+}
+
+// SetIP follows a change of the LB's own address on the interface (a new
+// DHCP lease): backend requests are sent from ip from now on, and every
+// backend is asked again at once.
+func (d *Daemon) SetIP(ip netip.Addr) error {
+	if ip = ip.Unmap(); !ip.Is4() || ip.IsUnspecified() {
+		return fmt.Errorf("arpd: own address %s is not a usable IPv4 address", ip)
+	}
+	d.mu.Lock()
+	d.core.setIP(ip)
+	d.publishLocked()
+	d.mu.Unlock()
+	d.kick()
+	return nil
+}
+
+// SetMAC follows a change of the interface's MAC: we answer with mac from
+// now on, announce the claimed VIPs at it and ask the backends again.
+func (d *Daemon) SetMAC(mac [6]byte) error {
+	if mac == ([6]byte{}) || mac[0]&1 != 0 {
+		return fmt.Errorf("arpd: own MAC %s is not a unicast address", macString(mac))
+	}
+	d.mu.Lock()
+	d.core.setMAC(mac)
+	d.mu.Unlock()
+	d.kick()
+	return nil
+}
+
+// LinkUp is called when the interface's link comes back up: the claimed
+// VIPs are announced again (gratuitous ARP) and the backends asked again.
+func (d *Daemon) LinkUp() {
+	d.mu.Lock()
+	d.core.linkUp()
+	d.mu.Unlock()
+	d.kick()
+}
 
 // SetVIPs sets the VIPs to answer for. New ones are probed at once and
 // answered (and announced) once claimed; removed ones are no longer

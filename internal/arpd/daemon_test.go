@@ -255,3 +255,47 @@ func TestLookupConcurrent(t *testing.T) {
 	close(stop)
 	wg.Wait()
 }
+
+// TestRunFollowsInterface: SetIP, SetMAC and LinkUp take effect in a
+// running Daemon at once (the next tick is kicked), not at the next
+// refresh.
+func TestRunFollowsInterface(t *testing.T) {
+	fc := newFakeConn()
+	d, err := NewConn(fc, lbMAC[:], lbIP, t.Logf, Options{ProbeWindow: 100 * time.Millisecond, Tick: 10 * time.Millisecond, AnnounceInterval: 50 * time.Millisecond, AnnounceCount: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go d.Run(ctx)
+	d.SetVIPs([]netip.Addr{vip})
+	d.SetBackends([]netip.Addr{be1})
+	fc.expect(t, "backend request", func(p decoded) bool { return p.op == opRequest && p.spa == lbIP && p.tpa == be1 })
+	fc.expect(t, "announcement", func(p decoded) bool { return p.spa == vip && p.tpa == vip })
+
+	newIP := netip.MustParseAddr("192.0.2.3")
+	if err := d.SetIP(newIP); err != nil {
+		t.Fatal(err)
+	}
+	fc.expect(t, "request from the new address", func(p decoded) bool { return p.op == opRequest && p.spa == newIP && p.tpa == be1 })
+	if d.IP() != newIP {
+		t.Fatalf("IP() = %s", d.IP())
+	}
+	newMAC := [6]byte{0x02, 0, 0, 0, 0, 0x02}
+	if err := d.SetMAC(newMAC); err != nil {
+		t.Fatal(err)
+	}
+	fc.expect(t, "announcement at the new MAC", func(p decoded) bool { return p.spa == vip && p.tpa == vip && p.sha == newMAC && p.ethSrc == newMAC })
+	if d.MAC() != newMAC {
+		t.Fatalf("MAC() = %s", macString(d.MAC()))
+	}
+	d.LinkUp()
+	fc.expect(t, "announcement after the link came up", func(p decoded) bool { return p.spa == vip && p.tpa == vip && p.sha == newMAC })
+
+	if d.SetIP(netip.MustParseAddr("2001:db8::1")) == nil || d.SetIP(netip.IPv4Unspecified()) == nil {
+		t.Fatal("SetIP took an unusable address")
+	}
+	if d.SetMAC([6]byte{}) == nil || d.SetMAC(broadcast) == nil {
+		t.Fatal("SetMAC took an unusable MAC")
+	}
+}

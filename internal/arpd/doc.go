@@ -34,6 +34,12 @@
 //     the periodic refresh. The published MAC never flips between two
 //     answering hosts.
 //
+// The interface may change under a running Daemon: SetIP (a new DHCP lease:
+// requests go from the new address, backends are asked again at once),
+// SetMAC (VIPs announced again at the new MAC) and LinkUp (the link came
+// back: VIPs announced again, backends asked at once). lbd calls them from
+// its netlink watch of the interface.
+//
 // ARP packets are marshalled and parsed with github.com/mdlayher/arp's
 // Packet (the design card's choice: a maintained codec shared with the
 // field), behind arpd's own socket (an AF_PACKET socket, or any
