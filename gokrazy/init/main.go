@@ -1,7 +1,10 @@
 // Command init is nib's gokrazy init (/gokrazy/init on the appliance): it
 // boots the gokrazy runtime and supervises the programs the image builder
 // compiled in. The builder sets both variables below with -ldflags -X; the
-// list comes from gokrazy/nib/config.json, the same file gok reads.
+// list comes from gokrazy/nib/config.json, the same file gok reads. One
+// decision is made at boot: when lbd's config (/perm/lbd/config.toml, or its
+// last good config) has a static [network] on the DHCP client's interface,
+// /gokrazy/dhcp starts stopped (netconfig.InitServices).
 package main
 
 import (
@@ -12,6 +15,7 @@ import (
 	"github.com/gokrazy/gokrazy"
 
 	"github.com/nib-lb/nib/internal/initspec"
+	"github.com/nib-lb/nib/internal/netconfig"
 )
 
 var (
@@ -31,6 +35,13 @@ func main() {
 	}
 	host, _ := os.Hostname()
 	log.Printf("hostname %q, model %q", host, gokrazy.Model())
+
+	// /perm is mounted now: a static [network] in lbd's config keeps
+	// gokrazy's DHCP client off its interface (lbd sets the address).
+	specs, notes := netconfig.InitServices(specs, os.ReadFile)
+	for _, n := range notes {
+		log.Print(n)
+	}
 
 	var svcs []*gokrazy.Service
 	for _, s := range specs {

@@ -3,6 +3,8 @@ package netconfig
 import (
 	"errors"
 	"io/fs"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -10,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/nib-lb/nib/config"
+	"github.com/nib-lb/nib/internal/appliance"
 	"github.com/nib-lb/nib/internal/initspec"
 )
 
@@ -332,5 +335,24 @@ func TestDHCPClients(t *testing.T) {
 	}
 	if got := DHCPClients(fstest.MapFS{}); got != nil {
 		t.Errorf("DHCPClients(empty) = %v", got)
+	}
+}
+
+// The programs the image builder gives init from gokrazy/nib/config.json:
+// InitServices finds lbd's config there, and gokrazy's DHCP client.
+func TestInitServicesInstance(t *testing.T) {
+	in, err := appliance.LoadInstance(filepath.Join("..", "..", "gokrazy", "nib", "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, logs := InitServices(in.Services(), reader(map[string]string{file: staticTOML}))
+	var stopped []string
+	for _, s := range out {
+		if s.DontStart {
+			stopped = append(stopped, s.Path)
+		}
+	}
+	if !slices.Equal(stopped, []string{DHCPPath}) {
+		t.Errorf("started stopped: %q, want only %s\n%s", stopped, DHCPPath, strings.Join(logs, "\n"))
 	}
 }
