@@ -172,7 +172,18 @@ func (d *Daemon) startDSR(iface string, sp *dsrSpec) (*dsrPort, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
-	p.wg.Add(3)
+	p.wg.Add(4)
+	go func() {
+		// The interface can change under arpd and the forwarder, which
+		// read it once above: a new address (DHCP), the link going down
+		// and up, a new MAC. Follow it (netwatch.go).
+		defer p.wg.Done()
+		p.watchLink(ctx, ifi.Index, linkView{
+			up:  ifi.Flags&net.FlagUp != 0 && ifi.Flags&net.FlagRunning != 0,
+			mac: [6]byte(ifi.HardwareAddr),
+			ip:  a.IP(),
+		}, logf)
+	}()
 	go func() {
 		defer p.wg.Done()
 		if err := a.Run(ctx); err != nil {
