@@ -125,12 +125,12 @@ func TestNetns(t *testing.T) {
 	run(t, "ip", "netns", "add", nsB)
 	t.Cleanup(func() { exec.Command("ip", "netns", "del", nsB).Run() })
 	run(t, "ip", "-n", nsA, "link", "add", va, "type", "veth", "peer", "name", vb, "netns", nsB)
-	run(t, "ip", "-n", nsA, "addr", "add", "192.0.2.2/24", "dev", va)
-	run(t, "ip", "-n", nsB, "addr", "add", "192.0.2.21/24", "dev", vb)
-	// b also owns 192.0.2.101 (configured as a VIP: must never be claimed)
-	// and 192.0.2.202 (in the tarpit range: must never be claimed).
-	run(t, "ip", "-n", nsB, "addr", "add", "192.0.2.101/32", "dev", vb)
-	run(t, "ip", "-n", nsB, "addr", "add", "192.0.2.202/32", "dev", vb)
+	run(t, "ip", "-n", nsA, "addr", "add", "198.51.100.2/24", "dev", va)
+	run(t, "ip", "-n", nsB, "addr", "add", "198.51.100.21/24", "dev", vb)
+	// b also owns 198.51.100.101 (configured as a VIP: must never be claimed)
+	// and 198.51.100.202 (in the tarpit range: must never be claimed).
+	run(t, "ip", "-n", nsB, "addr", "add", "198.51.100.101/32", "dev", vb)
+	run(t, "ip", "-n", nsB, "addr", "add", "198.51.100.202/32", "dev", vb)
 	for _, ns := range [][2]string{{nsA, va}, {nsB, vb}} {
 		run(t, "ip", "-n", ns[0], "link", "set", "lo", "up")
 		run(t, "ip", "-n", ns[0], "link", "set", ns[1], "up")
@@ -139,7 +139,7 @@ func TestNetns(t *testing.T) {
 	// Wait until the link carries frames (linkwatch activates the qdisc
 	// up to a second after "up"): a probe lost then would let us claim.
 	for i := 0; ; i++ {
-		if exec.Command("ip", "netns", "exec", nsB, "ping", "-c1", "-W1", "192.0.2.2").Run() == nil {
+		if exec.Command("ip", "netns", "exec", nsB, "ping", "-c1", "-W1", "198.51.100.2").Run() == nil {
 			break
 		}
 		if i == 4 {
@@ -152,10 +152,10 @@ func TestNetns(t *testing.T) {
 		aMAC  [6]byte
 		bMAC  [6]byte
 		raw   rawARP
-		vipA  = netip.MustParseAddr("192.0.2.100")
-		vipB  = netip.MustParseAddr("192.0.2.101")
-		beB   = netip.MustParseAddr("192.0.2.21")
-		tpNet = netip.MustParsePrefix("192.0.2.200/29")
+		vipA  = netip.MustParseAddr("198.51.100.100")
+		vipB  = netip.MustParseAddr("198.51.100.101")
+		beB   = netip.MustParseAddr("198.51.100.21")
+		tpNet = netip.MustParsePrefix("198.51.100.200/29")
 	)
 	err := inNetns(nsA, func() error {
 		ifi, err := net.InterfaceByName(va)
@@ -174,7 +174,7 @@ func TestNetns(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d.Close() })
-	if d.IP() != netip.MustParseAddr("192.0.2.2") || d.MAC() != aMAC {
+	if d.IP() != netip.MustParseAddr("198.51.100.2") || d.MAC() != aMAC {
 		t.Fatalf("own address %s %s", d.IP(), macString(d.MAC()))
 	}
 	err = inNetns(nsB, func() error {
@@ -281,7 +281,7 @@ func TestNetns(t *testing.T) {
 	})
 
 	t.Run("tarpit", func(t *testing.T) {
-		x := netip.MustParseAddr("192.0.2.201")
+		x := netip.MustParseAddr("198.51.100.201")
 		probes := d.Counters().ProbesSent
 		raw.send(t, broadcast, opRequest, bMAC, beB, [6]byte{}, x)
 		if raw.replyFrom(aMAC, x, 150*time.Millisecond) {
@@ -297,7 +297,7 @@ func TestNetns(t *testing.T) {
 		}
 
 		// b owns .202: our probe is answered, the address never claimed.
-		used := netip.MustParseAddr("192.0.2.202")
+		used := netip.MustParseAddr("198.51.100.202")
 		for range 3 {
 			raw.send(t, broadcast, opRequest, bMAC, beB, [6]byte{}, used)
 			if raw.replyFrom(aMAC, used, 400*time.Millisecond) {
@@ -309,7 +309,7 @@ func TestNetns(t *testing.T) {
 		}
 
 		// Outside the tarpit set: never answered, never probed.
-		out := netip.MustParseAddr("192.0.2.150")
+		out := netip.MustParseAddr("198.51.100.150")
 		probes = d.Counters().ProbesSent
 		for range 2 {
 			raw.send(t, broadcast, opRequest, bMAC, beB, [6]byte{}, out)
