@@ -14,24 +14,33 @@ import (
 	"github.com/nib-lb/nib/config"
 )
 
-// lbdBin is the program the tests run as lbd: this test binary itself,
-// which TestMain turns into lbd when asLbdEnv is set (no go build, and the
-// code under test is exactly the code compiled into the test).
+// lbdBin is the program the tests run as lbd: a symlink named lbd to this
+// test binary, which TestMain turns into lbd when it is started by that
+// name (or with asLbdEnv set). No go build, and the code under test is
+// exactly the code compiled into the test. (Not an environment variable for
+// every child: go test -fuzz starts its workers from this binary too.)
 var lbdBin string
 
 func TestMain(m *testing.M) {
-	if os.Getenv(asLbdEnv) != "" {
+	// childEnv: lbd detaching itself (no -f) re-executes os.Executable().
+	if os.Getenv(asLbdEnv) != "" || os.Getenv(childEnv) != "" || filepath.Base(os.Args[0]) == "lbd" {
 		os.Exit(testBinaryAsLbd())
 	}
 	exe, err := os.Executable()
 	if err != nil {
 		panic(err)
 	}
-	lbdBin = exe
-	// Every child inherits it: the test binary started as a child is lbd;
-	// other programs the tests run ignore it.
-	os.Setenv(asLbdEnv, "1")
-	os.Exit(m.Run())
+	dir, err := os.MkdirTemp("", "lbd-test")
+	if err != nil {
+		panic(err)
+	}
+	lbdBin = filepath.Join(dir, "lbd")
+	if err := os.Symlink(exe, lbdBin); err != nil {
+		panic(err)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
 }
 
 func runLbd(t *testing.T, args ...string) (string, string, int) {
