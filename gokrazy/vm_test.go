@@ -325,7 +325,7 @@ func TestApplianceVM(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots QEMU: skipped with -short")
 	}
-	needTools(t, "qemu-system-aarch64", "mksquashfs", "mkfs.fat", "mcopy", "mke2fs", "debugfs", "unsquashfs")
+	needTools(t, "qemu-system-aarch64", "mksquashfs", "mkfs.fat", "mcopy", "mke2fs", "debugfs", "e2fsck", "unsquashfs")
 	inst := instance(t)
 	dir := t.TempDir()
 	img := filepath.Join(dir, "nib-vm.img")

@@ -7,13 +7,15 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/nib-lb/nib/internal/needs"
 )
 
 // mkfat makes a FAT image with mkfs.fat and copies files into it with
 // mtools, in order (name → content; "" deletes the name).
 func mkfat(t *testing.T, mkfsArgs []string, files [][2]string) string {
 	t.Helper()
-	mkfs, mcopy, mdel := needTool(t, "mkfs.fat"), needTool(t, "mcopy"), needTool(t, "mdel")
+	mkfs, mcopy, mdel := needs.Tool(t, "mkfs.fat"), needs.Tool(t, "mcopy"), needs.Tool(t, "mdel")
 	dir := t.TempDir()
 	img := filepath.Join(dir, "boot.img")
 	args := append(append([]string{}, mkfsArgs...), "-C", img, "102400")

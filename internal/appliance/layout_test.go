@@ -11,13 +11,6 @@ import (
 	"github.com/nib-lb/nib/internal/needs"
 )
 
-// needTool is needs.Tool, kept for the callers in fat_test.go and
-// update_test.go until they call needs.Tool themselves.
-func needTool(t *testing.T, name string) string {
-	t.Helper()
-	return needs.Tool(t, name)
-}
-
 func TestPartuuid(t *testing.T) {
 	// gok's disk signatures (FNV-1a 32 of the hostname).
 	for host, want := range map[string]uint32{"nib": 0x13a4025e, "gokrazy": 0x2e18c40c} {

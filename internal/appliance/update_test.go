@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/nib-lb/nib/internal/needs"
 	"time"
 )
 
@@ -22,8 +24,8 @@ import (
 // partition with cmdline.txt, a gzip squashfs in root A, ext4 /perm.
 func testDisk(t *testing.T) (img string, root []byte) {
 	t.Helper()
-	needTool(t, "mksquashfs")
-	needTool(t, "mke2fs")
+	needs.Tool(t, "mksquashfs")
+	needs.Tool(t, "mke2fs")
 	dir := t.TempDir()
 	sig := Partuuid("nib")
 	bootDir := filepath.Join(dir, "boot")
@@ -93,7 +95,7 @@ func TestDiskViews(t *testing.T) {
 }
 
 func TestSquashfsGzipOnly(t *testing.T) {
-	needTool(t, "mksquashfs")
+	needs.Tool(t, "mksquashfs")
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "f"), []byte("x"), 0o644)
 	for comp, ok := range map[string]bool{"gzip": true, "xz": false, "lz4": false} {

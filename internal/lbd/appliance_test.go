@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/nib-lb/nib/config"
+	"github.com/nib-lb/nib/internal/needs"
 )
 
 // The appliance tests run the test binary itself as lbd (see TestMain), so
@@ -133,7 +134,7 @@ func (e *applianceEnv) start(t *testing.T) *daemonProc {
 	p, err := startCmd(t, e.command(t))
 	if err != nil {
 		if len(e.readOnly) > 0 && errors.Is(err, syscall.EPERM) {
-			t.Skipf("no mount namespace: %v", err)
+			needs.Unmet(t, "no mount namespace: %v", err)
 		}
 		t.Fatal(err)
 	}
@@ -143,7 +144,7 @@ func (e *applianceEnv) start(t *testing.T) *daemonProc {
 		case err := <-p.done:
 			p.done <- err
 			if p.cmd.ProcessState.ExitCode() == mountFailed {
-				t.Skipf("cannot mount read-only: %s", p.logs())
+				needs.Unmet(t, "cannot mount read-only: %s", p.logs())
 			}
 			t.Fatalf("lbd exited during startup: %v\n%s", err, p.logs())
 		case <-time.After(20 * time.Millisecond):
