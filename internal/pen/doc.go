@@ -5,6 +5,13 @@
 // the -F file, include, and the plain-text control socket. WriteConfig
 // emits Pen's "write" format, which Exec reads back to the same config.
 //
+// The files follow what they own: args.go Pen's command line (ParseArgs,
+// Usage), toml.go its TOML translation (PrintTOML), interp.go the
+// interpreter (Interp, Exec, ExecFile), verbs.go the table of verbs with
+// the one dispatch and permission gate, handlers.go the verbs' handlers,
+// hosts.go the DNS lookups done before Exec, write.go Pen's write format
+// (WriteConfig), client.go the control protocol's client (Send).
+//
 // Pen is GPL: this package re-implements the behaviour and the output
 // formats described in shared/reference/pen.md; it holds no Pen code.
 //
@@ -23,7 +30,8 @@
 //     contiguous and host bits are masked off, so "acl 1 permit 10.0.0.5
 //     255.0.0.0" covers 10.0.0.0/8 (Pen stores it unmasked and it never
 //     matches).
-//   - Malformed numbers are errors (Pen reads them as 0).
+//   - Malformed numbers are errors (Pen reads them as 0), and so are
+//     missing arguments (Pen mostly does nothing, silently).
 //   - clients_max and conn_max set the value (Pen can only grow the tables).
 //   - From the control socket (Interp.Startup false) every verb whose
 //     argument names a file or directory (include, log, web_stats, write,
