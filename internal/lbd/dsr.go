@@ -306,8 +306,8 @@ func dsrStatusHTML(p *dsrPort, sc config.Service, w io.Writer) error {
 		}
 		fmt.Fprintf(w, "<tr><td>%d</td><td>%s</td><td>%s</td><td>%d</td><td>%d</td><td>%d</td></tr>\n", i, a, status, bs[a].Packets, bs[a].Bytes, b.Weight)
 	}
-	fmt.Fprintf(w, "</table>\n<p>Frames received %d, forwarded %d (%d with partial checksums, %d super-frames), tarpit SYN+ACKs %d</p>\n",
-		st.Received, st.Forwarded, st.PartialChecksums, st.SuperFrames, st.TarpitReplies)
+	fmt.Fprintf(w, "</table>\n<p>Frames received %d, forwarded %d (%d with partial checksums, %d super-frames), tarpit SYN+ACKs %d, receive errors %d</p>\n",
+		st.Received, st.Forwarded, st.PartialChecksums, st.SuperFrames, st.TarpitReplies, st.ReadErrors)
 	fmt.Fprintf(w, "<p>Dropped:")
 	for _, k := range slices.Sorted(maps.Keys(st.Drops)) {
 		fmt.Fprintf(w, " %s %d", k, st.Drops[k])
