@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/nib-lb/nib/internal/dnstest"
 	"github.com/nib-lb/nib/internal/frame"
+	"github.com/nib-lb/nib/internal/needs"
 	"github.com/nib-lb/nib/internal/netnstest"
 )
 
@@ -346,6 +346,7 @@ func testFlowSurvivesChanges(t *testing.T, opts netnstest.Options) {
 func TestLinuxDSRUDP(t *testing.T) { eachOffload(t, testUDP) }
 
 func testUDP(t *testing.T, opts netnstest.Options) {
+	dig := needs.Tool(t, "dig")
 	lab := startLab(t, opts, true)
 	var backends []BackendConfig
 	for _, be := range lab.tp.Backends() {
@@ -363,13 +364,10 @@ func testUDP(t *testing.T, opts netnstest.Options) {
 	if err := lab.fwd.Update(cfgs, Tarpit{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := exec.LookPath("dig"); err != nil {
-		t.Skip("dig (dnsutils) is not installed")
-	}
 	seen := map[string]int{}
 	for range 20 {
 		// dig picks a new source port per run: a new flow each time.
-		ans := strings.TrimSpace(lab.tp.Client().Run(t, "dig", "+short", "+time=2", "+tries=1", "@"+lab.tp.VIP().String(), "example.com", "A"))
+		ans := strings.TrimSpace(lab.tp.Client().Run(t, dig, "+short", "+time=2", "+tries=1", "@"+lab.tp.VIP().String(), "example.com", "A"))
 		seen[ans]++
 	}
 	if len(seen) != 2 || seen[lab.tp.Backends()[0].Addr().String()] == 0 || seen[lab.tp.Backends()[1].Addr().String()] == 0 {
