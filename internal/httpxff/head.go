@@ -123,6 +123,7 @@ func (r *Rewriter) rewrite(dst, h []byte) ([]byte, error) {
 		k |= kindUpgrade
 	}
 	r.x.push(k)
+	r.heads++
 
 	// The message is framed as any other, so that its body is never taken
 	// for the next request or for the new protocol.

@@ -73,6 +73,7 @@ type Rewriter struct {
 	skipped int    // empty lines' bytes skipped before the request line
 	skipCR  bool   // a CR of an empty line before the request line was seen
 	upgrade bool   // the current message is a CONNECT or asks for an upgrade
+	heads   uint64 // request heads passed on
 	head    []byte // incomplete request head carried between Feed calls
 	held    []byte // stWait: bytes received while waiting for the answer
 	xff     []byte // scratch: the client's X-Forwarded-For values
@@ -118,6 +119,9 @@ func (r *Rewriter) Responses() *Responses { return r.resp }
 // (up to the head size limit) and returns nothing more. Once the answer is
 // known, [Rewriter.Resume] (or the next Feed) goes on.
 func (r *Rewriter) Waiting() bool { return r.err == nil && r.state == stWait }
+
+// Requests returns how many request heads the Rewriter has passed on.
+func (r *Rewriter) Requests() uint64 { return r.heads }
 
 // InHead reports whether part of a request head has been received and the
 // rest has not: the time a slow client takes to send a head.

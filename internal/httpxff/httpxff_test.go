@@ -623,6 +623,9 @@ func TestInHead(t *testing.T) {
 			t.Fatalf("after %q: InHead = %v", st.in, r.InHead())
 		}
 	}
+	if n := r.Requests(); n != 2 {
+		t.Errorf("Requests() = %d, want 2", n)
+	}
 }
 
 func TestFeedErrorIsSticky(t *testing.T) {

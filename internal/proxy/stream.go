@@ -8,48 +8,112 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/nib-lb/nib/internal/balance"
 	"github.com/nib-lb/nib/internal/httpxff"
+	"github.com/nib-lb/nib/internal/lograte"
 	"github.com/nib-lb/nib/internal/proxyproto"
 )
 
 // The stream path serves services whose bytes must pass through userspace:
 // TLS termination and HTTP header rewriting. It runs a goroutine pair per
 // connection; plain TCP services use the splice engine instead.
+//
+// A connection costs no backend and no buffer while it says nothing: an HTTP
+// client gets a backend once its first request head is complete (a TLS
+// client without HTTP, once its handshake is), and each direction takes a
+// buffer from a pool only while data flows (see flowReader). The time a
+// client may take is bounded: the TLS handshake, each request head (a
+// client trickling header bytes is cut), inactivity once one direction has
+// ended, and Options.IdleTimeout. Client sockets get TCP keepalive, so a
+// client gone without a trace is found too.
 
 const (
-	handshakeTimeout = 10 * time.Second
-	maxHTTPHeader    = 64 << 10
-	streamBuf        = 32 << 10
+	maxHTTPHeader = 64 << 10
+	streamBuf     = 32 << 10
 )
 
+// streamConfig holds the stream path's time limits; tests shorten them.
+type streamConfig struct {
+	// handshake bounds a TLS handshake.
+	handshake time.Duration
+	// head bounds the time a client takes to send a request head: the
+	// first from the accept, each later one from its first byte.
+	head time.Duration
+	// halfClose bounds inactivity once one direction has ended (a FIN
+	// either way): the other direction then gets this long between reads,
+	// or IdleTimeout if that is shorter.
+	halfClose time.Duration
+}
+
+var defaultStreamConfig = streamConfig{
+	handshake: 10 * time.Second,
+	head:      20 * time.Second,
+	halfClose: 60 * time.Second,
+}
+
+// clientKeepAlive is the TCP keepalive of accepted client sockets: a client
+// that vanished (power loss, a NAT that forgot it) is found after about
+// Idle + Interval*Count = 2 minutes of silence.
+var clientKeepAlive = net.KeepAliveConfig{Enable: true, Idle: 60 * time.Second, Interval: 10 * time.Second, Count: 6}
+
 var bufPool = sync.Pool{New: func() any { b := make([]byte, streamBuf); return &b }}
+
+func getBuf() *[]byte { return bufPool.Get().(*[]byte) }
+
+// putBuf returns a buffer to the pool. b may have been grown by append; one
+// much larger than streamBuf is left to the garbage collector.
+func putBuf(bp *[]byte, b []byte) {
+	if cap(b) > 2*streamBuf {
+		return
+	}
+	*bp = b[:cap(b)]
+	bufPool.Put(bp)
+}
 
 // StreamServer serves one service on a net.Listener, one goroutine pair per
 // connection.
 type StreamServer struct {
-	svc *Service
-	ln  net.Listener
-	wg  sync.WaitGroup
+	svc  *Service
+	ln   net.Listener
+	cfg  streamConfig
+	wg   sync.WaitGroup
+	stop chan struct{} // closed by Close
+	once sync.Once
 
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
+	// handshakeLog limits TLS handshake failure lines, which any client
+	// can cause at will.
+	handshakeLog *lograte.Limiter
+
+	mu     sync.Mutex
+	closed bool
+	conns  map[*streamConn]struct{}
 }
 
 // ServeStream listens on the service address and serves it until Close.
 func ServeStream(svc *Service) (*StreamServer, error) {
 	o := svc.Options()
-	ln, err := net.Listen("tcp", o.Listen.String())
+	lc := net.ListenConfig{KeepAliveConfig: clientKeepAlive}
+	ln, err := lc.Listen(context.Background(), "tcp", o.Listen.String())
 	if err != nil {
 		return nil, err
 	}
-	ss := &StreamServer{svc: svc, ln: ln, conns: make(map[net.Conn]struct{})}
+	return serveStream(svc, ln, defaultStreamConfig), nil
+}
+
+// serveStream serves svc on ln with cfg's limits.
+func serveStream(svc *Service, ln net.Listener, cfg streamConfig) *StreamServer {
+	ss := &StreamServer{
+		svc: svc, ln: ln, cfg: cfg, stop: make(chan struct{}),
+		handshakeLog: lograte.New(logEvery),
+		conns:        make(map[*streamConn]struct{}),
+	}
 	ss.wg.Add(1)
 	go ss.serve()
-	return ss, nil
+	return ss
 }
 
 // Addr returns the listening address.
@@ -58,98 +122,321 @@ func (ss *StreamServer) Addr() net.Addr { return ss.ln.Addr() }
 // Unlisten stops accepting; established connections go on.
 func (ss *StreamServer) Unlisten() { ss.ln.Close() }
 
-// Close stops accepting and closes every connection.
+// Close stops accepting, closes every connection, client and backend side,
+// and waits for their goroutines.
 func (ss *StreamServer) Close() {
+	ss.once.Do(func() { close(ss.stop) })
 	ss.ln.Close()
 	ss.mu.Lock()
-	for c := range ss.conns {
-		c.Close()
+	ss.closed = true
+	conns := make([]*streamConn, 0, len(ss.conns))
+	for sc := range ss.conns {
+		conns = append(conns, sc)
 	}
 	ss.mu.Unlock()
+	for _, sc := range conns {
+		sc.shut()
+	}
 	ss.wg.Wait()
 }
 
 func (ss *StreamServer) serve() {
 	defer ss.wg.Done()
+	svc := ss.svc
 	for {
 		c, err := ss.ln.Accept()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
-			ss.svc.logf("accept: %v", err)
-			time.Sleep(10 * time.Millisecond)
+			// Out of descriptors or memory: the queued clients wait in the
+			// backlog while some are freed, rather than the loop spinning
+			// on an error only closing connections can clear.
+			pause := 10 * time.Millisecond
+			if isLocalError(err) {
+				pause = acceptBackoff
+				svc.localErrs.Add(1)
+				svc.warn(svc.acceptLog, "accept: %v (pausing accepts on %s for %v)", err, ss.ln.Addr(), pause)
+			} else {
+				svc.acceptLog.Logf(svc.logf, "accept: %v", err)
+			}
+			t := time.NewTimer(pause)
+			select {
+			case <-ss.stop:
+				t.Stop()
+				return
+			case <-t.C:
+			}
 			continue
 		}
-		o := ss.svc.opts.Load()
-		if !ss.svc.admit(o) {
+		o := svc.opts.Load()
+		if !svc.admit(o) {
 			c.Close()
 			continue
 		}
-		ss.track(c, true)
+		sc := &streamConn{ss: ss, o: o, raw: c, start: time.Now(), done: make(chan struct{})}
+		if !ss.track(sc, true) {
+			c.Close()
+			svc.release()
+			continue
+		}
 		ss.wg.Add(1)
 		go func() {
 			defer ss.wg.Done()
-			defer ss.svc.release()
-			defer ss.track(c, false)
-			serveConn(ss.svc, o, c)
+			defer svc.release()
+			defer ss.track(sc, false)
+			defer sc.shut()
+			sc.run()
 		}()
 	}
 }
 
-func (ss *StreamServer) track(c net.Conn, add bool) {
+// track adds or removes sc; adding fails once the server is closed.
+func (ss *StreamServer) track(sc *streamConn, add bool) bool {
 	ss.mu.Lock()
-	if add {
-		ss.conns[c] = struct{}{}
-	} else {
-		delete(ss.conns, c)
+	defer ss.mu.Unlock()
+	if !add {
+		delete(ss.conns, sc)
+		return true
 	}
-	ss.mu.Unlock()
+	if ss.closed {
+		return false
+	}
+	ss.conns[sc] = struct{}{}
+	return true
 }
 
-func serveConn(svc *Service, o *Options, c net.Conn) {
-	defer c.Close()
+// streamConn is one client connection and, once connected, its backend.
+type streamConn struct {
+	ss    *StreamServer
+	o     *Options
+	raw   net.Conn  // the accepted socket
+	start time.Time // accept time; the base of last
+	last  atomic.Int64
+	done  chan struct{} // closed by shut
+
+	mu       sync.Mutex
+	dead     bool
+	backend  net.Conn
+	cancel   context.CancelFunc // aborts a backend connect in progress
+	timer    *time.Timer
+	armed    time.Time     // when timer fires; zero when not armed
+	idle     time.Duration // inactivity allowed; 0 for none
+	headFrom time.Time     // start of the request head being received; zero if none
+}
+
+// shut closes both sides of the connection at once (no TLS close_notify, no
+// waiting), which ends both of its goroutines.
+func (sc *streamConn) shut() {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if sc.dead {
+		return
+	}
+	sc.dead = true
+	close(sc.done)
+	if sc.cancel != nil {
+		sc.cancel()
+	}
+	if sc.timer != nil {
+		sc.timer.Stop()
+	}
+	sc.raw.Close()
+	if sc.backend != nil {
+		sc.backend.Close()
+	}
+}
+
+// touch records traffic now.
+func (sc *streamConn) touch() { sc.last.Store(int64(time.Since(sc.start))) }
+
+// deadlineLocked returns when the connection must be cut; zero for never.
+func (sc *streamConn) deadlineLocked() time.Time {
+	var d time.Time
+	if sc.idle > 0 {
+		d = sc.start.Add(time.Duration(sc.last.Load()) + sc.idle)
+	}
+	if !sc.headFrom.IsZero() {
+		if h := sc.headFrom.Add(sc.ss.cfg.head); d.IsZero() || h.Before(d) {
+			d = h
+		}
+	}
+	return d
+}
+
+// scheduleLocked makes the timer fire by the deadline. A timer armed for
+// earlier is left alone: when it fires, it looks again.
+func (sc *streamConn) scheduleLocked() {
+	d := sc.deadlineLocked()
+	if d.IsZero() || sc.dead || !sc.armed.IsZero() && !d.Before(sc.armed) {
+		return
+	}
+	sc.armed = d
+	if sc.timer == nil {
+		sc.timer = time.AfterFunc(time.Until(d), sc.fire)
+	} else {
+		sc.timer.Reset(time.Until(d))
+	}
+}
+
+func (sc *streamConn) fire() {
+	sc.mu.Lock()
+	d := sc.deadlineLocked()
+	if sc.dead || d.IsZero() {
+		sc.armed = time.Time{}
+		sc.mu.Unlock()
+		return
+	}
+	if left := time.Until(d); left > 0 {
+		sc.armed = d
+		sc.timer.Reset(left)
+		sc.mu.Unlock()
+		return
+	}
+	sc.mu.Unlock()
+	sc.shut()
+}
+
+// setIdle sets the inactivity allowed from now on, if shorter than the
+// current one (or there was none).
+func (sc *streamConn) setIdle(d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if sc.idle == 0 || d < sc.idle {
+		sc.idle = d
+	}
+	sc.touch()
+	sc.scheduleLocked()
+}
+
+// headClock follows the request heads of a Rewriter for the head time limit.
+type headClock struct {
+	seen uint64 // heads passed on when last looked
+	on   bool   // the clock runs
+}
+
+// trackHead starts the head clock when a request head begins and stops it
+// when it is complete.
+func (sc *streamConn) trackHead(hc *headClock, rw *httpxff.Rewriter) {
+	n, in := rw.Requests(), rw.InHead()
+	if n == hc.seen && in == hc.on {
+		return
+	}
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	switch {
+	case !in:
+		sc.headFrom = time.Time{}
+	case n != hc.seen || !hc.on:
+		// A head completed and the next began in the same read, or a
+		// head began.
+		sc.headFrom = time.Now()
+		sc.scheduleLocked()
+	}
+	hc.seen, hc.on = n, in
+}
+
+// setBackend records the backend connection, unless the connection was shut
+// meanwhile.
+func (sc *streamConn) setBackend(bc net.Conn) bool {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if sc.dead {
+		return false
+	}
+	sc.backend = bc
+	return true
+}
+
+func (sc *streamConn) isDead() bool {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	return sc.dead
+}
+
+const badRequest = "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+func (sc *streamConn) run() {
+	o, svc, cfg := sc.o, sc.ss.svc, sc.ss.cfg
+	var c net.Conn = sc.raw
 	peer := netAddrPort(c.RemoteAddr())
 	local := netAddrPort(c.LocalAddr())
-	tc, _ := c.(*net.TCPConn)
-	if tc != nil && o.NoDelay {
+	if tc, ok := c.(*net.TCPConn); ok && o.NoDelay {
 		tc.SetNoDelay(true)
+	}
+	sc.setIdle(o.IdleTimeout)
+	var hc headClock
+	if o.HTTP {
+		// The first request head is timed from the accept, handshake
+		// included: a client that says nothing is cut as one that
+		// trickles.
+		sc.mu.Lock()
+		sc.headFrom, hc.on = sc.start, true
+		sc.scheduleLocked()
+		sc.mu.Unlock()
 	}
 	proto := "http"
 	if o.TLS != nil {
 		t := tls.Server(c, o.TLS)
-		ctx, cancel := context.WithTimeout(context.Background(), handshakeTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), cfg.handshake)
 		err := t.HandshakeContext(ctx)
 		cancel()
 		if err != nil {
-			svc.logf("tls handshake from %s: %v", peer, err)
+			if !sc.isDead() {
+				sc.ss.handshakeLog.Logf(svc.logf, "tls handshake from %s: %v", peer, err)
+			}
 			return
 		}
 		c, proto = t, "https"
 	}
-	pool := svc.pool
-	now := time.Now()
-	choice := pool.Pick(peer, now)
-	var bc net.Conn
-	for choice.Index != balance.NoServer {
-		var err error
-		bc, err = dialBackend(o, choice.Addr)
-		if err == nil {
-			break
+	src := newFlowReader(c)
+	defer src.close()
+
+	// An HTTP client gets a backend once its first request head is
+	// complete.
+	var rw *httpxff.Rewriter
+	var first []byte
+	var firstBuf *[]byte
+	if o.HTTP {
+		rw = httpxff.New(peer.Addr(), proto, maxHTTPHeader)
+		firstBuf = getBuf()
+		out := (*firstBuf)[:0]
+		for len(out) == 0 {
+			p, err := src.read()
+			if err != nil {
+				putBuf(firstBuf, out)
+				return // gone, cut, or shut: no request, no backend
+			}
+			sc.touch()
+			var ferr error
+			out, ferr = rw.Feed(out, p)
+			sc.trackHead(&hc, rw)
+			if ferr != nil {
+				io.WriteString(c, badRequest)
+				putBuf(firstBuf, out)
+				return
+			}
 		}
-		choice = pool.Failed(choice, peer, time.Now())
+		first = out
 	}
-	if bc == nil {
+
+	bc, choice, ok := sc.connect(peer)
+	if !ok {
+		if firstBuf != nil {
+			putBuf(firstBuf, first)
+		}
 		return
 	}
+	pool := svc.pool
 	pool.Connected(choice, peer, time.Now())
 	var sent, recv uint64
-	start := time.Now()
 	defer func() {
 		pool.Done(choice, sent, recv)
-		logConn(o, peer, choice.Addr, sent, recv, start)
+		logConn(o, peer, choice.Addr, sent, recv, sc.start)
 	}()
-	defer bc.Close()
 	if o.ProxyProtocol != 0 {
 		var hdr []byte
 		if o.ProxyProtocol == 1 {
@@ -162,68 +449,135 @@ func serveConn(svc *Service, o *Options, c net.Conn) {
 		}
 		sent += uint64(len(hdr))
 	}
-	idle := newIdleTimer(o.IdleTimeout, c, bc)
-	defer idle.stop()
-	var rw *httpxff.Rewriter
-	if o.HTTP {
-		rw = httpxff.New(peer.Addr(), proto, maxHTTPHeader)
+	if first != nil {
+		n, err := bc.Write(first)
+		sent += uint64(n)
+		putBuf(firstBuf, first)
+		if err != nil {
+			return
+		}
 	}
+
 	// answered wakes the client's reader when the backend answered the
-	// CONNECT or upgrade request it waits for.
+	// CONNECT or upgrade request it waits for (or is gone).
 	answered := make(chan struct{}, 1)
 	done := make(chan uint64, 1)
+	var rejecting atomic.Bool // the responses are stopped to answer 400
 	go func() {
-		n, _ := copyResponses(c, bc, rw, answered, idle)
-		closeWrite(c)
+		n, _ := sc.toClient(c, bc, rw, answered)
+		if !rejecting.Load() {
+			closeWrite(c)
+		}
+		sc.setIdle(cfg.halfClose)
 		done <- n
 	}()
-	n, err := copyStream(bc, c, rw, answered, idle)
+	n, err := sc.toBackend(bc, src, rw, &hc, answered)
 	sent += n
-	if err != nil && rw != nil && !errors.Is(err, io.EOF) && isRewriteError(err) {
-		io.WriteString(c, "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-		c.Close()
+	if isRewriteError(err) {
+		// Stop the responses before answering, so that the 400 is not
+		// mixed into one.
+		rejecting.Store(true)
 		bc.Close()
-	} else {
-		closeWrite(bc)
+		sc.setIdle(cfg.halfClose)
+		recv += <-done
+		io.WriteString(c, badRequest)
+		return
 	}
+	closeWrite(bc)
+	sc.setIdle(cfg.halfClose)
 	recv += <-done
 }
 
-// copyStream copies src to dst until EOF or an error, through rw when set.
-// While rw waits for the backend's answer to a CONNECT or upgrade request,
-// it stops reading src until answered.
-func copyStream(dst, src net.Conn, rw *httpxff.Rewriter, answered <-chan struct{}, idle *idleTimer) (uint64, error) {
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	buf := *bp
-	var out []byte
+// connect picks a backend and connects to it, failing over as the pool
+// says. A connect that fails because of this host (isLocalError) closes the
+// client and blames no backend.
+func (sc *streamConn) connect(peer netip.AddrPort) (net.Conn, balance.Choice, bool) {
+	svc, o := sc.ss.svc, sc.o
+	sc.mu.Lock()
+	if sc.dead {
+		sc.mu.Unlock()
+		return nil, balance.Choice{}, false
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	sc.cancel = cancel
+	sc.mu.Unlock()
+	defer cancel()
+	pool := svc.pool
+	choice := pool.Pick(peer, time.Now())
+	for choice.Index != balance.NoServer {
+		bc, err := dialBackend(ctx, o, choice.Addr)
+		if err == nil {
+			if !sc.setBackend(bc) {
+				bc.Close()
+				pool.Done(choice, 0, 0)
+				return nil, choice, false
+			}
+			return bc, choice, true
+		}
+		switch {
+		case sc.isDead():
+			// Shut while connecting: not the backend's fault.
+			pool.Done(choice, 0, 0)
+			return nil, choice, false
+		case isLocalError(err):
+			pool.Done(choice, 0, 0)
+			svc.localError("connect to "+choice.Addr.String(), peer, err)
+			return nil, choice, false
+		}
+		choice = pool.Failed(choice, peer, time.Now())
+	}
+	svc.noBackend()
+	return nil, choice, false
+}
+
+// toBackend copies the client's bytes to the backend until EOF or an error,
+// through rw when set. While rw waits for the backend's answer to a CONNECT
+// or upgrade request, it stops reading the client until answered.
+func (sc *streamConn) toBackend(dst net.Conn, src *flowReader, rw *httpxff.Rewriter, hc *headClock, answered <-chan struct{}) (uint64, error) {
 	var total uint64
+	write := func(p []byte) error {
+		if len(p) == 0 {
+			return nil
+		}
+		n, err := dst.Write(p)
+		total += uint64(n)
+		return err
+	}
 	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			idle.touch()
-			p := buf[:n]
-			if rw != nil {
-				var ferr error
-				out, ferr = rw.Feed(out[:0], p)
-				for ferr == nil && rw.Waiting() {
-					if len(out) > 0 {
-						m, werr := dst.Write(out)
-						total += uint64(m)
-						if werr != nil {
-							return total, werr
-						}
-					}
-					<-answered
-					out, ferr = rw.Resume(out[:0])
-				}
+		for rw != nil && rw.Waiting() {
+			select {
+			case <-answered:
+			case <-sc.done:
+				return total, net.ErrClosed
+			}
+			ob := getBuf()
+			out, err := rw.Resume((*ob)[:0])
+			sc.trackHead(hc, rw)
+			werr := write(out)
+			putBuf(ob, out)
+			if err != nil {
+				return total, rewriteError{err}
+			}
+			if werr != nil {
+				return total, werr
+			}
+		}
+		p, err := src.read()
+		if len(p) > 0 {
+			sc.touch()
+			var werr error
+			if rw == nil {
+				werr = write(p)
+			} else {
+				ob := getBuf()
+				out, ferr := rw.Feed((*ob)[:0], p)
+				sc.trackHead(hc, rw)
+				werr = write(out)
+				putBuf(ob, out)
 				if ferr != nil {
 					return total, rewriteError{ferr}
 				}
-				p = out
 			}
-			m, werr := dst.Write(p)
-			total += uint64(m)
 			if werr != nil {
 				return total, werr
 			}
@@ -237,15 +591,12 @@ func copyStream(dst, src net.Conn, rw *httpxff.Rewriter, answered <-chan struct{
 	}
 }
 
-// copyResponses copies the backend's src to the client's dst until EOF or
-// an error, through rw's response follower when rw is set: it tells the
-// client's reader, through answered, when the backend answered a CONNECT or
-// upgrade request (and when the backend is gone).
-func copyResponses(dst, src net.Conn, rw *httpxff.Rewriter, answered chan<- struct{}, idle *idleTimer) (uint64, error) {
-	if rw == nil {
-		return copyStream(dst, src, nil, nil, idle)
-	}
-	resp := rw.Responses()
+// toClient copies the backend's bytes to the client until EOF or an error,
+// through rw's response follower when rw is set: it tells the client's
+// reader, through answered, when the backend answered a CONNECT or upgrade
+// request (or is gone).
+func (sc *streamConn) toClient(dst, src net.Conn, rw *httpxff.Rewriter, answered chan<- struct{}) (uint64, error) {
+	var resp *httpxff.Responses
 	wake := func(settled bool) {
 		if settled {
 			select {
@@ -254,18 +605,22 @@ func copyResponses(dst, src net.Conn, rw *httpxff.Rewriter, answered chan<- stru
 			}
 		}
 	}
-	defer func() { wake(resp.Close()) }()
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	buf := *bp
+	if rw != nil {
+		resp = rw.Responses()
+		defer func() { wake(resp.Close()) }()
+	}
+	r := newFlowReader(src)
+	defer r.close()
 	var total uint64
 	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			idle.touch()
-			wake(resp.Feed(buf[:n]))
-			m, werr := dst.Write(buf[:n])
-			total += uint64(m)
+		p, err := r.read()
+		if len(p) > 0 {
+			sc.touch()
+			if resp != nil {
+				wake(resp.Feed(p))
+			}
+			n, werr := dst.Write(p)
+			total += uint64(n)
 			if werr != nil {
 				return total, werr
 			}
@@ -300,7 +655,7 @@ func closeWrite(c net.Conn) {
 	}
 }
 
-func dialBackend(o *Options, addr netip.AddrPort) (net.Conn, error) {
+func dialBackend(ctx context.Context, o *Options, addr netip.AddrPort) (net.Conn, error) {
 	d := net.Dialer{Timeout: o.ConnectTimeout}
 	if o.KeepAlive {
 		d.KeepAlive = 15 * time.Second
@@ -310,7 +665,7 @@ func dialBackend(o *Options, addr netip.AddrPort) (net.Conn, error) {
 	if o.Source.IsValid() {
 		d.LocalAddr = &net.TCPAddr{IP: o.Source.AsSlice()}
 	}
-	c, err := d.Dial("tcp", addr.String())
+	c, err := d.DialContext(ctx, "tcp", addr.String())
 	if err != nil {
 		return nil, err
 	}
@@ -330,50 +685,6 @@ func netAddrPort(a net.Addr) netip.AddrPort {
 		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 	}
 	return netip.AddrPort{}
-}
-
-// idleTimer closes both connections after a period with no traffic.
-type idleTimer struct {
-	d     time.Duration
-	t     *time.Timer
-	mu    sync.Mutex
-	last  time.Time
-	conns [2]net.Conn
-}
-
-func newIdleTimer(d time.Duration, a, b net.Conn) *idleTimer {
-	it := &idleTimer{d: d, conns: [2]net.Conn{a, b}, last: time.Now()}
-	if d > 0 {
-		it.t = time.AfterFunc(d, it.fire)
-	}
-	return it
-}
-
-func (it *idleTimer) touch() {
-	if it.t == nil {
-		return
-	}
-	it.mu.Lock()
-	it.last = time.Now()
-	it.mu.Unlock()
-}
-
-func (it *idleTimer) fire() {
-	it.mu.Lock()
-	left := it.d - time.Since(it.last)
-	it.mu.Unlock()
-	if left > 0 {
-		it.t.Reset(left)
-		return
-	}
-	it.conns[0].Close()
-	it.conns[1].Close()
-}
-
-func (it *idleTimer) stop() {
-	if it.t != nil {
-		it.t.Stop()
-	}
 }
 
 // isConnRefused reports whether err is a refused connection or datagram.
