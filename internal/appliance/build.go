@@ -112,6 +112,12 @@ func Build(o Options) (*Result, error) {
 		return nil, err
 	}
 	gb := goBuilder{dir: o.ModuleDir, log: o.Log}
+	// lbd reports the source tree it was built from (the linker ignores -X
+	// for programs without the variable).
+	var userFlags []string
+	if v := sourceVersion(filepath.Dir(o.ModuleDir)); v != "" {
+		userFlags = []string{"-ldflags=-X github.com/nib-lb/nib/internal/lbd.version=" + v}
+	}
 	var bins []string
 	for _, sys := range [][2]any{{"gokrazy", in.SystemPackages()}, {"user", in.Packages}} {
 		for _, pkg := range sys[1].([]string) {
@@ -120,7 +126,11 @@ func Build(o Options) (*Result, error) {
 			if pc, ok := in.PackageConfig[pkg]; ok {
 				tags = append(append([]string(nil), tags...), pc.GoBuildTags...)
 			}
-			if err := gb.build(pkg, out, tags, nil); err != nil {
+			var extra []string
+			if sys[0] == "user" {
+				extra = userFlags
+			}
+			if err := gb.build(pkg, out, tags, extra); err != nil {
 				return nil, err
 			}
 			bins = append(bins, out)

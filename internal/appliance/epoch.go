@@ -36,3 +36,19 @@ func VMOverrides() (kernel, firmware, eeprom, serial *string) {
 	k, none, s := "github.com/gokrazy/kernel.arm64", "", "ttyAMA0,115200"
 	return &k, &none, &none, &s
 }
+
+// sourceVersion describes the source tree with git (tag or commit, and
+// "-dirty" with uncommitted changes); "" without git.
+func sourceVersion(repo string) string {
+	cmd := exec.Command("git", "describe", "--always", "--dirty", "--tags")
+	cmd.Dir = repo
+	b, err := cmd.Output()
+	if err != nil {
+		return ""
+	}
+	v := strings.TrimSpace(string(b))
+	if strings.ContainsAny(v, " '\"") {
+		return ""
+	}
+	return v
+}

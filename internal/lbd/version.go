@@ -5,8 +5,16 @@ import (
 	"runtime/debug"
 )
 
-// Version returns the module version lbd was built from, or "devel".
+// version is set by the appliance builder (-ldflags -X) to the source
+// tree's git description; empty otherwise.
+var version string
+
+// Version returns the version set at build time, else the module version
+// lbd was built from, else "devel".
 func Version() string {
+	if version != "" {
+		return version
+	}
 	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
 		return bi.Main.Version
 	}
