@@ -1,67 +1,22 @@
 package arpd
 
 import (
+	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"os/exec"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/mdlayher/arp"
 	"github.com/mdlayher/packet"
-	"golang.org/x/sys/unix"
+
+	"github.com/nib-lb/nib/internal/needs"
+	"github.com/nib-lb/nib/internal/netnstest"
 )
-
-// inNetns runs f on an OS thread switched into network namespace ns;
-// sockets f opens stay in ns. The thread's namespace is restored after.
-func inNetns(ns string, f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer unix.Close(orig)
-		target, err := unix.Open("/run/netns/"+ns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer unix.Close(target)
-		if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("setns %s: %w", ns, err)
-			return
-		}
-		err = f()
-		if unix.Setns(orig, unix.CLONE_NEWNET) == nil {
-			runtime.UnlockOSThread()
-		} // else the thread stays locked and exits with the goroutine
-		errc <- err
-	}()
-	return <-errc
-}
-
-func run(t *testing.T, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
 
 // waitFor polls cond every 20 ms for at most d.
 func waitFor(d time.Duration, cond func() bool) bool {
@@ -108,42 +63,27 @@ func (r *rawARP) replyFrom(mac [6]byte, addr netip.Addr, d time.Duration) bool {
 	return false
 }
 
+// TestNetns runs the daemon on lb's eth0 of a netnstest topology with one
+// backend, be1, which plays the other hosts of the segment: it owns
+// 198.51.100.101 (configured as a VIP: must never be claimed) and
+// 198.51.100.202 (in the tarpit range: must never be claimed), and sends
+// spoofed ARP through a packet socket.
 func TestNetns(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (network namespaces)")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("no ip command")
-	}
-	var rb [3]byte
-	rand.Read(rb[:])
-	id := "nib" + hex.EncodeToString(rb[:])
-	nsA, nsB := id+"-a", id+"-b"
-	va, vb := id+"a", id+"b"
-	run(t, "ip", "netns", "add", nsA)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", nsA).Run() })
-	run(t, "ip", "netns", "add", nsB)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", nsB).Run() })
-	run(t, "ip", "-n", nsA, "link", "add", va, "type", "veth", "peer", "name", vb, "netns", nsB)
-	run(t, "ip", "-n", nsA, "addr", "add", "198.51.100.2/24", "dev", va)
-	run(t, "ip", "-n", nsB, "addr", "add", "198.51.100.21/24", "dev", vb)
-	// b also owns 198.51.100.101 (configured as a VIP: must never be claimed)
-	// and 198.51.100.202 (in the tarpit range: must never be claimed).
-	run(t, "ip", "-n", nsB, "addr", "add", "198.51.100.101/32", "dev", vb)
-	run(t, "ip", "-n", nsB, "addr", "add", "198.51.100.202/32", "dev", vb)
-	for _, ns := range [][2]string{{nsA, va}, {nsB, vb}} {
-		run(t, "ip", "-n", ns[0], "link", "set", "lo", "up")
-		run(t, "ip", "-n", ns[0], "link", "set", ns[1], "up")
-	}
+	netnstest.SkipUnprivileged(t)
+	needs.Tool(t, "ping")
+	topo := netnstest.New(t, netnstest.Options{Backends: 1, NoBackendVIP: true})
+	lb, be := topo.LB(), topo.Host("be1")
+	be.Run(t, "ip", "addr", "add", "198.51.100.101/32", "dev", "eth0")
+	be.Run(t, "ip", "addr", "add", "198.51.100.202/32", "dev", "eth0")
 
 	// Wait until the link carries frames (linkwatch activates the qdisc
 	// up to a second after "up"): a probe lost then would let us claim.
 	for i := 0; ; i++ {
-		if exec.Command("ip", "netns", "exec", nsB, "ping", "-c1", "-W1", "198.51.100.2").Run() == nil {
+		if be.Command(t.Context(), "ping", "-c1", "-W1", lb.Addr().String()).Run() == nil {
 			break
 		}
 		if i == 4 {
-			t.Fatal("no connectivity between the namespaces")
+			t.Fatal("no connectivity between lb and be1")
 		}
 	}
 
@@ -152,13 +92,13 @@ func TestNetns(t *testing.T) {
 		aMAC  [6]byte
 		bMAC  [6]byte
 		raw   rawARP
-		vipA  = netip.MustParseAddr("198.51.100.100")
+		vipA  = topo.VIP() // 198.51.100.100
 		vipB  = netip.MustParseAddr("198.51.100.101")
-		beB   = netip.MustParseAddr("198.51.100.21")
+		beB   = be.Addr() // 198.51.100.21
 		tpNet = netip.MustParsePrefix("198.51.100.200/29")
 	)
-	err := inNetns(nsA, func() error {
-		ifi, err := net.InterfaceByName(va)
+	err := lb.Do(func() error {
+		ifi, err := net.InterfaceByName("eth0")
 		if err != nil {
 			return err
 		}
@@ -174,11 +114,11 @@ func TestNetns(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d.Close() })
-	if d.IP() != netip.MustParseAddr("198.51.100.2") || d.MAC() != aMAC {
+	if d.IP() != lb.Addr() || d.MAC() != aMAC {
 		t.Fatalf("own address %s %s", d.IP(), macString(d.MAC()))
 	}
-	err = inNetns(nsB, func() error {
-		ifi, err := net.InterfaceByName(vb)
+	err = be.Do(func() error {
+		ifi, err := net.InterfaceByName("eth0")
 		if err != nil {
 			return err
 		}
@@ -226,10 +166,10 @@ func TestNetns(t *testing.T) {
 	}
 
 	t.Run("VIP answered", func(t *testing.T) {
-		exec.Command("ip", "netns", "exec", nsB, "ping", "-c1", "-W1", vipA.String()).Run() // fails: only its ARP matters
-		out := run(t, "ip", "-n", nsB, "neigh", "show", vipA.String(), "dev", vb)
-		if !strings.Contains(out, "lladdr "+macString(aMAC)) {
-			t.Fatalf("b's neighbour entry for the VIP: %q, want lladdr %s", out, macString(aMAC))
+		be.Command(t.Context(), "ping", "-c1", "-W1", vipA.String()).Run() // fails: only its ARP matters
+		n, ok := netnstest.ARPEntry(t, be, vipA)
+		if !ok || n.Dev != "eth0" || !bytes.Equal(n.MAC, aMAC[:]) {
+			t.Fatalf("be1's neighbour entry for the VIP: %+v (found %v), want lladdr %s on eth0", n, ok, macString(aMAC))
 		}
 		if d.Counters().RepliesVIP == 0 {
 			t.Fatal("RepliesVIP not counted")
@@ -269,7 +209,7 @@ func TestNetns(t *testing.T) {
 
 	t.Run("backend MAC change learned by refresh", func(t *testing.T) {
 		newMAC := [6]byte{0x02, 0x42, 0, 0, 0, 0x77}
-		run(t, "ip", "-n", nsB, "link", "set", "dev", vb, "address", macString(newMAC))
+		be.Run(t, "ip", "link", "set", "dev", "eth0", "address", macString(newMAC))
 		if !waitFor(5*time.Second, func() bool { m, _ := d.Lookup(beB); return m == newMAC }) {
 			m, _ := d.Lookup(beB)
 			t.Fatalf("Lookup = %s after the MAC change, want %s", macString(m), macString(newMAC))
@@ -324,19 +264,14 @@ func TestNetns(t *testing.T) {
 	t.Logf("counters %+v", d.Counters())
 }
 
+// TestNewNoIPv4 gives New lb's eth0 with its address removed.
 func TestNewNoIPv4(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (network namespaces)")
-	}
-	var rb [3]byte
-	rand.Read(rb[:])
-	ns := "nib" + hex.EncodeToString(rb[:]) + "-a"
-	run(t, "ip", "netns", "add", ns)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-	run(t, "ip", "-n", ns, "link", "add", "d0", "type", "veth", "peer", "name", "d1")
-	run(t, "ip", "-n", ns, "link", "set", "d0", "up")
-	err := inNetns(ns, func() error {
-		ifi, err := net.InterfaceByName("d0")
+	netnstest.SkipUnprivileged(t)
+	topo := netnstest.New(t, netnstest.Options{Backends: 1, NoBackendVIP: true})
+	lb := topo.LB()
+	lb.Run(t, "ip", "-4", "addr", "flush", "dev", "eth0")
+	err := lb.Do(func() error {
+		ifi, err := net.InterfaceByName("eth0")
 		if err != nil {
 			return err
 		}
