@@ -70,7 +70,7 @@ func (b *streamBackend) release() {
 	}
 }
 
-func newStreamBackend(t *testing.T, silent bool) *streamBackend {
+func newStreamBackend(t testing.TB, silent bool) *streamBackend {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

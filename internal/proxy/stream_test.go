@@ -23,7 +23,7 @@ import (
 	"github.com/nib-lb/nib/internal/balance"
 )
 
-func selfSigned(t *testing.T) tls.Certificate {
+func selfSigned(t testing.TB) tls.Certificate {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -68,7 +68,7 @@ func newHeaderRecorder(t *testing.T) *headerRecorder {
 	return hr
 }
 
-func startStream(t *testing.T, o Options, backends ...netip.AddrPort) *StreamServer {
+func startStream(t testing.TB, o Options, backends ...netip.AddrPort) *StreamServer {
 	t.Helper()
 	o.Listen = netip.MustParseAddrPort("127.0.0.1:0")
 	o.ConnectTimeout = 2 * time.Second
