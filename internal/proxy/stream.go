@@ -544,11 +544,27 @@ func (sc *streamConn) toBackend(dst net.Conn, src *flowReader, rw *httpxff.Rewri
 		return err
 	}
 	for {
+		var gone <-chan error
+		if rw != nil && rw.Waiting() {
+			// Not reading the client for now: hold no buffer, and notice
+			// if it leaves.
+			src.release()
+			gone = src.watch()
+		}
 		for rw != nil && rw.Waiting() {
 			select {
 			case <-answered:
 			case <-sc.done:
 				return total, net.ErrClosed
+			case err := <-gone:
+				gone = nil
+				if !errors.Is(err, io.EOF) {
+					return total, err
+				}
+				// Its FIN: the answer still goes to it, within the
+				// half-close limit.
+				sc.setIdle(sc.ss.cfg.halfClose)
+				continue
 			}
 			ob := getBuf()
 			out, err := rw.Resume((*ob)[:0])

@@ -619,3 +619,44 @@ func TestStreamAcceptBackoff(t *testing.T) {
 		t.Errorf("%d local errors counted for %d failed accepts", c.LocalErrors, ln.accepts.Load())
 	}
 }
+
+// A client that leaves while its upgrade request waits for the backend's
+// answer is noticed although its reader is not reading: its FIN starts the
+// half-close limit, its reset ends the connection.
+func TestStreamClientLeavesWhileUpgradeWaits(t *testing.T) {
+	cfg := streamConfig{handshake: 5 * time.Second, head: 5 * time.Second, halfClose: 300 * time.Millisecond}
+	const upgrade = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+	for _, how := range []string{"fin", "reset"} {
+		t.Run(how, func(t *testing.T) {
+			be := newStreamBackend(t, true)
+			ss := startStreamWith(t, Options{HTTP: true}, cfg, be.addr())
+			t.Cleanup(be.release) // before ss.Close, should the proxy wait on it
+			c, err := net.Dial("tcp", ss.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			io.WriteString(c, upgrade)
+			deadline := time.Now().Add(3 * time.Second)
+			for be.heads.Load() == 0 && time.Now().Before(deadline) {
+				time.Sleep(5 * time.Millisecond)
+			}
+			if how == "fin" {
+				c.(*net.TCPConn).CloseWrite()
+				if d := waitClosed(t, c, 3*time.Second); d > 2*time.Second {
+					t.Errorf("cut after %v, want about %v", d, cfg.halfClose)
+				}
+			} else {
+				c.(*net.TCPConn).SetLinger(0)
+				c.Close()
+			}
+			deadline = time.Now().Add(2 * time.Second)
+			for ss.svc.Counters().Active != 0 && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if n := ss.svc.Counters().Active; n != 0 {
+				t.Errorf("%d connections still open", n)
+			}
+		})
+	}
+}

@@ -30,6 +30,7 @@ type flowReader struct {
 	tls *tls.Conn
 	rc  syscall.RawConn // plain TCP
 	c   net.Conn        // anything else: a held buffer, as a plain Read
+	raw syscall.RawConn // the TCP socket under rc or tls, for watch
 
 	buf  *[]byte
 	full bool  // the last read filled buf: more is likely queued
@@ -47,13 +48,16 @@ func newFlowReader(c net.Conn) *flowReader {
 	switch c := c.(type) {
 	case *tls.Conn:
 		r.tls = c
+		if tc, ok := c.NetConn().(*net.TCPConn); ok {
+			r.raw, _ = tc.SyscallConn()
+		}
 	case *net.TCPConn:
 		rc, err := c.SyscallConn()
 		if err != nil {
 			r.c = c
 			break
 		}
-		r.rc = rc
+		r.rc, r.raw = rc, rc
 		r.peekFn = func(fd uintptr) bool {
 			for {
 				_, _, e := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&r.one[0])), 1,
@@ -167,6 +171,41 @@ func (r *flowReader) readTLS() ([]byte, error) {
 		r.err = err
 	}
 	return b[:1+m], nil
+}
+
+// watch reports on the returned channel the end of the connection (io.EOF
+// for the peer's FIN, or the error) while nobody reads it, without reading:
+// bytes arriving end the watch with nothing reported, as does the
+// connection being closed. A read meanwhile waits for the watch to end.
+// It returns nil when it cannot watch.
+func (r *flowReader) watch() <-chan error {
+	if r.raw == nil || r.err != nil {
+		return nil
+	}
+	ch := make(chan error, 1)
+	go func() {
+		var peek [1]byte
+		var n uintptr
+		var e syscall.Errno
+		err := r.raw.Read(func(fd uintptr) bool {
+			for {
+				n, _, e = unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&peek[0])), 1,
+					unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+				if e != unix.EINTR {
+					return e != unix.EAGAIN
+				}
+			}
+		})
+		switch {
+		case err != nil:
+			// Closed: whoever closed it knows.
+		case e != 0:
+			ch <- os.NewSyscallError("recvfrom", e)
+		case n == 0:
+			ch <- io.EOF
+		}
+	}()
+	return ch
 }
 
 // release gives the buffer back to the pool.
