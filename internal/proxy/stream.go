@@ -402,25 +402,25 @@ func (sc *streamConn) run() {
 	var firstBuf *[]byte
 	if o.HTTP {
 		rw = httpxff.New(peer.Addr(), proto, maxHTTPHeader)
-		firstBuf = getBuf()
-		out := (*firstBuf)[:0]
-		for len(out) == 0 {
+		for len(first) == 0 {
 			p, err := src.read()
 			if err != nil {
-				putBuf(firstBuf, out)
 				return // gone, cut, or shut: no request, no backend
 			}
 			sc.touch()
+			firstBuf = getBuf()
 			var ferr error
-			out, ferr = rw.Feed(out, p)
+			first, ferr = rw.Feed((*firstBuf)[:0], p)
 			sc.trackHead(&hc, rw)
 			if ferr != nil {
 				io.WriteString(c, badRequest)
-				putBuf(firstBuf, out)
+				putBuf(firstBuf, first)
 				return
 			}
+			if len(first) == 0 {
+				putBuf(firstBuf, first) // the head is held by rw
+			}
 		}
-		first = out
 	}
 
 	bc, choice, ok := sc.connect(peer)
