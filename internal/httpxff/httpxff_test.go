@@ -16,18 +16,6 @@ var client4 = netip.MustParseAddr("192.0.2.7")
 // crlfs writes test requests readably: "|" stands for CRLF.
 func crlfs(s string) string { return strings.ReplaceAll(s, "|", "\r\n") }
 
-// feedChunks feeds in to a new Rewriter in the given pieces.
-func feedChunks(r *Rewriter, pieces [][]byte) ([]byte, error) {
-	var out []byte
-	for _, p := range pieces {
-		var err error
-		if out, err = r.Feed(out, p); err != nil {
-			return out, err
-		}
-	}
-	return out, nil
-}
-
 // answerAll feeds r's Responses a response to every request in flight: 204 to
 // all but the last, the CONNECT or upgrade request r waits for, which gets
 // 101 (200 to a CONNECT) if switched and 403 with an empty body otherwise.
