@@ -51,6 +51,8 @@ var applyRetry = 5 * time.Second
 //     good: FILE serves, and no last-good is kept.
 //   - SIGHUP re-reads FILE; a bad one is rejected and the running config
 //     stays (as without -state); last-good changes only on success.
+//   - A static [network] (the appliance's own address) is applied, only in
+//     this mode, before the services of the config; see netState.
 //
 // What is served, and why, is logged and shown by {{config}} in dummy
 // bodies (the welcome page). lbd exits non-zero (and is restarted) only when
@@ -64,6 +66,7 @@ type appliance struct {
 
 	stateErr error        // why DIR cannot keep last-good; nil if it can
 	retry    *time.Ticker // non-nil while FILE waits to be applied again
+	net      *netState    // [network]: see network.go
 }
 
 // applyError is a config that parsed but could not be applied: a port in
@@ -156,6 +159,7 @@ func (a *appliance) serveBuiltin(d *Daemon, why, detail string) error {
 // from applying rather than parsing are *applyError.
 func (a *appliance) load(d *Daemon, name string, data []byte) error {
 	cfg, err := config.Parse(name, data)
+	a.network(name, cfg, err)
 	if err != nil {
 		return err
 	}
