@@ -24,11 +24,12 @@ var procFS fs.FS = os.DirFS("/proc")
 // cannot take the laptop's address).
 //
 // The [network] in force is that of FILE whenever FILE parses, even when its
-// services cannot start and last-good or the built-in default serves: that
-// is the rule nib's gokrazy init uses at boot to keep gokrazy's DHCP client
-// off a static interface (netconfig.Choose), so the two agree. Only when
-// FILE does not parse does the fallback's [network] count. lbd applies it
-// before the config's services, so they may listen on the static address.
+// services cannot start and last-good or the built-in default serves; when
+// FILE does not parse, that of last-good when it parses; else the built-in
+// default's (none). Only parsing counts: that is the rule nib's gokrazy init
+// uses at boot to keep gokrazy's DHCP client off a static interface
+// (netconfig.Choose), so the two agree. lbd applies it before the config's
+// services, so they may listen on the static address.
 //
 // A static [network] is applied at start, on every reload and every retry
 // of FILE; it is idempotent, and every change is logged at level 0. When
@@ -39,8 +40,9 @@ var procFS fs.FS = os.DirFS("/proc")
 type netState struct {
 	log *log.Logger
 	// fileParsed: FILE parsed when it was last loaded, so its [network]
-	// stays in force while a fallback is loaded.
-	fileParsed bool
+	// stays in force while a fallback is loaded; lastGoodParsed: the same
+	// for last-good and the built-in default.
+	fileParsed, lastGoodParsed bool
 
 	mu      sync.Mutex
 	want    *config.Network // static [network] in force; nil for none
@@ -59,10 +61,18 @@ func (a *appliance) network(name string, cfg *config.Config, err error) {
 		a.net = &netState{log: a.log, apply: ap.Apply}
 	}
 	n := a.net
-	if name == a.file {
+	switch name {
+	case a.file:
 		n.fileParsed = err == nil
-	} else if n.fileParsed {
-		return
+	case a.lastGood():
+		if n.fileParsed {
+			return
+		}
+		n.lastGoodParsed = err == nil
+	default: // the built-in default
+		if n.fileParsed || n.lastGoodParsed {
+			return
+		}
 	}
 	if err != nil {
 		return

@@ -83,11 +83,29 @@ func TestNetworkFollowsFile(t *testing.T) {
 	if got := f.calls(); len(got) != 2 || got[1] != "eth0 static 10.0.0.6/24" {
 		t.Errorf("applied %q", got)
 	}
+	// FILE broken, last-good parses (its services may still fail): the
+	// built-in default does not replace it.
+	a.network(a.file, nil, errParse)
+	a.network(lg, netCfg("10.0.0.8/24"), nil)
+	a.network(builtinName, netCfg(""), nil)
+	if got := f.calls(); len(got) != 3 || got[2] != "eth0 static 10.0.0.8/24" || a.net.want == nil {
+		t.Errorf("applied %q, in force %v", got, a.net.want)
+	}
+	// Neither parses: the built-in default's (none).
+	a.network(a.file, nil, errParse)
+	a.network(lg, nil, errParse)
+	a.network(builtinName, netCfg(""), nil)
+	if a.net.want != nil {
+		t.Errorf("in force with only the built-in default: %v", a.net.want)
+	}
+	a.network(a.file, netCfg("10.0.0.8/24"), nil)
+
 	// FILE fixed, in DHCP mode: nothing is applied, and the log says the
 	// address stays until the next boot.
+	n := len(f.calls())
 	a.network(a.file, netCfg(""), nil)
-	if got := f.calls(); len(got) != 2 {
-		t.Errorf("DHCP applied something: %q", got)
+	if got := f.calls(); len(got) != n {
+		t.Errorf("DHCP applied something: %q", got[n:])
 	}
 	wantContains(t, "log", out.String(),
 		"network: applying [network] of /perm/lbd/config.toml: eth0 static 10.0.0.5/24\n",
