@@ -72,8 +72,8 @@ func (r Rule) matches(a netip.Addr) bool {
 	}
 	p := r.Prefix
 	if pa := p.Addr(); pa.Is4In6() && p.Bits() >= 96 {
-		// A hand-built IPv4-mapped prefix (ParseRule already converts
-		// them) is compared with the unmapped client.
+		// An IPv4-mapped prefix (from ParseRule or built by hand;
+		// ParsePen converts them) is compared with the unmapped client.
 		p = netip.PrefixFrom(pa.Unmap(), p.Bits()-96)
 	}
 	// Prefix.Contains compares only the first Bits() bits, so a prefix that
@@ -122,42 +122,43 @@ func maskBytes(bits int) [4]byte {
 	return [4]byte{byte(m >> 24), byte(m >> 16), byte(m >> 8), byte(m)}
 }
 
-// ParseRule parses one rule in TOML form: an action ("permit" or "deny")
-// and a target, separated by white space. The target is an address prefix
-// ("192.0.2.0/24", "2001:db8::/32"), a host address ("10.0.0.5"), or "any"
-// for every address of both families. Prefixes are masked, so "10.1.2.3/8"
-// means 10.0.0.0/8; IPv4-mapped IPv6 targets become IPv4.
+// ParseRule parses one rule in TOML form, as config reads [acl]: "permit"
+// or "deny" (lower case), white space, and a target: an address prefix
+// ("192.0.2.0/24", "2001:db8::/32"; host bits are masked off, so
+// "10.1.2.3/8" means 10.0.0.0/8), a host address ("10.0.0.5"), or "any"
+// for every address of both families. An IPv4-mapped IPv6 target is kept
+// as written (String writes it back the same), and matches IPv4 clients
+// all the same. The errors are config's validation messages.
 func ParseRule(s string) (Rule, error) {
 	f := strings.Fields(s)
 	if len(f) != 2 {
-		return Rule{}, fmt.Errorf("acl rule %q: want \"permit|deny ADDRESS[/LEN]|any\"", s)
+		return Rule{}, fmt.Errorf("rule %q is not \"permit|deny PREFIX|ADDRESS|any\"", s)
 	}
-	act, err := parseAction(f[0])
-	if err != nil {
-		return Rule{}, fmt.Errorf("acl rule %q: %v", s, err)
+	var r Rule
+	switch f[0] {
+	case "permit":
+		r.Action = Permit
+	case "deny":
+		r.Action = Deny
+	default:
+		return Rule{}, fmt.Errorf("rule %q must start with \"permit\" or \"deny\"", s)
 	}
-	if strings.EqualFold(f[1], anyTarget) {
-		return Rule{Action: act}, nil
-	}
-	p, err := parseTarget(f[1])
-	if err != nil {
-		return Rule{}, fmt.Errorf("acl rule %q: %v", s, err)
-	}
-	return Rule{Action: act, Prefix: p}, nil
-}
-
-// ParseRules parses rules in TOML form, in order. The error names the index
-// and text of the first bad rule.
-func ParseRules(ss []string) (List, error) {
-	l := List{Rules: make([]Rule, 0, len(ss))}
-	for i, s := range ss {
-		r, err := ParseRule(s)
+	switch {
+	case f[1] == anyTarget:
+	case strings.Contains(f[1], "/"):
+		p, err := netip.ParsePrefix(f[1])
 		if err != nil {
-			return List{}, fmt.Errorf("rule %d: %w", i, err)
+			return Rule{}, fmt.Errorf("rule %q: %q is not a prefix", s, f[1])
 		}
-		l.Rules = append(l.Rules, r)
+		r.Prefix = p.Masked()
+	default:
+		a, err := netip.ParseAddr(f[1])
+		if err != nil || a.Zone() != "" {
+			return Rule{}, fmt.Errorf("rule %q: %q is not an address, prefix or \"any\"", s, f[1])
+		}
+		r.Prefix = netip.PrefixFrom(a, a.BitLen())
 	}
-	return l, nil
+	return r, nil
 }
 
 // ParsePen parses Pen's arguments after "acl N":
@@ -219,8 +220,9 @@ func parseAction(s string) (Action, error) {
 	return 0, fmt.Errorf("unknown action %q, want permit or deny", s)
 }
 
-// parseTarget parses an address or a prefix and normalises it: masked, and
-// IPv4-mapped IPv6 turned into IPv4 (clients are unmapped before matching).
+// parseTarget parses ParsePen's IPv6 target, an address or a prefix, and
+// normalises it: masked, and IPv4-mapped IPv6 turned into IPv4 (clients are
+// unmapped before matching).
 func parseTarget(s string) (netip.Prefix, error) {
 	var p netip.Prefix
 	if strings.Contains(s, "/") {
