@@ -28,7 +28,7 @@ type verb struct {
 	// arguments are checked.
 	needTLS bool
 	// changes says the verb may change the config; the others never do
-	// (TestVerbTable checks).
+	// (TestVerbChanges checks).
 	changes bool
 	// run is the handler. It sees at least min and, when max >= 0, at most
 	// max arguments.
