@@ -14,8 +14,8 @@ func (c *Config) Clone() *Config {
 	n.Network = c.Network.Clone()
 	if c.ACLs != nil {
 		n.ACLs = make(map[string]ACL, len(c.ACLs))
-		for name, acl := range maps.All(c.ACLs) {
-			n.ACLs[name] = ACL{Rules: slices.Clone(acl.Rules)}
+		for name, l := range maps.All(c.ACLs) {
+			n.ACLs[name] = ACL{Rules: slices.Clone(l.Rules)}
 		}
 	}
 	n.Dummies = slices.Clone(c.Dummies)

@@ -256,12 +256,12 @@ address = "0.0.0.0:0"
 				Control: Control{PenListen: "/run/lbd/pen.sock", PenACL: "0", AllowExit: true},
 				ACLs: map[string]ACL{
 					"0": {Rules: []Rule{
-						{Permit, netip.MustParsePrefix("127.0.0.1/32")},
-						{Deny, netip.Prefix{}},
+						{Action: Permit, Prefix: netip.MustParsePrefix("127.0.0.1/32")},
+						{Action: Deny},
 					}},
 					"clients": {Rules: []Rule{
-						{Deny, netip.MustParsePrefix("192.0.2.0/24")},
-						{Permit, netip.MustParsePrefix("2001:db8::/32")},
+						{Action: Deny, Prefix: netip.MustParsePrefix("192.0.2.0/24")},
+						{Action: Permit, Prefix: netip.MustParsePrefix("2001:db8::/32")},
 					}},
 					"empty": {},
 				},
@@ -381,11 +381,11 @@ backend = [{address = "192.0.2.21"}]
 			return &Config{
 				ACLs: map[string]ACL{
 					"tarpit": {Rules: []Rule{
-						{Deny, netip.MustParsePrefix("198.51.100.1/32")},
-						{Permit, netip.MustParsePrefix("198.51.100.0/24")},
-						{Permit, netip.MustParsePrefix("203.0.0.0/16")},
+						{Action: Deny, Prefix: netip.MustParsePrefix("198.51.100.1/32")},
+						{Action: Permit, Prefix: netip.MustParsePrefix("198.51.100.0/24")},
+						{Action: Permit, Prefix: netip.MustParsePrefix("203.0.0.0/16")},
 					}},
-					"clients": {Rules: []Rule{{Deny, netip.MustParsePrefix("192.0.2.0/24")}}},
+					"clients": {Rules: []Rule{{Action: Deny, Prefix: netip.MustParsePrefix("192.0.2.0/24")}}},
 				},
 				Services: []Service{p, all, dns, dns2},
 			}
@@ -1415,33 +1415,6 @@ func assertOnly(t *testing.T, dir string, names ...string) {
 	}
 }
 
-func TestParseRule(t *testing.T) {
-	for _, tt := range []struct {
-		in   string
-		want Rule
-		str  string
-	}{
-		{"permit any", Rule{Permit, netip.Prefix{}}, "permit any"},
-		{"  deny   10.1.2.3/8 ", Rule{Deny, netip.MustParsePrefix("10.0.0.0/8")}, "deny 10.0.0.0/8"},
-		{"deny 10.1.2.3", Rule{Deny, netip.MustParsePrefix("10.1.2.3/32")}, "deny 10.1.2.3"},
-		{"permit 2001:db8::1", Rule{Permit, netip.MustParsePrefix("2001:db8::1/128")}, "permit 2001:db8::1"},
-		{"permit 10.0.0.0/32", Rule{Permit, netip.MustParsePrefix("10.0.0.0/32")}, "permit 10.0.0.0"},
-	} {
-		got, err := ParseRule(tt.in)
-		if err != nil || got != tt.want {
-			t.Errorf("ParseRule(%q) = %v, %v; want %v", tt.in, got, err, tt.want)
-		}
-		if got.String() != tt.str {
-			t.Errorf("Rule.String() = %q, want %q", got.String(), tt.str)
-		}
-	}
-	for _, in := range []string{"", "permit", "permit any more", "Permit any", "deny 10.0.0.0/33", "deny host", "deny 10.0.0.1/"} {
-		if r, err := ParseRule(in); err == nil {
-			t.Errorf("ParseRule(%q) = %v, want an error", in, r)
-		}
-	}
-}
-
 func TestStrings(t *testing.T) {
 	for _, tt := range []struct{ got, want string }{
 		{TCP.String(), "tcp"},
@@ -1524,7 +1497,7 @@ func TestMarshalDSR(t *testing.T) {
 	s.TarpitACL = "t"
 	s.Backends = []Backend{NewBackend(ap("192.0.2.21:0")), NewBackend(ap("0.0.0.0:0"))}
 	c := &Config{
-		ACLs:     map[string]ACL{"t": {Rules: []Rule{{Permit, netip.MustParsePrefix("192.0.2.77/32")}}}},
+		ACLs:     map[string]ACL{"t": {Rules: []Rule{{Action: Permit, Prefix: netip.MustParsePrefix("192.0.2.77/32")}}}},
 		Services: []Service{s},
 	}
 	out := roundTrip(t, c)
@@ -1564,7 +1537,7 @@ func TestValidateDSRProgrammatic(t *testing.T) {
 	s.TarpitACL = "t"
 	s.TLS = NewTLS("c", "")
 	c := &Config{
-		ACLs:     map[string]ACL{"t": {Rules: []Rule{{Permit, netip.MustParsePrefix("192.0.2.0/24")}}}},
+		ACLs:     map[string]ACL{"t": {Rules: []Rule{{Action: Permit, Prefix: netip.MustParsePrefix("192.0.2.0/24")}}}},
 		Services: []Service{s, NewService("p", ap("0.0.0.0:80"), TCP)},
 	}
 	c.Services[1].Backends = []Backend{NewBackend(ap("10.0.0.1:80"))}
@@ -1580,28 +1553,5 @@ func TestValidateDSRProgrammatic(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Validate errors (-want +got):\n%s", diff)
-	}
-}
-
-func TestMatches(t *testing.T) {
-	a := func(s string) netip.Addr { return netip.MustParseAddr(s) }
-	p := func(s string) netip.Prefix { return netip.MustParsePrefix(s) }
-	for _, tt := range []struct {
-		acl  ACL
-		addr string
-		want bool
-	}{
-		{ACL{}, "192.0.2.1", true},
-		{ACL{Rules: []Rule{{Permit, p("192.0.2.0/24")}}}, "192.0.2.1", true},
-		{ACL{Rules: []Rule{{Permit, p("192.0.2.0/24")}}}, "192.0.3.1", false},
-		{ACL{Rules: []Rule{{Deny, p("192.0.2.0/24")}}}, "192.0.3.1", true},
-		{ACL{Rules: []Rule{{Deny, p("192.0.2.1/32")}, {Permit, netip.Prefix{}}}}, "192.0.2.1", false},
-		{ACL{Rules: []Rule{{Deny, p("192.0.2.1/32")}, {Permit, netip.Prefix{}}}}, "192.0.2.2", true},
-		{ACL{Rules: []Rule{{Permit, p("2001:db8::/32")}}}, "192.0.2.2", false},
-		{ACL{Rules: []Rule{{Permit, p("192.0.2.0/24")}}}, "::ffff:192.0.2.2", true},
-	} {
-		if got := matches(tt.acl, a(tt.addr)); got != tt.want {
-			t.Errorf("matches(%v, %s) = %v, want %v", tt.acl, tt.addr, got, tt.want)
-		}
 	}
 }

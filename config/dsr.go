@@ -240,32 +240,16 @@ func (v *validator) tarpitsSpareVIPs() {
 			if t.Mode != ModeDSR || t.Interface != s.Interface {
 				continue
 			}
-			if t.Listen.IsValid() && matches(a, t.Listen.Addr()) {
+			if t.Listen.IsValid() && a.Allows(t.Listen.Addr()) {
 				v.add(key, "tarpit ACL %q matches %s, the VIP of service[%d]", s.TarpitACL, t.Listen.Addr(), j)
 				continue
 			}
 			for k, b := range t.Backends {
-				if b.Used() && matches(a, b.Address.Addr()) {
+				if b.Used() && a.Allows(b.Address.Addr()) {
 					v.add(key, "tarpit ACL %q matches %s, backend[%d] of service[%d]", s.TarpitACL, b.Address.Addr(), k, j)
 					continue others
 				}
 			}
 		}
 	}
-}
-
-// matches applies Pen's ACL rules to a: the first rule whose prefix holds
-// a decides (a rule without a prefix holds every address); when none does,
-// the result is the opposite of the last rule; an empty list matches.
-func matches(acl ACL, a netip.Addr) bool {
-	a = a.Unmap()
-	for _, r := range acl.Rules {
-		if !r.Prefix.IsValid() || r.Prefix.Contains(a) {
-			return r.Action == Permit
-		}
-	}
-	if len(acl.Rules) == 0 {
-		return true
-	}
-	return acl.Rules[len(acl.Rules)-1].Action != Permit
 }

@@ -30,13 +30,13 @@ func Marshal(c *Config) ([]byte, error) {
 			AllowExit: c.Control.AllowExit,
 		}
 	}
-	for name, acl := range c.ACLs {
+	for name, l := range c.ACLs {
 		if f.ACL == nil {
 			f.ACL = make(map[string][]string, len(c.ACLs))
 		}
-		rules := make([]string, 0, len(acl.Rules))
-		for i, r := range acl.Rules {
-			if _, ok := enumName(actionNames, int(r.Action)); !ok {
+		rules := make([]string, 0, len(l.Rules))
+		for i, r := range l.Rules {
+			if !validAction(r.Action) {
 				errs.add(fmt.Sprintf("%s[%d]", aclKey(name), i), "action %d is neither permit nor deny", r.Action)
 			}
 			rules = append(rules, r.String())

@@ -3,7 +3,6 @@ package config
 import (
 	"crypto/tls"
 	"fmt"
-	"net/netip"
 	"strings"
 )
 
@@ -14,7 +13,6 @@ var (
 	algorithmNames     = []string{RoundRobin: "roundrobin", Hash: "hash", Weight: "weight", Prio: "prio", Maglev: "maglev"}
 	proxyProtocolNames = []string{ProxyNone: "", ProxyV1: "v1", ProxyV2: "v2"}
 	clientAuthNames    = []string{ClientAuthNone: "none", ClientAuthRequest: "request", ClientAuthRequire: "require"}
-	actionNames        = []string{Permit: "permit", Deny: "deny"}
 	tlsVersionNames    = map[uint16]string{tls.VersionTLS12: "1.2", tls.VersionTLS13: "1.3"}
 )
 
@@ -67,55 +65,6 @@ func (p ProxyProtocol) String() string {
 
 // String returns the policy as written in the file, e.g. "require".
 func (c ClientAuth) String() string { return enumString(clientAuthNames, int(c), "ClientAuth") }
-
-// String returns "permit" or "deny".
-func (a Action) String() string { return enumString(actionNames, int(a), "Action") }
-
-// String formats the rule as written in the file: "permit 192.0.2.0/24",
-// "deny 192.0.2.7" (a single address) or "deny any".
-func (r Rule) String() string {
-	return fmt.Sprintf("%s %s", r.Action, formatPrefix(r.Prefix))
-}
-
-func formatPrefix(p netip.Prefix) string {
-	switch {
-	case !p.IsValid():
-		return "any"
-	case p.IsSingleIP():
-		return p.Addr().String()
-	}
-	return p.String()
-}
-
-// ParseRule parses an ACL rule as written in the file: "permit" or "deny",
-// then a CIDR prefix (host bits are masked off), a single address, or "any".
-func ParseRule(s string) (Rule, error) {
-	f := strings.Fields(s)
-	if len(f) != 2 {
-		return Rule{}, fmt.Errorf("rule %q is not \"permit|deny PREFIX|ADDRESS|any\"", s)
-	}
-	a, ok := parseEnum(actionNames, f[0])
-	if !ok {
-		return Rule{}, fmt.Errorf("rule %q must start with \"permit\" or \"deny\"", s)
-	}
-	r := Rule{Action: Action(a)}
-	switch {
-	case f[1] == "any":
-	case strings.Contains(f[1], "/"):
-		p, err := netip.ParsePrefix(f[1])
-		if err != nil {
-			return Rule{}, fmt.Errorf("rule %q: %q is not a prefix", s, f[1])
-		}
-		r.Prefix = p.Masked()
-	default:
-		ip, err := netip.ParseAddr(f[1])
-		if err != nil || ip.Zone() != "" {
-			return Rule{}, fmt.Errorf("rule %q: %q is not an address, prefix or \"any\"", s, f[1])
-		}
-		r.Prefix = netip.PrefixFrom(ip, ip.BitLen())
-	}
-	return r, nil
-}
 
 // cipherSuites maps the configurable (TLS 1.2) suite names of crypto/tls to
 // their IDs. TLS 1.3 suites are not configurable in crypto/tls, and the

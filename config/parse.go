@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/pelletier/go-toml/v2"
+
+	"github.com/nib-lb/nib/internal/acl"
 )
 
 // Load reads and parses the configuration file at path.
@@ -74,17 +76,17 @@ func (f *rawFile) config() (*Config, errList) {
 		if c.ACLs == nil {
 			c.ACLs = make(map[string]ACL, len(f.ACL))
 		}
-		var acl ACL
+		var l ACL
 		for i, s := range rules {
-			r, err := ParseRule(s)
+			r, err := acl.ParseRule(s)
 			if err != nil {
 				// r is the zero Rule, which keeps the indices of later
 				// rules those of the file.
 				errs.add(aclKey(name)+"["+strconv.Itoa(i)+"]", "%v", err)
 			}
-			acl.Rules = append(acl.Rules, r)
+			l.Rules = append(l.Rules, r)
 		}
-		c.ACLs[name] = acl
+		c.ACLs[name] = l
 	}
 	for i, rd := range f.Dummy {
 		key := fmt.Sprintf("dummy[%d]", i)

@@ -3,6 +3,8 @@ package config
 import (
 	"net/netip"
 	"time"
+
+	"github.com/nib-lb/nib/internal/acl"
 )
 
 // Config is lbd's validated configuration: typed values only, every default
@@ -39,29 +41,26 @@ type Control struct {
 	AllowExit bool
 }
 
-// Action is an ACL rule's verdict.
-type Action int
+// Action is an ACL rule's verdict: internal/acl's type.
+type Action = acl.Action
 
 // ACL actions.
 const (
-	Permit Action = iota
-	Deny
+	Permit = acl.Permit
+	Deny   = acl.Deny
 )
 
-// Rule is one ACL entry.
-type Rule struct {
-	Action Action
-	// Prefix is the matched range. The zero Prefix matches every address,
-	// IPv4 and IPv6 (Pen's "acl N deny" with no address).
-	Prefix netip.Prefix
-}
+// Rule is one ACL entry: internal/acl's type. Its Prefix is the matched
+// range; the zero Prefix matches every address, IPv4 and IPv6 (Pen's "acl
+// N deny" with no address). Rule.String writes it as in the file.
+type Rule = acl.Rule
 
 // ACL is an ordered rule list with Pen's semantics: the first matching rule
 // wins; when none matches the result is the opposite of the last rule's
-// action; an empty list permits everything.
-type ACL struct {
-	Rules []Rule
-}
+// action; an empty list permits everything. It is internal/acl's List, so
+// the rules written here are the ones lbd matches clients with
+// (ACL.Allows).
+type ACL = acl.List
 
 // Protocol is a service's transport.
 type Protocol int

@@ -115,14 +115,14 @@ func validName(s string, upper bool) bool {
 // aclKey is the key path of a named ACL.
 func aclKey(name string) string { return "acl." + name }
 
-func (v *validator) acl(name string, acl ACL) {
+func (v *validator) acl(name string, l ACL) {
 	key := aclKey(name)
 	if !validName(name, true) {
 		v.add(key, "ACL name %q may only contain A-Z, a-z, 0-9, '_', '.' and '-'", name)
 	}
-	for i, r := range acl.Rules {
+	for i, r := range l.Rules {
 		rkey := key + "[" + strconv.Itoa(i) + "]"
-		if _, ok := enumName(actionNames, int(r.Action)); !ok {
+		if !validAction(r.Action) {
 			v.add(rkey, "action %d is neither permit nor deny", r.Action)
 		}
 		if r.Prefix.IsValid() && r.Prefix != r.Prefix.Masked() {
@@ -130,6 +130,9 @@ func (v *validator) acl(name string, acl ACL) {
 		}
 	}
 }
+
+// validAction reports whether a is permit or deny.
+func validAction(a Action) bool { return a == Permit || a == Deny }
 
 // aclRef checks that name, when set, is a defined ACL.
 func (v *validator) aclRef(key, name string) {
