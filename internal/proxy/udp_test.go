@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -215,21 +216,25 @@ func TestUDPLatencyBesideBusyTCP(t *testing.T) {
 	dns := dnsServer(t, [4]byte{7, 7, 7, 7})
 	u, _ := startUDP(t, Options{IdleTimeout: time.Minute}, balance.Options{}, dns)
 	time.Sleep(100 * time.Millisecond) // let the TCP load settle in
-	var worst time.Duration
-	for range 20 {
+	var rtts []time.Duration
+	for range 21 {
 		start := time.Now()
 		if _, _, err := lookup(t, u.Addr().String()); err != nil {
 			t.Fatal(err)
 		}
-		worst = max(worst, time.Since(start))
+		rtts = append(rtts, time.Since(start))
 	}
+	slices.Sort(rtts)
+	median, worst := rtts[len(rtts)/2], rtts[len(rtts)-1]
 	// The lookup crosses the UDP proxy twice and the DNS goroutine once;
-	// each must get scheduled within the loop's 1ms yield period, not
-	// the runtime monitor's 10ms network poll.
-	if worst > 8*time.Millisecond {
-		t.Errorf("worst UDP round trip beside a busy TCP loop: %v", worst)
+	// each must get scheduled within the loop's 1ms yield period, not the
+	// runtime monitor's 10ms network poll: were they waiting for that poll,
+	// most round trips would take 10ms or more. The median is what shows
+	// it; the worst one mostly shows how busy the machine is.
+	if median > 8*time.Millisecond {
+		t.Errorf("median UDP round trip beside a busy TCP loop: %v (worst %v)", median, worst)
 	}
-	t.Logf("worst UDP round trip beside a busy TCP loop: %v", worst)
+	t.Logf("UDP round trips beside a busy TCP loop: median %v, worst %v", median, worst)
 }
 
 // A flow waiting for its backend holds no receive buffer: 1,000 open flows
