@@ -929,6 +929,23 @@ interface = "eth1"
 		},
 	},
 	{
+		// The check uses lbd's matcher, which matches an IPv4-mapped
+		// prefix against IPv4 addresses as lbd's tarpit does.
+		name: "tarpit ACL written IPv4-mapped must not claim a VIP",
+		in: `[acl]
+t = ["permit ::ffff:192.0.2.100"]
+[[service]]
+name = "a"
+listen = "192.0.2.100:80"
+mode = "dsr"
+interface = "eth0"
+tarpit_acl = "t"
+`,
+		want: []string{
+			`lbd.toml:8:14: service[0].tarpit_acl: tarpit ACL "t" matches 192.0.2.100, the VIP of service[0]`,
+		},
+	},
+	{
 		name: "dsr VIPs overlap, and a VIP must not be local",
 		in: `[control]
 pen_listen = "192.0.2.102:10000"
