@@ -399,6 +399,7 @@ func (l *loop) count(src *endpoint, n int) {
 func (l *loop) readEOF(src *endpoint) bool {
 	l.putPipe(src)
 	src.eof, src.readable = true, false
+	src.sess.last = l.now // the half-close clock starts
 	if src.peer.eof {
 		if src.peer.pend == 0 {
 			l.closeSession(src.sess)
@@ -536,7 +537,7 @@ func (l *loop) closeSession(s *session) {
 	s.svc.release()
 }
 
-// sweep enforces connect and idle timeouts and reports byte counters of
+// sweep enforces connect, idle and half-close timeouts and reports byte counters of
 // long-lived connections.
 func (l *loop) sweep() {
 	l.lastSw = l.now
@@ -548,7 +549,11 @@ func (l *loop) sweep() {
 				l.failover(s)
 			}
 		case established:
-			if it := s.opts.IdleTimeout; it > 0 && l.now.Sub(s.last) > it {
+			it := s.opts.IdleTimeout
+			if (s.client.eof || s.backend.eof) && (it <= 0 || l.halfClose < it) {
+				it = l.halfClose // one direction has ended
+			}
+			if it > 0 && l.now.Sub(s.last) > it {
 				l.closeSession(s)
 			} else if s.sent+s.recv >= 1<<20 {
 				s.svc.pool.AddBytes(s.choice.Index, s.sent, s.recv)

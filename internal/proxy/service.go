@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"crypto/tls"
+	"net"
 	"net/netip"
 	"sync/atomic"
 	"time"
@@ -12,6 +13,18 @@ import (
 
 // logEvery is how often each kind of data-path diagnostic may be logged.
 const logEvery = time.Second
+
+// Limits shared by the TCP engine and the stream path.
+
+// clientKeepAlive is the TCP keepalive of accepted client sockets: a client
+// that vanished (power loss, a NAT that forgot it) is found after about
+// Idle + Interval*Count = 2 minutes of silence.
+var clientKeepAlive = net.KeepAliveConfig{Enable: true, Idle: 60 * time.Second, Interval: 10 * time.Second, Count: 6}
+
+// halfCloseTimeout bounds inactivity once one direction of a connection has
+// ended (a FIN either way): the other direction is then cut after this long
+// without traffic, or after Options.IdleTimeout if that is shorter.
+const halfCloseTimeout = 60 * time.Second
 
 // Options are a service's data-path settings. They may be replaced while the
 // service runs (reload); connections pick up the new values as they start.

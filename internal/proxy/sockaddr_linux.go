@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"net/netip"
+	"os"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -30,6 +32,10 @@ func listenTCP(ap netip.AddrPort, backlog int) (int, error) {
 		unix.Close(fd)
 		return -1, err
 	}
+	if err := setClientKeepAlive(fd); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
 	if err := unix.Bind(fd, sa); err != nil {
 		unix.Close(fd)
 		return -1, err
@@ -42,6 +48,24 @@ func listenTCP(ap netip.AddrPort, backlog int) (int, error) {
 		return -1, err
 	}
 	return fd, nil
+}
+
+// setClientKeepAlive turns on TCP keepalive with clientKeepAlive's timing.
+// Set on a listening socket, it is inherited by every connection accepted
+// from it (Linux copies the listener's socket options to the new socket, as
+// nginx's so_keepalive relies on), so accepting costs no system call for it.
+func setClientKeepAlive(fd int) error {
+	for _, o := range [...]struct{ level, opt, v int }{
+		{unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1},
+		{unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, int(clientKeepAlive.Idle / time.Second)},
+		{unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, int(clientKeepAlive.Interval / time.Second)},
+		{unix.IPPROTO_TCP, unix.TCP_KEEPCNT, clientKeepAlive.Count},
+	} {
+		if err := unix.SetsockoptInt(fd, o.level, o.opt, o.v); err != nil {
+			return os.NewSyscallError("setsockopt", err)
+		}
+	}
+	return nil
 }
 
 // accept4 accepts a connection without x/sys's extra getsockopt per call

@@ -52,13 +52,8 @@ type streamConfig struct {
 var defaultStreamConfig = streamConfig{
 	handshake: 10 * time.Second,
 	head:      20 * time.Second,
-	halfClose: 60 * time.Second,
+	halfClose: halfCloseTimeout,
 }
-
-// clientKeepAlive is the TCP keepalive of accepted client sockets: a client
-// that vanished (power loss, a NAT that forgot it) is found after about
-// Idle + Interval*Count = 2 minutes of silence.
-var clientKeepAlive = net.KeepAliveConfig{Enable: true, Idle: 60 * time.Second, Interval: 10 * time.Second, Count: 6}
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, streamBuf); return &b }}
 

@@ -26,6 +26,11 @@ import (
 // sockets and one small struct. A loop parks on Go's netpoller (its epoll fd
 // is itself pollable), so it never holds a scheduler thread hostage and the
 // process's other goroutines (UDP, TLS, control) stay responsive.
+//
+// Client sockets get TCP keepalive (clientKeepAlive, inherited from the
+// listening socket), so a client gone without a trace is found; once one
+// direction of a connection has ended, the other is cut after
+// halfCloseTimeout without traffic.
 
 const (
 	maxSplice = 1 << 16 // bytes moved per splice call (one pipe's worth)
@@ -154,8 +159,10 @@ type loop struct {
 	// accept failed for lack of resources.
 	disarmed []*endpoint
 	rearmAt  time.Time
-	eng      *Engine
-	waitLog  *lograte.Limiter
+	// halfClose is halfCloseTimeout; tests shorten it.
+	halfClose time.Duration
+	eng       *Engine
+	waitLog   *lograte.Limiter
 	// Test seams: replace the epoll_wait and epoll_ctl(ADD) of connection
 	// sockets when set. Set them on the loop's goroutine (with do).
 	waitHook func(epfd int, events []unix.EpollEvent, msec int) (int, error)
@@ -205,7 +212,7 @@ func newLoop() (*loop, error) {
 		unix.Close(epfd)
 		return nil, fmt.Errorf("eventfd: %w", err)
 	}
-	l := &loop{epfd: epfd, wakefd: wfd, done: make(chan struct{}), waitLog: lograte.New(logEvery)}
+	l := &loop{epfd: epfd, wakefd: wfd, done: make(chan struct{}), waitLog: lograte.New(logEvery), halfClose: halfCloseTimeout}
 	l.head.prev, l.head.next = &l.head, &l.head
 	l.file = os.NewFile(uintptr(epfd), "epoll")
 	if l.rc, err = l.file.SyscallConn(); err != nil {
