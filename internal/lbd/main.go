@@ -108,6 +108,9 @@ Appliance mode (-config FILE -state DIR; the gokrazy image runs
   - FILE missing and not writable (/perm not mounted): the built-in default
     from memory. DIR not writable: no last-good is kept. Both are logged.
   - SIGHUP re-reads FILE; a bad one is logged and the running config stays.
+  - [network] with mode = "static" sets this host's address, default route
+    and name servers (netlink) before the services start, and on every
+    reload; only in this mode, never with -config alone.
 A dummy's body may show live facts: {{addresses}} (this host's addresses),
 {{config}} (the config served, and why when it is not FILE), {{hostname}},
 {{version}}; the appliance's welcome page does.
