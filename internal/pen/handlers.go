@@ -178,7 +178,7 @@ func (st *state) acl(args []string) error {
 	if err != nil {
 		return err
 	}
-	r, err := parseRule(args[1:])
+	r, err := acl.ParsePen(args[1:])
 	if err != nil {
 		return err
 	}
@@ -495,23 +495,6 @@ func (st *state) aclReferenced(name string) bool {
 
 // maxRules bounds an ACL list.
 const maxRules = 4096
-
-// parseRule parses "permit|deny [A.B.C.D [MASK] | V6[/LEN]]" with
-// internal/acl; without an address the rule matches every client.
-func parseRule(args []string) (config.Rule, error) {
-	r, err := acl.ParsePen(args)
-	if err != nil {
-		return config.Rule{}, err
-	}
-	return config.Rule{Action: configAction(r.Action), Prefix: r.Prefix}, nil
-}
-
-func configAction(a acl.Action) config.Action {
-	if a == acl.Deny {
-		return config.Deny
-	}
-	return config.Permit
-}
 
 // server runs "server N [acl A] [address A] [port P] [max M] [hard H]
 // [blacklist T] [weight W] [prio P]".

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/nib-lb/nib/config"
-	"github.com/nib-lb/nib/internal/acl"
 )
 
 // WriteConfig writes service svc of c in Pen's "write" format: "no acl N"
@@ -35,7 +34,7 @@ func WriteConfig(c *config.Config, svc int, w io.Writer) {
 		name := strconv.Itoa(n)
 		p("no acl %d\n", n)
 		for _, r := range c.ACLs[name].Rules {
-			p("acl %d %s\n", n, ruleString(r))
+			p("acl %d %s\n", n, r.PenString())
 		}
 	}
 	for name := range c.ACLs {
@@ -125,15 +124,6 @@ func aclRef(name string, w io.Writer, what string) string {
 		return "0"
 	}
 	return name
-}
-
-// ruleString prints an ACL entry as the acl verb reads it.
-func ruleString(r config.Rule) string {
-	a := acl.Permit
-	if r.Action == config.Deny {
-		a = acl.Deny
-	}
-	return acl.Rule{Action: a, Prefix: r.Prefix}.PenString()
 }
 
 // write runs "write [FILE]": it saves the service in Pen's format to FILE
