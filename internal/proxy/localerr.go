@@ -11,6 +11,10 @@ import (
 // backend's state: blacklisting a healthy backend because lbd ran out of file
 // descriptors turns a short burst into an outage.
 func isLocalError(err error) bool {
+	var h hostError
+	if errors.As(err, &h) {
+		return true
+	}
 	var errno syscall.Errno
 	if !errors.As(err, &errno) {
 		return false
@@ -21,3 +25,10 @@ func isLocalError(err error) bool {
 	}
 	return false
 }
+
+// hostError marks an error as this host's own (isLocalError) whatever it
+// is: the engine's epoll set refusing a socket, say.
+type hostError struct{ err error }
+
+func (e hostError) Error() string { return e.err.Error() }
+func (e hostError) Unwrap() error { return e.err }

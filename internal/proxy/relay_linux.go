@@ -6,7 +6,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/nib-lb/nib/internal/balance"
 	"github.com/nib-lb/nib/internal/proxyproto"
 )
 
@@ -90,17 +89,14 @@ func (l *loop) accept(ep *endpoint) {
 			}
 			return
 		}
-		if !svc.admit(o) {
+		s := &tcpConn{last: l.now}
+		if !s.admit(svc, o, peer, l.now) {
 			unix.Close(fd)
 			continue
 		}
 		if o.NoDelay {
 			unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 		}
-		s := &session{svc: svc, opts: o, peer: peer, last: l.now, start: l.now}
-		// No backend is reserved yet: closing the session must not release
-		// one (the zero Choice would be server 0's).
-		s.choice = balance.Choice{Index: balance.NoServer}
 		s.client = endpoint{kind: kindClient, fd: fd, sess: s, pr: -1, pw: -1, writable: true}
 		s.backend = endpoint{kind: kindBackend, fd: -1, sess: s, pr: -1, pw: -1}
 		s.client.peer, s.backend.peer = &s.backend, &s.client
@@ -110,7 +106,10 @@ func (l *loop) accept(ep *endpoint) {
 			l.closeSession(s)
 			continue
 		}
-		s.choice = svc.pool.Pick(s.peer, l.now)
+		if !s.pick(l.now) {
+			l.closeSession(s)
+			continue
+		}
 		l.dial(s)
 	}
 }
@@ -127,38 +126,29 @@ func acceptRetry(err error) bool {
 	return false
 }
 
-// dial connects to s.choice, failing over until a connect is under way or
-// no backend is left. A local error (this host out of descriptors, memory
-// or source ports) closes the client and blames no backend: the reserved
-// choice is released by closeSession.
-func (l *loop) dial(s *session) {
+// dial starts connecting to the reserved backend, failing over (as the
+// session decides) while connects fail at once, until one is under way or
+// the client must be closed.
+func (l *loop) dial(s *tcpConn) {
 	for {
-		if s.choice.Index == balance.NoServer {
-			s.svc.noBackend()
-			l.closeSession(s)
-			return
-		}
-		local, err := l.startConnect(s)
+		err := l.startConnect(s)
 		if err == nil {
 			return
 		}
-		if local {
-			s.svc.localError("connect to "+s.choice.Addr.String(), s.peer, err)
+		if !s.failed(err, l.now) {
 			l.closeSession(s)
 			return
 		}
-		s.choice = s.svc.pool.Failed(s.choice, s.peer, l.now)
 	}
 }
 
-// startConnect starts a non-blocking connect to s.choice. On failure it
-// reports whether the error is this host's own (isLocalError, or the epoll
-// set refusing the socket) rather than the backend's.
-func (l *loop) startConnect(s *session) (local bool, err error) {
+// startConnect starts a non-blocking connect to s.choice. The epoll set
+// refusing the socket is an error of this host's own (hostError).
+func (l *loop) startConnect(s *tcpConn) error {
 	sa, family := sockaddr(s.choice.Addr)
 	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return isLocalError(err), err
+		return err
 	}
 	o := s.opts
 	if o.NoDelay {
@@ -171,13 +161,13 @@ func (l *loop) startConnect(s *session) (local bool, err error) {
 		src, _ := sockaddr(netip.AddrPortFrom(o.Source, 0))
 		if err := unix.Bind(fd, src); err != nil {
 			unix.Close(fd)
-			return isLocalError(err), err
+			return err
 		}
 	}
 	err = unix.Connect(fd, sa)
 	if err != nil && err != unix.EINPROGRESS {
 		unix.Close(fd)
-		return isLocalError(err), err
+		return err
 	}
 	b := &s.backend
 	b.fd, b.readable, b.writable = fd, false, false
@@ -187,28 +177,33 @@ func (l *loop) startConnect(s *session) (local bool, err error) {
 		l.fds[fd] = nil
 		unix.Close(fd)
 		b.fd = -1
-		return true, err
+		return hostError{err}
 	}
-	return false, nil
+	return nil
 }
 
-// connectFailed handles an error reported on a connecting backend socket:
-// the backend's fault (refused, unreachable) fails over; this host's own
-// (a local error in SO_ERROR) closes the client only.
-func (l *loop) connectFailed(s *session) {
-	if e, err := unix.GetsockoptInt(s.backend.fd, unix.SOL_SOCKET, unix.SO_ERROR); err == nil && isLocalError(unix.Errno(e)) {
-		s.svc.localError("connect to "+s.choice.Addr.String(), s.peer, unix.Errno(e))
-		l.closeSession(s)
-		return
+// errConnect stands for a failed connect whose error could not be read.
+var errConnect = errors.New("connect failed")
+
+// errConnectTimeout is a connect that took longer than ConnectTimeout.
+var errConnectTimeout = errors.New("connect timed out")
+
+// connectFailed handles an error reported on a connecting backend socket
+// (its SO_ERROR): the backend's fault (refused, unreachable) fails over;
+// this host's own closes the client only.
+func (l *loop) connectFailed(s *tcpConn) {
+	err := errConnect
+	if e, gerr := unix.GetsockoptInt(s.backend.fd, unix.SOL_SOCKET, unix.SO_ERROR); gerr == nil && e != 0 {
+		err = unix.Errno(e)
 	}
-	l.failover(s)
+	l.failover(s, err)
 }
 
 // connected finishes a connect the backend socket reported writable (an
 // edge-triggered socket that failed reports EPOLLERR instead). It reports
 // whether the session is still open.
-func (l *loop) connected(s *session) bool {
-	s.svc.pool.Connected(s.choice, s.peer, l.now)
+func (l *loop) connected(s *tcpConn) bool {
+	s.session.connected(l.now)
 	s.state = established
 	s.last = l.now
 	if p := s.opts.ProxyProtocol; p != 0 {
@@ -220,7 +215,7 @@ func (l *loop) connected(s *session) bool {
 	return true
 }
 
-func (l *loop) sendProxyHeader(s *session, version int) error {
+func (l *loop) sendProxyHeader(s *tcpConn, version int) error {
 	local, err := getsockname(s.client.fd)
 	if err != nil {
 		return err
@@ -238,21 +233,25 @@ func (l *loop) sendProxyHeader(s *session, version int) error {
 	if n != len(hdr) {
 		return errors.New("short write of PROXY header")
 	}
-	s.sent += uint64(n)
+	s.bytes[0] += uint64(n)
 	return nil
 }
 
-// failover abandons the current backend connect and tries the next one.
-func (l *loop) failover(s *session) {
+// failover abandons the current backend connect, which failed with err,
+// and tries the next backend if the session says so.
+func (l *loop) failover(s *tcpConn, err error) {
 	l.fds[s.backend.fd] = nil
 	unix.Close(s.backend.fd)
 	s.backend.fd = -1
-	s.choice = s.svc.pool.Failed(s.choice, s.peer, l.now)
+	if !s.failed(err, l.now) {
+		l.closeSession(s)
+		return
+	}
 	l.dial(s)
 }
 
 // pump moves data both ways as far as readiness allows.
-func (l *loop) pump(s *session) {
+func (l *loop) pump(s *tcpConn) {
 	if !l.transfer(&s.client) || !l.transfer(&s.backend) {
 		return
 	}
@@ -387,11 +386,9 @@ func (l *loop) count(src *endpoint, n int) {
 	s := src.sess
 	s.last = l.now
 	if src.kind == kindClient {
-		s.sent += uint64(n)
-		s.total[0] += uint64(n)
+		s.bytes[0] += uint64(n)
 	} else {
-		s.recv += uint64(n)
-		s.total[1] += uint64(n)
+		s.bytes[1] += uint64(n)
 	}
 }
 
@@ -448,7 +445,7 @@ func (l *loop) flush(src *endpoint) bool {
 // queue puts a session that still has input on the ready list, to continue
 // after the other events of this batch (edge-triggered sockets will not
 // report it again).
-func (l *loop) queue(s *session) {
+func (l *loop) queue(s *tcpConn) {
 	if !s.queued {
 		s.queued = true
 		l.ready = append(l.ready, s)
@@ -495,14 +492,14 @@ func (l *loop) putPipe(ep *endpoint) {
 	ep.pr, ep.pw, ep.pend = -1, -1, 0
 }
 
-func (l *loop) link(s *session) {
+func (l *loop) link(s *tcpConn) {
 	s.prev, s.next = l.head.prev, &l.head
 	l.head.prev.next = s
 	l.head.prev = s
 	l.nsess++
 }
 
-func (l *loop) closeSession(s *session) {
+func (l *loop) closeSession(s *tcpConn) {
 	if s.next == nil {
 		return // already closed
 	}
@@ -526,19 +523,11 @@ func (l *loop) closeSession(s *session) {
 		}
 		ep.buf = nil
 	}
-	if s.choice.Index != balance.NoServer {
-		if s.state == established {
-			s.svc.pool.Done(s.choice, s.sent, s.recv)
-			logConn(s.opts, s.peer, s.choice.Addr, s.total[0], s.total[1], s.start)
-		} else {
-			s.svc.pool.Done(s.choice, 0, 0)
-		}
-	}
-	s.svc.release()
+	s.done(s.bytes[0], s.bytes[1], l.now)
 }
 
-// sweep enforces connect, idle and half-close timeouts and reports byte counters of
-// long-lived connections.
+// sweep enforces connect, idle and half-close timeouts and reports byte
+// counters of long-lived connections.
 func (l *loop) sweep() {
 	l.lastSw = l.now
 	for s := l.head.next; s != &l.head; {
@@ -546,7 +535,7 @@ func (l *loop) sweep() {
 		switch s.state {
 		case connecting:
 			if l.now.After(s.deadline) {
-				l.failover(s)
+				l.failover(s, errConnectTimeout)
 			}
 		case established:
 			it := s.opts.IdleTimeout
@@ -555,9 +544,8 @@ func (l *loop) sweep() {
 			}
 			if it > 0 && l.now.Sub(s.last) > it {
 				l.closeSession(s)
-			} else if s.sent+s.recv >= 1<<20 {
-				s.svc.pool.AddBytes(s.choice.Index, s.sent, s.recv)
-				s.sent, s.recv = 0, 0
+			} else {
+				s.progress(s.bytes[0], s.bytes[1])
 			}
 		}
 		s = next

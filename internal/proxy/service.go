@@ -183,10 +183,3 @@ func (s *Service) admit(o *Options) bool {
 }
 
 func (s *Service) release() { s.active.Add(-1) }
-
-// logConn records a finished connection in the request log, if any.
-func logConn(o *Options, client, server netip.AddrPort, sent, recv uint64, start time.Time) {
-	if o.Log != nil {
-		o.Log.record(logRecord{service: o.Name, client: client, server: server, sent: sent, recv: recv, start: start, end: time.Now()})
-	}
-}

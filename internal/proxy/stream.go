@@ -12,7 +12,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nib-lb/nib/internal/balance"
 	"github.com/nib-lb/nib/internal/httpxff"
 	"github.com/nib-lb/nib/internal/lograte"
 	"github.com/nib-lb/nib/internal/proxyproto"
@@ -164,21 +163,20 @@ func (ss *StreamServer) serve() {
 			}
 			continue
 		}
-		o := svc.opts.Load()
-		if !svc.admit(o) {
+		sc := &streamConn{ss: ss, raw: c, down: make(chan struct{})}
+		if !sc.admit(svc, svc.opts.Load(), netAddrPort(c.RemoteAddr()), time.Now()) {
 			c.Close()
 			continue
 		}
-		sc := &streamConn{ss: ss, o: o, raw: c, start: time.Now(), done: make(chan struct{})}
 		if !ss.track(sc, true) {
 			c.Close()
-			svc.release()
+			sc.done(0, 0, time.Now())
 			continue
 		}
 		ss.wg.Add(1)
 		go func() {
 			defer ss.wg.Done()
-			defer svc.release()
+			defer func() { sc.done(sc.sent, sc.recv, time.Now()) }()
 			defer ss.track(sc, false)
 			defer sc.shut()
 			sc.run()
@@ -203,12 +201,12 @@ func (ss *StreamServer) track(sc *streamConn, add bool) bool {
 
 // streamConn is one client connection and, once connected, its backend.
 type streamConn struct {
-	ss    *StreamServer
-	o     *Options
-	raw   net.Conn  // the accepted socket
-	start time.Time // accept time; the base of last
-	last  atomic.Int64
-	done  chan struct{} // closed by shut
+	session    // the base of last is its start, the accept time
+	ss         *StreamServer
+	raw        net.Conn // the accepted socket
+	last       atomic.Int64
+	down       chan struct{} // closed by shut
+	sent, recv uint64        // bytes to and from the backend (run's)
 
 	mu       sync.Mutex
 	dead     bool
@@ -229,7 +227,7 @@ func (sc *streamConn) shut() {
 		return
 	}
 	sc.dead = true
-	close(sc.done)
+	close(sc.down)
 	if sc.cancel != nil {
 		sc.cancel()
 	}
@@ -355,9 +353,8 @@ func (sc *streamConn) isDead() bool {
 const badRequest = "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 func (sc *streamConn) run() {
-	o, svc, cfg := sc.o, sc.ss.svc, sc.ss.cfg
+	o, svc, cfg, peer := sc.opts, sc.ss.svc, sc.ss.cfg, sc.peer
 	var c net.Conn = sc.raw
-	peer := netAddrPort(c.RemoteAddr())
 	local := netAddrPort(c.LocalAddr())
 	if tc, ok := c.(*net.TCPConn); ok && o.NoDelay {
 		tc.SetNoDelay(true)
@@ -418,20 +415,14 @@ func (sc *streamConn) run() {
 		}
 	}
 
-	bc, choice, ok := sc.connect(peer)
+	bc, ok := sc.connect()
 	if !ok {
 		if firstBuf != nil {
 			putBuf(firstBuf, first)
 		}
 		return
 	}
-	pool := svc.pool
-	pool.Connected(choice, peer, time.Now())
-	var sent, recv uint64
-	defer func() {
-		pool.Done(choice, sent, recv)
-		logConn(o, peer, choice.Addr, sent, recv, sc.start)
-	}()
+	sc.connected(time.Now())
 	if o.ProxyProtocol != 0 {
 		var hdr []byte
 		if o.ProxyProtocol == 1 {
@@ -442,11 +433,11 @@ func (sc *streamConn) run() {
 		if _, err := bc.Write(hdr); err != nil {
 			return
 		}
-		sent += uint64(len(hdr))
+		sc.sent += uint64(len(hdr))
 	}
 	if first != nil {
 		n, err := bc.Write(first)
-		sent += uint64(n)
+		sc.sent += uint64(n)
 		putBuf(firstBuf, first)
 		if err != nil {
 			return
@@ -467,62 +458,52 @@ func (sc *streamConn) run() {
 		done <- n
 	}()
 	n, err := sc.toBackend(bc, src, rw, &hc, answered)
-	sent += n
+	sc.sent += n
 	if isRewriteError(err) {
 		// Stop the responses before answering, so that the 400 is not
 		// mixed into one.
 		rejecting.Store(true)
 		bc.Close()
 		sc.setIdle(cfg.halfClose)
-		recv += <-done
+		sc.recv += <-done
 		io.WriteString(c, badRequest)
 		return
 	}
 	closeWrite(bc)
 	sc.setIdle(cfg.halfClose)
-	recv += <-done
+	sc.recv += <-done
 }
 
-// connect picks a backend and connects to it, failing over as the pool
-// says. A connect that fails because of this host (isLocalError) closes the
-// client and blames no backend.
-func (sc *streamConn) connect(peer netip.AddrPort) (net.Conn, balance.Choice, bool) {
-	svc, o := sc.ss.svc, sc.o
+// connect picks a backend and connects to it, failing over as the session
+// decides. When it reports false, the client is to be closed; a backend
+// still reserved (the connection was shut while connecting: not the
+// backend's fault) is released by done.
+func (sc *streamConn) connect() (net.Conn, bool) {
 	sc.mu.Lock()
 	if sc.dead {
 		sc.mu.Unlock()
-		return nil, balance.Choice{}, false
+		return nil, false
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	sc.cancel = cancel
 	sc.mu.Unlock()
 	defer cancel()
-	pool := svc.pool
-	choice := pool.Pick(peer, time.Now())
-	for choice.Index != balance.NoServer {
-		bc, err := dialBackend(ctx, o, choice.Addr)
+	if !sc.pick(time.Now()) {
+		return nil, false
+	}
+	for {
+		bc, err := dialBackend(ctx, sc.opts, sc.choice.Addr)
 		if err == nil {
 			if !sc.setBackend(bc) {
 				bc.Close()
-				pool.Done(choice, 0, 0)
-				return nil, choice, false
+				return nil, false
 			}
-			return bc, choice, true
+			return bc, true
 		}
-		switch {
-		case sc.isDead():
-			// Shut while connecting: not the backend's fault.
-			pool.Done(choice, 0, 0)
-			return nil, choice, false
-		case isLocalError(err):
-			pool.Done(choice, 0, 0)
-			svc.localError("connect to "+choice.Addr.String(), peer, err)
-			return nil, choice, false
+		if sc.isDead() || !sc.failed(err, time.Now()) {
+			return nil, false
 		}
-		choice = pool.Failed(choice, peer, time.Now())
 	}
-	svc.noBackend()
-	return nil, choice, false
 }
 
 // toBackend copies the client's bytes to the backend until EOF or an error,
@@ -549,7 +530,7 @@ func (sc *streamConn) toBackend(dst net.Conn, src *flowReader, rw *httpxff.Rewri
 		for rw != nil && rw.Waiting() {
 			select {
 			case <-answered:
-			case <-sc.done:
+			case <-sc.down:
 				return total, net.ErrClosed
 			case err := <-gone:
 				gone = nil

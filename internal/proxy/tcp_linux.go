@@ -3,7 +3,6 @@ package proxy
 import (
 	"fmt"
 	"log"
-	"net/netip"
 	"os"
 	"runtime"
 	"sync"
@@ -13,7 +12,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/nib-lb/nib/internal/balance"
 	"github.com/nib-lb/nib/internal/lograte"
 )
 
@@ -75,7 +73,7 @@ type endpoint struct {
 	kind kind
 	fd   int
 	svc  *Service // listeners
-	sess *session
+	sess *tcpConn
 	peer *endpoint
 	// pr, pw hold bytes read from this endpoint that its peer has not taken
 	// yet; -1 when no pipe is attached.
@@ -100,19 +98,16 @@ const (
 	established
 )
 
-type session struct {
+// tcpConn is a relayed connection: the shared session (backend choice and
+// bookkeeping) and the engine's sockets and state.
+type tcpConn struct {
+	session
 	client, backend endpoint
-	svc             *Service
-	opts            *Options
 	state           state
-	choice          balance.Choice
-	peer            netip.AddrPort // the client
-	deadline        time.Time      // connect deadline
-	last            time.Time      // last traffic
-	start           time.Time
-	total           [2]uint64 // bytes to and from the backend, for the log
-	sent, recv      uint64    // bytes to / from the backend, not yet reported
-	prev, next      *session  // the loop's session list
+	deadline        time.Time // connect deadline
+	last            time.Time // last traffic
+	bytes           [2]uint64 // bytes to and from the backend
+	prev, next      *tcpConn  // the loop's connection list
 	queued          bool      // on the loop's ready list
 }
 
@@ -143,10 +138,10 @@ type loop struct {
 	buf       [copyBuf]byte
 	fds       []*endpoint // by file descriptor
 	gen       uint32      // last registration generation handed out
-	ready     []*session  // sessions with input left after their turn
+	ready     []*tcpConn  // connections with input left after their turn
 	pipes     [][2]int
 	now       time.Time
-	head      session // sentinel of the session list
+	head      tcpConn // sentinel of the connection list
 	nsess     int
 	lastSw    time.Time
 	lastYield time.Time

@@ -12,8 +12,6 @@ import (
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
-
-	"github.com/nib-lb/nib/internal/balance"
 )
 
 // UDP: each client address:port is a flow with its own connected socket
@@ -68,18 +66,20 @@ type UDPServer struct {
 	done  chan struct{}
 }
 
+// flow is one client address:port's exchange with a backend.
 type flow struct {
-	srv        *UDPServer
-	client     netip.AddrPort
-	local      netip.Addr // where the client sent to (for the reply source)
-	mu         sync.Mutex
-	choice     balance.Choice
+	srv   *UDPServer
+	local netip.Addr // where the client sent to (for the reply source)
+	mu    sync.Mutex
+	// session is the flow's backend choice and bookkeeping, guarded by mu
+	// but for the client (peer) and options, set once. It is served once
+	// a socket to a backend is open.
+	session
 	conn       *net.UDPConn
 	last       atomic.Int64 // unix nanoseconds of the last datagram
 	replied    bool
 	lastPkt    []byte // the last datagram (up to maxSaved) until a reply
 	sent, recv atomic.Uint64
-	start      time.Time
 }
 
 // ServeUDP listens on the service address and serves it until Close.
@@ -223,35 +223,42 @@ func (u *UDPServer) newFlow(client netip.AddrPort, local netip.Addr) *flow {
 		u.svc.warn(u.svc.flowLog, "udp: %s has %d flows, the limit per source address: dropping its datagrams for new flows", client.Addr(), perSource)
 		return nil
 	}
-	if !u.svc.admit(o) {
+	now := time.Now()
+	f := &flow{srv: u, local: local}
+	if !f.admit(u.svc, o, client, now) {
 		return nil
 	}
-	f := &flow{srv: u, client: client, local: local, start: time.Now()}
-	f.last.Store(time.Now().UnixNano())
-	now := time.Now()
-	f.choice = u.svc.pool.Pick(client, now)
-	for f.choice.Index != balance.NoServer {
-		c, err := dialUDP(o, f.choice.Addr)
+	f.last.Store(now.UnixNano())
+	if f.pick(now) && f.dial(now, nil) {
+		return f
+	}
+	// No backend, or this host is out of descriptors, memory or ports:
+	// the datagram is dropped.
+	f.done(0, 0, now)
+	return nil
+}
+
+// dial opens a socket to the reserved backend, failing over as the session
+// decides, and resends resend there. It reports false when the flow has no
+// backend left. It is called with f.mu held, or before f is shared.
+func (f *flow) dial(now time.Time, resend []byte) bool {
+	u := f.srv
+	for {
+		c, err := dialUDP(f.opts, f.choice.Addr)
 		if err == nil {
 			f.conn = c
-			u.svc.pool.Connected(f.choice, client, now)
+			f.connected(now)
+			if len(resend) > 0 {
+				c.Write(resend)
+			}
 			u.wg.Add(1)
 			go f.readReplies(c)
-			return f
+			return true
 		}
-		if isLocalError(err) {
-			// This host is out of descriptors, memory or ports: drop
-			// the datagram, blame no backend.
-			u.svc.pool.Done(f.choice, 0, 0)
-			u.svc.release()
-			u.svc.localError("udp socket to "+f.choice.Addr.String(), client, err)
-			return nil
+		if !f.failed(err, now) {
+			return false
 		}
-		f.choice = u.svc.pool.Failed(f.choice, client, now)
 	}
-	u.svc.noBackend()
-	u.svc.release()
-	return nil
 }
 
 func dialUDP(o *Options, addr netip.AddrPort) (*net.UDPConn, error) {
@@ -274,41 +281,19 @@ func (f *flow) send(p []byte) {
 		}
 	}
 	if _, err := f.conn.Write(p); err != nil && isConnRefused(err) {
-		f.failoverLocked()
+		f.failoverLocked(err)
 		return
 	}
 	f.sent.Add(uint64(len(p)))
 }
 
-// failoverLocked moves the flow to the next backend and resends the last
-// datagram. It returns false when no backend is left.
-func (f *flow) failoverLocked() bool {
-	u := f.srv
-	o := u.svc.opts.Load()
+// failoverLocked moves the flow, whose backend refused a datagram (err),
+// to the next backend and resends the last datagram. It returns false when
+// no backend is left.
+func (f *flow) failoverLocked(err error) bool {
 	f.conn.Close()
 	now := time.Now()
-	f.choice = u.svc.pool.Failed(f.choice, f.client, now)
-	for f.choice.Index != balance.NoServer {
-		c, err := dialUDP(o, f.choice.Addr)
-		if err == nil {
-			f.conn = c
-			u.svc.pool.Connected(f.choice, f.client, now)
-			if len(f.lastPkt) > 0 {
-				c.Write(f.lastPkt)
-			}
-			u.wg.Add(1)
-			go f.readReplies(c)
-			return true
-		}
-		if isLocalError(err) {
-			u.svc.pool.Done(f.choice, 0, 0)
-			u.svc.localError("udp socket to "+f.choice.Addr.String(), f.client, err)
-			f.choice = balance.Choice{Index: balance.NoServer}
-			return false
-		}
-		f.choice = u.svc.pool.Failed(f.choice, f.client, now)
-	}
-	return false
+	return f.failed(err, now) && f.dial(now, f.lastPkt)
 }
 
 // readReplies relays the backend's datagrams to the client until the flow
@@ -328,7 +313,7 @@ func (f *flow) readReplies(c *net.UDPConn) {
 		f.lastPkt = nil
 		f.mu.Unlock()
 		f.recv.Add(uint64(len(b)))
-		u.reply(b, f.client, f.local)
+		u.reply(b, f.peer, f.local)
 	}
 	for {
 		idle := u.svc.opts.Load().IdleTimeout
@@ -346,7 +331,7 @@ func (f *flow) readReplies(c *net.UDPConn) {
 			f.mu.Unlock()
 			return // replaced by failover
 		case isConnRefused(err):
-			if f.failoverLocked() {
+			if f.failoverLocked(err) {
 				f.mu.Unlock()
 				return
 			}
@@ -363,26 +348,21 @@ func (f *flow) readReplies(c *net.UDPConn) {
 func (f *flow) close() {
 	u := f.srv
 	u.mu.Lock()
-	if u.flows[f.client] != f {
+	if u.flows[f.peer] != f {
 		u.mu.Unlock()
 		return
 	}
-	delete(u.flows, f.client)
-	if n := u.perIP[f.client.Addr()] - 1; n > 0 {
-		u.perIP[f.client.Addr()] = n
+	delete(u.flows, f.peer)
+	if n := u.perIP[f.peer.Addr()] - 1; n > 0 {
+		u.perIP[f.peer.Addr()] = n
 	} else {
-		delete(u.perIP, f.client.Addr())
+		delete(u.perIP, f.peer.Addr())
 	}
 	u.mu.Unlock()
 	f.mu.Lock()
 	f.conn.Close()
-	choice := f.choice
+	f.done(f.sent.Load(), f.recv.Load(), time.Now())
 	f.mu.Unlock()
-	if choice.Index != balance.NoServer {
-		u.svc.pool.Done(choice, f.sent.Load(), f.recv.Load())
-		logConn(u.svc.opts.Load(), f.client, choice.Addr, f.sent.Load(), f.recv.Load(), f.start)
-	}
-	u.svc.release()
 }
 
 // datagramPool holds receive buffers for the flows' reply readers.
