@@ -5,11 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/pelletier/go-toml/v2"
+
+	"github.com/nib-lb/nib/internal/atomicfile"
 )
 
 // Marshal writes c as canonical TOML: keys in the order of reference.toml,
@@ -198,7 +198,7 @@ func formatVIP(ap netip.AddrPort) string {
 // in the same directory is written, synced and made mode 0600, then
 // renamed over path, and the directory is synced. On error the old file is
 // left as it was and the temporary file is removed.
-func Save(path string, c *Config) (err error) {
+func Save(path string, c *Config) error {
 	if err := Validate(c); err != nil {
 		return err
 	}
@@ -206,45 +206,8 @@ func Save(path string, c *Config) (err error) {
 	if err != nil {
 		return err
 	}
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
+	if err := atomicfile.Write(path, data, 0o600); err != nil {
+		return fmt.Errorf("failed to save config to %s: %w", path, err)
 	}
-	f, err := os.CreateTemp(dir, "."+base+".tmp*")
-	if err != nil {
-		return fmt.Errorf("failed to save config: %w", err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			if tmp != "" {
-				f.Close()
-				os.Remove(tmp)
-			}
-			err = fmt.Errorf("failed to save config to %s: %w", path, err)
-		}
-	}()
-	if err := f.Chmod(0o600); err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	tmp = ""
-	// The new file is in place; make the rename itself durable.
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return nil
 }

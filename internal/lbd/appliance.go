@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nib-lb/nib/config"
+	"github.com/nib-lb/nib/internal/atomicfile"
 )
 
 // lastGoodName is the last good config's file name in the state directory.
@@ -246,7 +247,7 @@ func (a *appliance) saveLastGood(data []byte) {
 	if old, err := os.ReadFile(lg); err == nil && bytes.Equal(old, data) {
 		return
 	}
-	if err := replaceFile(lg, data, 0o600); err != nil {
+	if err := atomicfile.Write(lg, data, 0o600); err != nil {
 		a.log.Printf("cannot keep the last good config: %v", err)
 	}
 }
@@ -278,7 +279,7 @@ func writeConfig(path string, data []byte) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	return replaceFile(path, data, 0o600)
+	return atomicfile.Write(path, data, 0o600)
 }
 
 // indent indents the lines after the first of a multi-line message, for

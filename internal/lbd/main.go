@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"os/user"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -19,6 +18,7 @@ import (
 	"time"
 
 	"github.com/nib-lb/nib/config"
+	"github.com/nib-lb/nib/internal/atomicfile"
 	"github.com/nib-lb/nib/internal/pen"
 )
 
@@ -483,55 +483,8 @@ func (d *Daemon) writeWebStats(logger *log.Logger) {
 	}
 	d.mu.Unlock()
 	for _, p := range pages {
-		if err := replaceFile(p.path, p.body, 0o644); err != nil {
+		if err := atomicfile.Write(p.path, p.body, 0o644); err != nil {
 			logger.Printf("web stats %s: %v", p.path, err)
 		}
 	}
-}
-
-// replaceFile atomically replaces path with a new file holding data: a
-// temporary file in the same directory, created exclusively (O_EXCL, so
-// never through a symlink someone planted), synced, then renamed over path.
-// A symlink at path is replaced, not followed; readers see the old file or
-// the new one, never a partial one.
-func replaceFile(path string, data []byte, perm os.FileMode) (err error) {
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	if base == "" || base == "." || base == ".." {
-		return fmt.Errorf("%q names a directory, not a file", path)
-	}
-	f, err := os.CreateTemp(dir, "."+base+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err = f.Chmod(perm); err != nil {
-		return err
-	}
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(tmp, path); err != nil {
-		return err
-	}
-	// Make the rename itself durable.
-	if df, derr := os.Open(dir); derr == nil {
-		df.Sync()
-		df.Close()
-	}
-	return nil
 }

@@ -7,12 +7,12 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/nib-lb/nib/config"
+	"github.com/nib-lb/nib/internal/atomicfile"
 )
 
 // Applier applies static configurations with netlink.
@@ -171,7 +171,9 @@ func carryOut(h *netlink.Handle, link netlink.Link, o op, resolv []byte, resolvP
 	case opDelRoute:
 		return h.RouteDel(nlRoute(link, o.route))
 	case opResolv:
-		return writeFile(resolvPath, resolv)
+		// A symlink there (gokrazy's /tmp/resolv.conf starts as one, to
+		// /proc/net/pnp) is replaced, not followed.
+		return atomicfile.Write(resolvPath, resolv, 0o644)
 	}
 	return fmt.Errorf("unknown change %d", o.kind)
 }
@@ -197,37 +199,4 @@ func nlRoute(link netlink.Link, r Route) *netlink.Route {
 		nr.Gw = r.Gateway.AsSlice()
 	}
 	return nr
-}
-
-// writeFile replaces path atomically: readers see the old file or the new
-// one. A symlink at path (gokrazy's /tmp/resolv.conf starts as one, to
-// /proc/net/pnp) is replaced, not followed.
-func writeFile(path string, data []byte) (err error) {
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	f, err := os.CreateTemp(dir, "."+base+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if err = f.Chmod(0o644); err != nil {
-		return err
-	}
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nib-lb/nib/config"
 	"github.com/nib-lb/nib/internal/acl"
+	"github.com/nib-lb/nib/internal/atomicfile"
 )
 
 // The handlers of verbTable. call has checked the permission and the
@@ -639,7 +640,7 @@ func (st *state) status([]string) error {
 	if err := st.in.RT.StatusHTML(s.Name, &page); err != nil {
 		return fmt.Errorf("status: %v", err)
 	}
-	if err := writeFileAtomic(s.WebStats, page.Bytes()); err != nil {
+	if err := atomicfile.Write(s.WebStats, page.Bytes(), 0o644); err != nil {
 		st.printf("Unable to create webstats\n")
 		return nil
 	}
