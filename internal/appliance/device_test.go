@@ -1,10 +1,16 @@
 package appliance
 
 import (
+	"bytes"
+	"context"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/nib-lb/nib/internal/needs"
 )
 
 const mounts = `/dev/sda2 / ext4 rw,relatime 0 0
@@ -75,4 +81,44 @@ func TestCheckTargetDeviceRefuses(t *testing.T) {
 		return
 	}
 	t.Skip("/ is not on a /dev block device here")
+}
+
+// make image DEV=: the image lands on a real block device (a loop device
+// over a file), byte for byte.
+func TestWriteDeviceLoop(t *testing.T) {
+	needs.Root(t)
+	losetup := needs.Tool(t, "losetup")
+	dir := t.TempDir()
+	img := filepath.Join(dir, "nib.img")
+	data := make([]byte, 3*MiB+512)
+	for i := range data {
+		data[i] = byte(i*7 + i/4096)
+	}
+	os.WriteFile(img, data, 0o644)
+	card := filepath.Join(dir, "card")
+	os.WriteFile(card, make([]byte, 4*MiB), 0o644)
+	out, err := exec.Command(losetup, "--find", "--show", card).Output()
+	if err != nil {
+		needs.Unmet(t, "no loop device: %v", err)
+	}
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() { exec.Command(losetup, "-d", dev).Run() })
+	var log strings.Builder
+	if err := WriteDevice(context.Background(), img, dev, &log); err != nil {
+		t.Fatalf("WriteDevice(%s): %v", dev, err)
+	}
+	got, err := os.ReadFile(card)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got[:len(data)], data) {
+		t.Error("the card does not hold the image")
+	}
+	if !strings.Contains(log.String(), "writing "+dev) {
+		t.Errorf("no progress line: %q", log.String())
+	}
+	// A partition of it, or the file itself, is refused.
+	if err := WriteDevice(context.Background(), img, card, io.Discard); err == nil {
+		t.Error("wrote to a regular file")
+	}
 }
