@@ -6,7 +6,6 @@ import (
 	"log"
 	"net"
 	"net/netip"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,6 +27,10 @@ type Daemon struct {
 	cfg      *config.Config
 	engine   *proxy.Engine
 	services map[string]*running
+	// retired are services a reload removed (or whose socket another took
+	// over) that may still have connections: Shutdown waits for them and
+	// Close closes them. UDP services close their flows when retired.
+	retired  []*running
 	dummies  map[netip.AddrPort]*dummy.Server
 	penctl   *penControl
 	logs     map[string]*proxy.ConnLog // request logs by path
@@ -36,6 +39,9 @@ type Daemon struct {
 	exitOnce sync.Once
 	debug    atomic.Int32 // cfg.Debug, for lock-free reads
 	root     string       // Pen's -j jail until lbd has chrooted; see SetRoot
+	// failAt makes a reload step fail (reload.go, step): a hook for tests,
+	// which set it under mu.
+	failAt string
 
 	// Control goroutines take mu for their commands, so nothing holding mu
 	// may wait for them: they are counted here and waited for by Close
@@ -98,9 +104,35 @@ func (d *Daemon) debugf(level int, format string, args ...any) {
 	}
 }
 
-// Apply validates cfg and makes it the running configuration. Services that
-// keep their name, address and kind keep their listener and connections;
-// on any error nothing changes and the previous configuration keeps running.
+// Apply makes cfg the running configuration, all or nothing: it returns nil
+// once all of cfg runs, or an error and the running state exactly as it
+// was: the same configuration (Config), listeners, pools and weights, DSR
+// ports, dummies and bodies, request logs and control listener, all still
+// serving. Control commands that change the configuration, SIGHUP and the
+// appliance's config handling apply through it. It works in two phases
+// (reload.go): prepare opens and checks everything that can fail without
+// touching what runs, then commit swaps it in and cannot fail.
+//
+// What a reload keeps:
+//   - A service that keeps its name, address, protocol and kind (TCP
+//     engine; stream, for TLS or HTTP; UDP) keeps its listener, its pool
+//     (blacklists, statistics, tracked clients) and its connections, and
+//     takes its new options and backends.
+//   - A service on the address of a running one of another kind or name
+//     takes over that one's socket: the port is never closed, connections
+//     queued in the kernel are not lost, and the old service's
+//     established connections finish under the old configuration (UDP
+//     flows close). A changed backlog is set on the running socket.
+//   - DSR ports that stay keep their sockets and flows and follow the new
+//     services; dummies that keep their address keep their socket and take
+//     their new body; open request logs and the control listener stay.
+//
+// What it cannot do: bind a listener to an address that overlaps a running
+// listener it replaces without being the same address (0.0.0.0:80 and
+// 192.0.2.1:80), or move an address between a service, a dummy and the
+// control listener: the old one stays bound until the reload is done, so
+// the new one cannot be opened and Apply fails, changing nothing (its error
+// says so). Such a move takes two reloads.
 func (d *Daemon) Apply(cfg *config.Config) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -110,206 +142,17 @@ func (d *Daemon) Apply(cfg *config.Config) error {
 // errClosed is what a closed daemon answers to Apply and control commands.
 var errClosed = errors.New("lbd is shutting down")
 
+// applyLocked is Apply with d.mu held.
 func (d *Daemon) applyLocked(cfg *config.Config) error {
 	if d.closed {
 		return errClosed
 	}
-	if err := config.Validate(cfg); err != nil {
-		return err
-	}
-	acls := make(map[string]*acl.List, len(cfg.ACLs))
-	for name, a := range cfg.ACLs {
-		acls[name] = toACL(a)
-	}
-	// Build everything that can fail before touching what runs.
-	type plan struct {
-		sc   config.Service
-		opts proxy.Options
-		bo   balance.Options
-		bs   []balance.Server
-		old  *running
-	}
-	// Request logs: keep open ones, open new ones; on failure close only
-	// what this call opened.
-	logs := make(map[string]*proxy.ConnLog)
-	closeNewLogs := func() {
-		for path, l := range logs {
-			if d.logs[path] != l {
-				l.Close()
-			}
-		}
-	}
-	for _, sc := range cfg.Services {
-		if sc.Log == "" || logs[sc.Log] != nil {
-			continue
-		}
-		if l := d.logs[sc.Log]; l != nil {
-			logs[sc.Log] = l
-			continue
-		}
-		l, err := proxy.OpenConnLogIn(d.root, sc.Log)
-		if err != nil {
-			closeNewLogs()
-			return fmt.Errorf("service %q: log: %w", sc.Name, err)
-		}
-		logs[sc.Log] = l
-	}
-	plans := make([]plan, 0, len(cfg.Services))
-	for _, sc := range cfg.Services {
-		if sc.Mode == config.ModeDSR {
-			continue // see applyDSR
-		}
-		opts, err := proxyOptions(sc)
-		if err != nil {
-			closeNewLogs()
-			return fmt.Errorf("service %q: %w", sc.Name, err)
-		}
-		opts.Log = logs[sc.Log]
-		bo, bs := balanceSpec(sc, acls)
-		p := plan{sc: sc, opts: opts, bo: bo, bs: bs}
-		if old := d.services[sc.Name]; old != nil && sameListener(old.cfg, sc) {
-			p.old = old
-		}
-		plans = append(plans, p)
-	}
-	if d.engine == nil {
-		n := d.Loops
-		if n <= 0 {
-			n = runtime.GOMAXPROCS(0)
-		}
-		e, err := proxy.NewEngine(n)
-		if err != nil {
-			closeNewLogs()
-			return err
-		}
-		e.SetLogf(d.log.Printf)
-		d.engine = e
-	}
-	// Start new listeners; roll back on failure.
-	var started []*running
-	rollback := func() {
-		for _, r := range started {
-			d.stop(r, true)
-		}
-		closeNewLogs()
-	}
-	next := make(map[string]*running, len(plans))
-	for _, p := range plans {
-		if p.old != nil {
-			p.old.pool.Update(p.bo, p.bs)
-			p.old.svc.SetOptions(p.opts)
-			p.old.cfg = p.sc
-			next[p.sc.Name] = p.old
-			continue
-		}
-		if r := d.services[p.sc.Name]; r != nil && r.cfg.Listen == p.sc.Listen && r.cfg.Protocol == p.sc.Protocol {
-			// Same address, different kind: the old listener must go first.
-			d.stop(r, false)
-			delete(d.services, p.sc.Name)
-		}
-		r, err := d.start(p.sc, p.opts, p.bo, p.bs)
-		if err != nil {
-			rollback()
-			return fmt.Errorf("service %q: %w", p.sc.Name, err)
-		}
-		started = append(started, r)
-		next[p.sc.Name] = r
-	}
-	dsrSpecs := dsrSpecs(cfg, acls)
-	startedDSR, err := d.applyDSR(dsrSpecs)
+	t, err := d.prepare(cfg)
 	if err != nil {
-		rollback()
 		return err
 	}
-	rollbackDSR := func() {
-		for _, p := range startedDSR {
-			p.close()
-		}
-	}
-	newDummies := make(map[netip.AddrPort]*dummy.Server)
-	closeNewDummies := func() {
-		for a, s := range newDummies {
-			if d.dummies[a] == nil {
-				s.Close()
-			}
-		}
-	}
-	for _, dc := range cfg.Dummies {
-		if s := d.dummies[dc.Listen]; s != nil {
-			newDummies[dc.Listen] = s
-			continue
-		}
-		s, err := dummy.Listen(dc.Listen, dc.Body, d.Facts)
-		if err != nil {
-			closeNewDummies()
-			rollbackDSR()
-			rollback()
-			return fmt.Errorf("dummy %s: %w", dc.Listen, err)
-		}
-		newDummies[dc.Listen] = s
-	}
-	commitControl, err := d.prepareControl(cfg)
-	if err != nil {
-		closeNewDummies()
-		rollbackDSR()
-		rollback()
-		return err
-	}
-	d.commitDSR(dsrSpecs, startedDSR)
-	// Commit: stop what is gone; its connections finish on their own.
-	for name, r := range d.services {
-		if next[name] != r {
-			d.stop(r, false)
-		}
-	}
-	for a, s := range d.dummies {
-		if newDummies[a] != s {
-			s.Close()
-		}
-	}
-	for _, dc := range cfg.Dummies {
-		newDummies[dc.Listen].SetBody(dc.Body) // a kept dummy may have a new body
-	}
-	for path, l := range d.logs {
-		if logs[path] != l {
-			l.Close() // connections still finishing log nothing more
-		}
-	}
-	d.services, d.dummies, d.logs, d.cfg = next, newDummies, logs, cfg.Clone()
-	d.debug.Store(int32(cfg.Debug))
-	commitControl()
-	for _, r := range started {
-		d.log.Printf("service %s: listening on %s/%s (%d backends)", r.cfg.Name, r.cfg.Listen, protoName(r.cfg.Protocol), usedBackends(r.cfg))
-	}
+	t.commit()
 	return nil
-}
-
-func (d *Daemon) start(sc config.Service, o proxy.Options, bo balance.Options, bs []balance.Server) (*running, error) {
-	pool := balance.New(bo, bs)
-	name := sc.Name
-	svc := proxy.NewService(o, pool, func(format string, args ...any) {
-		d.debugf(1, "service "+name+": "+format, args...)
-	})
-	// Warnings (this host out of descriptors, flow limits) are level 0;
-	// the data path rate-limits them.
-	svc.SetWarnf(func(format string, args ...any) {
-		d.log.Printf("service "+name+": "+format, args...)
-	})
-	r := &running{cfg: sc, svc: svc, pool: pool}
-	var err error
-	switch {
-	case sc.Protocol == config.UDP:
-		r.udp, err = proxy.ServeUDP(svc)
-	case sc.TLS != nil || sc.HTTP:
-		r.stream, err = proxy.ServeStream(svc)
-	default:
-		r.tcp = true
-		err = d.engine.Listen(svc)
-	}
-	if err != nil {
-		return nil, err
-	}
-	return r, nil
 }
 
 // stop closes a service's listener. With all, its connections close too.
@@ -343,6 +186,10 @@ func (d *Daemon) Close() {
 		for _, r := range d.services {
 			d.stop(r, true)
 		}
+		for _, r := range d.retired {
+			d.stop(r, true)
+		}
+		d.retired = nil
 		for _, s := range d.dummies {
 			s.Close()
 		}
@@ -411,20 +258,10 @@ func (d *Daemon) active() int64 {
 			n += r.svc.Counters().Active
 		}
 	}
-	return n
-}
-
-func sameListener(a, b config.Service) bool {
-	kind := func(s config.Service) int {
-		switch {
-		case s.Protocol == config.UDP:
-			return 0
-		case s.TLS != nil || s.HTTP:
-			return 1
-		}
-		return 2
+	for _, r := range d.retired {
+		n += r.svc.Counters().Active
 	}
-	return a.Listen == b.Listen && a.Protocol == b.Protocol && kind(a) == kind(b) && a.Backlog == b.Backlog
+	return n
 }
 
 func toACL(a config.ACL) *acl.List {

@@ -23,16 +23,25 @@ import (
 
 // dsrPort is the DSR machinery on one interface: the ARP daemon that
 // answers for its VIPs and resolves its backends, and the forwarder.
+//
+// A reload opens a new port (openDSR) before it changes anything and
+// starts it (start) when it commits; a port that stays has its forwarder
+// updated as the reload's last prepare step (reload.go).
 type dsrPort struct {
-	iface  string
-	arp    *arpd.Daemon
-	fwd    *dsr.Forwarder
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	iface   string
+	ifi     *net.Interface // as read when the port was opened
+	workers int
+	arp     *arpd.Daemon
+	fwd     *dsr.Forwarder
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
 
 	mu        sync.Mutex
 	blacklist map[netip.Addr]time.Time // penctl "server N blacklist T"
 	services  []config.Service
+	// spec is what the port runs: what a failed reload gives its
+	// forwarder back.
+	spec *dsrSpec
 }
 
 // down reports backends that must get no flows: not answering ARP, or
@@ -96,87 +105,64 @@ func dsrSpecs(cfg *config.Config, acls map[string]*acl.List) map[string]*dsrSpec
 	return out
 }
 
-// applyDSR brings the DSR ports in line with specs. New ports are
-// returned for the caller to commit (or close on a later failure).
-func (d *Daemon) applyDSR(specs map[string]*dsrSpec) (started []*dsrPort, err error) {
-	defer func() {
-		if err != nil {
-			for _, p := range started {
-				p.close()
-			}
-			started = nil
+// uniqueVIPs are the VIPs once each, as the forwarder's filter takes them.
+func (sp *dsrSpec) uniqueVIPs() []netip.Addr {
+	var out []netip.Addr
+	for _, v := range sp.vips {
+		if !slices.Contains(out, v) {
+			out = append(out, v)
 		}
-	}()
-	for iface, sp := range specs {
-		if p := d.dsr[iface]; p != nil {
-			if err := p.fwd.Update(sp.services, sp.tarpit); err != nil {
-				return started, fmt.Errorf("dsr %s: %w", iface, err)
-			}
-			continue
-		}
-		p, err := d.startDSR(iface, sp)
-		if err != nil {
-			return started, err
-		}
-		started = append(started, p)
 	}
-	return started, nil
+	return out
 }
 
-// commitDSR finishes a reload: ARP follows the new services, new ports
-// join, ports without services stop.
-func (d *Daemon) commitDSR(specs map[string]*dsrSpec, started []*dsrPort) {
-	for _, p := range started {
-		d.dsr[p.iface] = p
-	}
-	for iface, p := range d.dsr {
-		sp := specs[iface]
-		if sp == nil {
-			p.close()
-			delete(d.dsr, iface)
-			continue
-		}
-		p.arp.SetVIPs(sp.vips)
-		p.arp.SetBackends(sp.backends)
-		p.arp.SetTarpit(sp.tarpit.Match)
-		p.mu.Lock()
-		p.services = sp.cfg
-		p.mu.Unlock()
-	}
-}
-
-func (d *Daemon) startDSR(iface string, sp *dsrSpec) (*dsrPort, error) {
+// openDSR opens a DSR port on iface for sp (a reload's prepare): its ARP
+// and packet sockets. Nothing runs on them until start; close releases it.
+func (d *Daemon) openDSR(iface string, sp *dsrSpec) (*dsrPort, error) {
 	ifi, err := net.InterfaceByName(iface)
 	if err != nil {
 		return nil, fmt.Errorf("dsr: interface %q: %w", iface, err)
 	}
-	logf := func(format string, args ...any) { d.log.Printf("dsr "+iface+": "+format, args...) }
-	// Frames for the VIPs reach the kernel too (they carry our MAC). With
-	// forwarding on it would route them on as well: duplicates.
-	if b, err := os.ReadFile("/proc/sys/net/ipv4/conf/" + iface + "/forwarding"); err == nil && strings.TrimSpace(string(b)) == "1" {
-		logf("WARNING: IPv4 forwarding is on for %s, so the kernel forwards VIP frames as well as lbd; set net.ipv4.conf.%s.forwarding=0", iface, iface)
-	}
+	logf := d.dsrLogf(iface)
 	a, err := arpd.New(ifi, logf)
 	if err != nil {
 		return nil, fmt.Errorf("dsr %s: %w", iface, err)
 	}
-	p := &dsrPort{iface: iface, arp: a, blacklist: map[netip.Addr]time.Time{}, services: sp.cfg}
-	workers := d.Loops
-	if workers <= 0 {
-		workers = runtime.GOMAXPROCS(0)
+	p := &dsrPort{iface: iface, ifi: ifi, arp: a, blacklist: map[netip.Addr]time.Time{}, services: sp.cfg, spec: sp}
+	p.workers = d.Loops
+	if p.workers <= 0 {
+		p.workers = runtime.GOMAXPROCS(0)
 	}
-	p.fwd, err = dsr.New(dsr.Config{Interface: ifi, Workers: workers, FlowTableSize: sp.flows, FlowIdle: sp.idle}, sp.services, sp.tarpit, a, p.down, logf)
+	p.fwd, err = dsr.New(dsr.Config{Interface: ifi, Workers: p.workers, FlowTableSize: sp.flows, FlowIdle: sp.idle}, sp.services, sp.tarpit, a, p.down, logf)
 	if err != nil {
 		a.Close()
 		return nil, err
+	}
+	return p, nil
+}
+
+func (d *Daemon) dsrLogf(iface string) func(string, ...any) {
+	return func(format string, args ...any) { d.log.Printf("dsr "+iface+": "+format, args...) }
+}
+
+// start runs an opened port (a reload's commit): ARP, the forwarder, the
+// interface watch and the backend health loop.
+func (p *dsrPort) start(d *Daemon) {
+	iface, ifi, a := p.iface, p.ifi, p.arp
+	logf := d.dsrLogf(iface)
+	// Frames for the VIPs reach the kernel too (they carry our MAC). With
+	// forwarding on it would route them on as well: duplicates.
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/conf/" + iface + "/forwarding"); err == nil && strings.TrimSpace(string(b)) == "1" {
+		logf("WARNING: IPv4 forwarding is on for %s, so the kernel forwards VIP frames as well as lbd; set net.ipv4.conf.%s.forwarding=0", iface, iface)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
 	p.wg.Add(4)
 	go func() {
 		// The interface can change under arpd and the forwarder, which
-		// read it once above: a new address (DHCP), the link going down
-		// and up, a new MAC. Follow it (netwatch.go).
+		// read it once when opened: a new address (DHCP), the link going
+		// down and up, a new MAC. Follow it (netwatch.go); the first
+		// reading catches what changed since.
 		defer p.wg.Done()
 		p.watchLink(ctx, ifi.Index, linkView{
 			up:  ifi.Flags&net.FlagUp != 0 && ifi.Flags&net.FlagRunning != 0,
@@ -226,8 +212,10 @@ func (d *Daemon) startDSR(iface string, sp *dsrSpec) (*dsrPort, error) {
 			}
 		}
 	}()
-	logf("forwarding %d services (%d workers)", len(sp.services), workers)
-	return p, nil
+	p.mu.Lock()
+	n := len(p.services)
+	p.mu.Unlock()
+	logf("forwarding %d services (%d workers)", n, p.workers)
 }
 
 func (p *dsrPort) downLocked(a netip.Addr) bool {

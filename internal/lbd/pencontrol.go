@@ -58,21 +58,21 @@ func newCtlACL(cfg *config.Config) *ctlACL {
 }
 
 // prepareControl opens the control listener cfg asks for, unless the running
-// one already serves that address. It changes nothing: the returned commit
-// (called with Daemon.mu held, once nothing else can fail) puts cfg's control
-// ACL and listener in place and closes the old listener without waiting for
-// its clients.
-func (d *Daemon) prepareControl(cfg *config.Config) (commit func(), err error) {
+// one already serves that address (a reload's prepare). It changes nothing:
+// commit (called with Daemon.mu held, once nothing else can fail) puts cfg's
+// control ACL and listener in place and closes the old listener without
+// waiting for its clients; abort closes the listener it opened.
+func (d *Daemon) prepareControl(cfg *config.Config) (commit, abort func(), err error) {
 	want := cfg.Control.PenListen
 	snap := newCtlACL(cfg)
 	if d.penctl != nil && d.penctl.addr == want {
-		return func() { d.penACL.Store(snap) }, nil
+		return func() { d.penACL.Store(snap) }, func() {}, nil
 	}
 	var pc *penControl
 	if want != "" {
 		ln, err := listenPen(want)
 		if err != nil {
-			return nil, fmt.Errorf("control %s: %w", want, err)
+			return nil, nil, fmt.Errorf("control %s: %w", want, err)
 		}
 		pc = &penControl{addr: want, ln: ln, slot: make(chan struct{}, maxPenClients)}
 	}
@@ -87,7 +87,12 @@ func (d *Daemon) prepareControl(cfg *config.Config) (commit func(), err error) {
 			d.log.Printf("control: Pen protocol on %s", want)
 		}
 	}
-	return commit, nil
+	abort = func() {
+		if pc != nil {
+			pc.ln.Close() // a Unix socket's file goes with it
+		}
+	}
+	return commit, abort, nil
 }
 
 // listenPen opens a control listener: a Unix socket for a path, else TCP.
