@@ -87,15 +87,14 @@ type StreamServer struct {
 	conns  map[*streamConn]struct{}
 }
 
-// ServeStream listens on the service address and serves it until Close.
+// ServeStream listens on the service address and serves it until Close:
+// Open and ServeStreamSocket in one.
 func ServeStream(svc *Service) (*StreamServer, error) {
-	o := svc.Options()
-	lc := net.ListenConfig{KeepAliveConfig: clientKeepAlive}
-	ln, err := lc.Listen(context.Background(), "tcp", o.Listen.String())
+	s, err := Open(StreamKind, svc.Options().Listen, 0)
 	if err != nil {
 		return nil, err
 	}
-	return serveStream(svc, ln, defaultStreamConfig), nil
+	return ServeStreamSocket(svc, s), nil
 }
 
 // serveStream serves svc on ln with cfg's limits.

@@ -82,32 +82,14 @@ type flow struct {
 	sent, recv atomic.Uint64
 }
 
-// ServeUDP listens on the service address and serves it until Close.
+// ServeUDP listens on the service address and serves it until Close: Open
+// and ServeUDPSocket in one.
 func ServeUDP(svc *Service) (*UDPServer, error) {
-	o := svc.Options()
-	conn, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(o.Listen))
+	s, err := Open(UDPKind, svc.Options().Listen, 0)
 	if err != nil {
 		return nil, err
 	}
-	u := &UDPServer{svc: svc, conn: conn, flows: make(map[netip.AddrPort]*flow), perIP: make(map[netip.Addr]int), done: make(chan struct{})}
-	if o.Listen.Addr().IsUnspecified() {
-		if o.Listen.Addr().Is4() {
-			u.pc4 = ipv4.NewPacketConn(conn)
-			if err := u.pc4.SetControlMessage(ipv4.FlagDst, true); err != nil {
-				conn.Close()
-				return nil, err
-			}
-		} else {
-			u.pc6 = ipv6.NewPacketConn(conn)
-			if err := u.pc6.SetControlMessage(ipv6.FlagDst, true); err != nil {
-				conn.Close()
-				return nil, err
-			}
-		}
-	}
-	u.wg.Add(1)
-	go u.serve()
-	return u, nil
+	return ServeUDPSocket(svc, s), nil
 }
 
 // Addr returns the listening address.
