@@ -34,7 +34,9 @@ import (
 // connections queue in the kernel, but nothing accepts them yet. Its last
 // step, the only one that changes a running object, updates the DSR
 // forwarders that stay (their packet filters and tables); should one fail,
-// those already updated get their previous services back.
+// those already updated get their previous services back (their previous
+// filters, which the kernel took before; should it refuse them now, out of
+// memory, that is logged).
 //
 // commit, once prepare succeeded, swaps the new state in: services that are
 // gone or hand their socket over stop accepting (their connections finish
@@ -56,11 +58,15 @@ import (
 // errInjected is the failure a test injects at a reload step.
 var errInjected = errors.New("injected failure")
 
-// step is called after each prepare step has built what it names ("listen
-// web", "dummy 127.0.0.1:80", "dsr-update eth0", ...). It fails when
-// Daemon.failAt, a hook only tests set, is the step's name or its first
-// word: the reload must then abort and release what was built so far,
-// that step's resource included.
+// step is called after each prepare step has built what it names, in this
+// order: "log PATH" (a new request log), "tls SERVICE" (its certificates
+// read), "engine" (the TCP engine created), "listen SERVICE" (its socket
+// opened or shared), "dsr IFACE" (a new port opened, or the filter of one
+// that stays checked), "dummy ADDR" (its socket opened), "control" (the
+// control listener prepared), "dsr-update IFACE" (a forwarder that stays
+// updated). It fails when Daemon.failAt, a hook only tests set, is the
+// step's name or its first word: the reload must then abort and release
+// what was built so far, that step's resource included.
 func (d *Daemon) step(name string) error {
 	if d.failAt != "" && (d.failAt == name || strings.HasPrefix(name, d.failAt+" ")) {
 		return fmt.Errorf("%s: %w", name, errInjected)
