@@ -652,3 +652,31 @@ func TestReloadOverlappingAddressFails(t *testing.T) {
 		t.Fatalf("after the failed reload: %q", name)
 	}
 }
+
+// Control commands that change the configuration reload through the same
+// transaction: one whose reload fails answers the error and changes
+// nothing.
+func TestControlCommandReloadIsAllOrNothing(t *testing.T) {
+	a, b := namedBackend(t, "a"), namedBackend(t, "b")
+	l := freePort(t)
+	cfg := oneService(l, a, b)
+	cfg.Control.PenListen = filepath.Join(t.TempDir(), "ctl")
+	d, _ := newDaemon(t, cfg)
+	before := stateOf(d)
+	setFailAt(d, "control")
+	got := penCommand(t, cfg.Control.PenListen, "server 0 weight 9")
+	setFailAt(d, "")
+	if !strings.Contains(got, errInjected.Error()) {
+		t.Fatalf("server 0 weight 9: %q, want the reload's error", got)
+	}
+	sameState(t, d, before)
+	if got := penCommand(t, cfg.Control.PenListen, "servers"); !strings.Contains(got, " weight 1 ") || strings.Contains(got, " weight 9 ") {
+		t.Fatalf("servers after the failed command: %q", got)
+	}
+	if got := penCommand(t, cfg.Control.PenListen, "server 0 weight 9"); got != "" {
+		t.Fatalf("server 0 weight 9: %q", got)
+	}
+	if d.Config().Services[0].Backends[0].Weight != 9 {
+		t.Fatal("the command did not apply once the reload could")
+	}
+}
