@@ -41,17 +41,20 @@ import (
 // commit, once prepare succeeded, swaps the new state in: services that are
 // gone or hand their socket over stop accepting (their connections finish
 // under the old configuration), new ones start serving, kept ones get their
-// new pool and options, DSR ports start, follow or stop, dummies start or
+// new backends and options, DSR ports start, follow or stop, dummies start or
 // take their new body, old logs and listeners close, and the configuration,
 // debug level and control ACL are replaced. None of it can fail: it
 // assigns, starts goroutines and closes. The one kernel call that could —
 // adding a new engine listener to a loop's epoll set (out of memory, or at
 // fs.epoll.max_user_watches) — is retried every 100 ms by the engine, as
 // after an accept that failed for lack of resources, while connections wait
-// in the backlog; it is logged.
+// in the backlog; it is logged. (So is a failure to set a kept engine
+// service's new backlog, listen(2) on its listening socket, which does not
+// fail.)
 //
 // abort, when a prepare step failed, closes what prepare opened (a new log
-// file it created is removed again); the running state was never touched.
+// file it created is removed again) and gives the DSR forwarders updated by
+// the last step their services back: the running state is as it was.
 //
 // A test makes a step fail with Daemon.failAt (see step).
 
