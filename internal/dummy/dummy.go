@@ -8,14 +8,12 @@
 package dummy
 
 import (
-	"errors"
 	"net"
 	"net/http"
 	"net/netip"
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"time"
 )
 
 // Facts returns the current value of the placeholder {{name}}, and whether
@@ -38,27 +36,14 @@ type page struct {
 	length string   // Content-Length of a static body
 }
 
-// Listen starts a dummy server on addr. facts may be nil: placeholders are
-// then sent as written.
+// Listen starts a dummy server on addr (Open, then Serve). facts may be
+// nil: placeholders are then sent as written.
 func Listen(addr netip.AddrPort, body string, facts Facts) (*Server, error) {
-	ln, err := net.Listen("tcp", addr.String())
+	l, err := Open(addr)
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{ln: ln, facts: facts}
-	s.SetBody(body)
-	s.srv = &http.Server{
-		Handler:           http.HandlerFunc(s.serve),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       60 * time.Second,
-		MaxHeaderBytes:    16 << 10,
-	}
-	go func() {
-		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			ln.Close()
-		}
-	}()
-	return s, nil
+	return l.Serve(body, facts), nil
 }
 
 // SetBody replaces the body; requests that follow answer with it.
