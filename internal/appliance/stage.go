@@ -28,7 +28,7 @@ func (g goBuilder) build(pkg, out string, tags, extra []string) error {
 	args = append(args, pkg)
 	cmd := exec.Command("go", args...)
 	cmd.Dir = g.dir
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=arm64", "GOFLAGS=-mod=mod")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=arm64")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
 	}
