@@ -704,6 +704,22 @@ listen = "127.0.0.1:0"
 		},
 	},
 	{
+		name: "control API listener",
+		in: `[control]
+listen = "9443"
+acl = "nope"
+[[service]]
+name = "web"
+listen = "127.0.0.1:9444"
+[[service.backend]]
+address = "127.0.0.1:80"
+`,
+		want: []string{
+			`lbd.toml:2:10: control.listen: "9443" is not an ip:port`,
+			`lbd.toml:3:7: control.acl: ACL "nope" is not defined in [acl]`,
+		},
+	},
+	{
 		name: "emergency and abuse must be usable",
 		in: `[[service]]
 name = "web"

@@ -28,6 +28,8 @@ func Marshal(c *Config) ([]byte, error) {
 			PenListen: c.Control.PenListen,
 			PenACL:    c.Control.PenACL,
 			AllowExit: c.Control.AllowExit,
+			Listen:    c.Control.Listen,
+			ACL:       c.Control.ACL,
 		}
 	}
 	for name, l := range c.ACLs {

@@ -69,6 +69,8 @@ func (f *rawFile) config() (*Config, errList) {
 			PenListen: f.Control.PenListen,
 			PenACL:    f.Control.PenACL,
 			AllowExit: f.Control.AllowExit,
+			Listen:    f.Control.Listen,
+			ACL:       f.Control.ACL,
 		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(f.ACL)) {

@@ -21,6 +21,8 @@ type rawControl struct {
 	PenListen string `toml:"pen_listen,omitempty"`
 	PenACL    string `toml:"pen_acl,omitempty"`
 	AllowExit bool   `toml:"allow_exit,omitempty"`
+	Listen    string `toml:"listen,omitempty"`
+	ACL       string `toml:"acl,omitempty"`
 }
 
 // rawDummy is one [[dummy]].

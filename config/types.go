@@ -39,6 +39,13 @@ type Control struct {
 	PenACL string
 	// AllowExit enables the exit verb (Pen's -X).
 	AllowExit bool
+	// Listen is nib's authenticated HTTPS control API (penctl over the
+	// network): "ip:port", or "" for none. The API always requires the
+	// token kept in lbd's state directory (see internal/control).
+	Listen string
+	// ACL names the ACL checked for control API clients; "" permits
+	// everyone that can reach the listener (they still need the token).
+	ACL string
 }
 
 // Action is an ACL rule's verdict: internal/acl's type.

@@ -147,6 +147,15 @@ func (v *validator) aclRef(key, name string) {
 func (v *validator) control() {
 	ctl := v.c.Control
 	v.aclRef("control.pen_acl", ctl.PenACL)
+	v.aclRef("control.acl", ctl.ACL)
+	if ctl.Listen != "" {
+		ap, err := netip.ParseAddrPort(ctl.Listen)
+		if err != nil {
+			v.add("control.listen", "%q is not an ip:port", ctl.Listen)
+		} else if v.endpoint("control.listen", ap, true) {
+			v.listen("control.listen", ap, TCP)
+		}
+	}
 	switch {
 	case ctl.PenListen == "":
 	case filepath.IsAbs(ctl.PenListen):
