@@ -1,22 +1,16 @@
-// Command penctl sends one command to lbd's (or Pen's) plain-text control
-// listener and prints the reply: penctl ADDR|/path COMMAND [ARGS...].
-// The authenticated network control client replaces it in a later version.
+// Command penctl drives lbd's authenticated HTTPS control API
+// (penctl [-s HOST[:PORT]] ... VERB [ARGS...]) and, in Pen's positional
+// form (penctl HOST:PORT|/path COMMAND [ARGS...]), lbd's or Pen's plain-text
+// control listener. The logic, flags and exit statuses are in
+// internal/penctl.
 package main
 
 import (
-	"fmt"
 	"os"
 
-	"github.com/nib-lb/nib/internal/pen"
+	"github.com/nib-lb/nib/internal/penctl"
 )
 
 func main() {
-	if len(os.Args) < 3 {
-		fmt.Fprintln(os.Stderr, "usage: penctl host:port|/path/to/socket command [args...]")
-		os.Exit(2)
-	}
-	if err := pen.Send(os.Args[1], os.Args[2:], os.Stdout); err != nil {
-		fmt.Fprintf(os.Stderr, "penctl: %v\n", err)
-		os.Exit(1)
-	}
+	os.Exit(penctl.Main(os.Args[1:], os.Stdout, os.Stderr))
 }

@@ -1,0 +1,293 @@
+// Package penctl is the logic of the penctl command: a client of lbd's
+// authenticated HTTPS control API, and of Pen's plain-text control protocol
+// for `penctl HOST:PORT VERB` and `penctl /path/to/socket VERB`.
+//
+// Command line:
+//
+//	penctl [-s HOST[:PORT]] [-token-file FILE] [-fingerprint SHA256]
+//	       [-config FILE] [-trust] [-json] VERB [ARGS...]
+//	penctl HOST:PORT|/path/to/socket COMMAND [ARGS...]
+//
+// The second form (first argument contains ':' or '/', no flags) is Pen's
+// penctl: the command goes over Pen's plain protocol (internal/pen.Send).
+//
+// Settings, first found wins:
+//   - server: -s, NIB_HOST, the config file's address (port 9443 by default);
+//   - token: -token-file, NIB_TOKEN (the token itself), the config file's
+//     token_file;
+//   - fingerprint: -fingerprint, the config file's fingerprint;
+//   - config file: -config, NIB_PENCTL_CONFIG (see File for the format).
+//
+// Without a fingerprint penctl refuses to talk to the server and prints the
+// server's fingerprint; -trust accepts it, prints it and, with a config file,
+// saves it there (explicit trust on first use). -trust without a verb only
+// does that.
+//
+// Exit statuses: 0 success; 1 the command failed (the server refused or
+// failed it, e.g. a rejected reload; or a plain-protocol error); 2 usage
+// (flags, arguments, config or token file); 3 connection, authentication
+// (401), ACL (403), rate limit (429) or certificate problem.
+package penctl
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/nib-lb/nib/internal/pen"
+)
+
+// localVerb is a verb penctl handles itself; any other word is a Pen
+// command sent to /api/v1/pen.
+type localVerb struct {
+	help      string
+	takesArgs bool
+}
+
+var localVerbs = map[string]localVerb{
+	"status": {help: "services and backends with state and counters (-json: the server's JSON)"},
+	"config": {help: "print the running configuration as TOML"},
+	"write":  {help: "save the running configuration to lbd's -config file (atomically)"},
+	"reload": {help: "re-read lbd's -config file; a broken file is rejected with its file:line:col errors and the old config stays"},
+	"help":   {help: "list the verbs"},
+	"pen":    {help: "send ARGS as a Pen command line, even one named like a penctl verb (penctl pen status)", takesArgs: true},
+}
+
+var verbOrder = []string{"status", "config", "write", "reload", "help", "pen"}
+
+func writeVerbs(w io.Writer) {
+	for _, v := range verbOrder {
+		fmt.Fprintf(w, "  %-8s %s\n", v, localVerbs[v].help)
+	}
+	fmt.Fprintf(w, "  %-8s %s\n", "OTHER...", "any other word is a Pen command line, run by lbd with Pen's output (penctl -s lb servers; penctl -s lb server 1 weight 3)")
+}
+
+// Main runs penctl with args (without the program name) and returns the
+// exit status.
+func Main(args []string, stdout, stderr io.Writer) int {
+	return run(args, stdout, stderr, os.Getenv)
+}
+
+func run(args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	err := runErr(args, stdout, stderr, getenv)
+	if err == nil {
+		return ExitOK
+	}
+	if msg := err.Error(); msg != "" {
+		fmt.Fprintln(stderr, strings.TrimRight(msg, "\n"))
+	}
+	var ue *usageError
+	var ce *connectError
+	switch {
+	case errors.As(err, &ue):
+		return ExitUsage
+	case errors.As(err, &ce):
+		return ExitConnect
+	}
+	return ExitFailed
+}
+
+func runErr(args []string, stdout, stderr io.Writer, getenv func(string) string) error {
+	o, err := parseArgs(args, stderr)
+	if err != nil {
+		return err
+	}
+	if o.plainAddr != "" {
+		if err := pen.Send(o.plainAddr, o.args, stdout); err != nil {
+			return fmt.Errorf("penctl: %w", err)
+		}
+		return nil
+	}
+	if o.help {
+		return nil // the flag package printed the usage
+	}
+	if o.verb == "help" {
+		fmt.Fprintln(stdout, "penctl verbs:")
+		writeVerbs(stdout)
+		return nil
+	}
+
+	// Merge the flags, the environment and the config file.
+	cfgPath := o.configFile
+	if cfgPath == "" {
+		cfgPath = getenv("NIB_PENCTL_CONFIG")
+	}
+	file := &File{}
+	if cfgPath != "" {
+		if file, err = loadFile(cfgPath, o.trust); err != nil {
+			return err
+		}
+	}
+	server := firstOf(o.server, getenv("NIB_HOST"), file.Address)
+	if server == "" {
+		return usagef("penctl: no server: give -s HOST[:PORT], NIB_HOST or a config file's address")
+	}
+	addr, err := hostPort(server)
+	if err != nil {
+		return err
+	}
+	pin := ""
+	if f := firstOf(o.fingerprint, file.Fingerprint); f != "" {
+		if pin, err = normFingerprint(f); err != nil {
+			return err
+		}
+	}
+	if o.trust {
+		pin = "" // explicit trust on first use: take what the server shows
+	}
+
+	token := ""
+	switch {
+	case o.tokenFile != "":
+		token, err = readToken(o.tokenFile)
+	case getenv("NIB_TOKEN") != "":
+		token = strings.TrimSpace(getenv("NIB_TOKEN"))
+	case file.TokenFile != "":
+		token, err = readToken(file.TokenFile)
+	}
+	if err != nil {
+		return err
+	}
+	if token == "" && o.verb != "" {
+		return usagef("penctl: no token: give -token-file FILE, NIB_TOKEN or a config file's token_file")
+	}
+
+	c := newClient(addr, token, pin, o.trust)
+	if o.trust {
+		if err := trust(c, o, cfgPath, stdout, stderr); err != nil {
+			return err
+		}
+		if o.verb == "" {
+			return nil
+		}
+		c = newClient(addr, token, c.seenFingerprint(), false)
+	}
+	return runVerb(c, o, stdout)
+}
+
+// trust connects without a pin, prints the server's fingerprint and saves
+// it to the config file when there is one.
+func trust(c *client, o *options, cfgPath string, stdout, stderr io.Writer) error {
+	// Any request completes the handshake; its reply (401 without a token)
+	// does not matter here, only the certificate does.
+	_, err := c.do("GET", "/api/v1/status", nil)
+	fp := c.seenFingerprint()
+	if fp == "" {
+		if err == nil {
+			err = &connectError{"penctl: the server showed no certificate"}
+		}
+		return err
+	}
+	out := stdout
+	if o.verb != "" {
+		out = stderr // keep the verb's output clean
+	}
+	fmt.Fprintf(out, "%s SHA-256 fingerprint: %s\n", c.addr, fp)
+	if cfgPath != "" {
+		if err := saveFingerprint(cfgPath, c.addr, fp); err != nil {
+			return fmt.Errorf("penctl: saving the fingerprint: %w", err)
+		}
+		fmt.Fprintf(out, "saved to %s\n", cfgPath)
+	} else {
+		fmt.Fprintf(out, "not saved (no -config FILE); pass -fingerprint %s from now on\n", fp)
+	}
+	return nil
+}
+
+func runVerb(c *client, o *options, stdout io.Writer) error {
+	switch o.verb {
+	case "status":
+		b, err := c.do("GET", "/api/v1/status", nil)
+		if err != nil {
+			return withVerb("status", err)
+		}
+		if o.json {
+			return writeJSON(stdout, b)
+		}
+		var st Status
+		if err := json.Unmarshal(b, &st); err != nil {
+			return &serverError{fmt.Sprintf("penctl: status: the server's reply is not status JSON: %v", err)}
+		}
+		return writeStatus(stdout, &st)
+	case "config":
+		b, err := c.do("GET", "/api/v1/config", nil)
+		if err != nil {
+			return withVerb("config", err)
+		}
+		_, err = stdout.Write(b)
+		return err
+	case "write", "reload":
+		b, err := c.do("POST", "/api/v1/"+o.verb, nil)
+		if err != nil {
+			var se *serverError
+			if o.verb == "reload" && errors.As(err, &se) {
+				return &serverError{"penctl: reload rejected; the running configuration is unchanged:\n" + se.msg}
+			}
+			return withVerb(o.verb, err)
+		}
+		if o.json {
+			return writeJSON(stdout, b)
+		}
+		fmt.Fprintf(stdout, "%s: ok\n", o.verb)
+		return nil
+	}
+	words := append([]string{o.verb}, o.args...)
+	if o.verb == "pen" {
+		words = o.args
+	}
+	b, err := c.do("POST", "/api/v1/pen", map[string]string{"command": strings.Join(words, " ")})
+	if err != nil {
+		return withVerb(words[0], err)
+	}
+	if o.json {
+		return writeJSON(stdout, b)
+	}
+	var r struct {
+		Output *string `json:"output"`
+	}
+	if err := json.Unmarshal(b, &r); err != nil || r.Output == nil {
+		return &serverError{fmt.Sprintf("penctl: %s: the server's reply has no output: %q", words[0], truncate(b))}
+	}
+	_, err = io.WriteString(stdout, *r.Output)
+	return err
+}
+
+// withVerb prefixes a server error with the verb; connection errors already
+// name the server.
+func withVerb(verb string, err error) error {
+	var se *serverError
+	if errors.As(err, &se) {
+		return &serverError{fmt.Sprintf("penctl: %s: %s", verb, se.msg)}
+	}
+	return err
+}
+
+func writeJSON(w io.Writer, b []byte) error {
+	var buf bytes.Buffer
+	if json.Indent(&buf, b, "", "  ") != nil {
+		return &serverError{fmt.Sprintf("penctl: the server's reply is not JSON: %q", truncate(b))}
+	}
+	buf.WriteByte('\n')
+	_, err := w.Write(buf.Bytes())
+	return err
+}
+
+func truncate(b []byte) string {
+	if len(b) > 200 {
+		return string(b[:200]) + "..."
+	}
+	return string(b)
+}
+
+func firstOf(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
