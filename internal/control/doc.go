@@ -1,0 +1,63 @@
+// Package control is lbd's authenticated HTTPS control API: the remote,
+// secure channel that nib's penctl uses (Pen's plain-text -C listener stays
+// for local use). It owns the API's secrets in lbd's state directory and the
+// HTTPS server; lbd supplies what the API reads and changes through the
+// Backend interface, so the server is testable without lbd.
+//
+// # Secrets
+//
+// EnsureSecrets keeps three files in the state directory, each mode 0600,
+// created (atomically) when missing and reused when present:
+//
+//	control.key    ECDSA P-256 private key, PKCS#8 PEM ("PRIVATE KEY")
+//	control.crt    self-signed certificate for the key, PEM; SANs are the
+//	               host name, "localhost" and the names and addresses given;
+//	               valid 10 years
+//	control.token  the bearer token: 32 random bytes as 64 lower-case hex
+//	               digits (and a newline, which readers trim)
+//
+// The certificate's fingerprint (Secrets.Fingerprint, Fingerprint) is the
+// SHA-256 of its DER encoding as 64 lower-case hex digits without colons;
+// clients pin it instead of trusting a CA.
+//
+// # API (version 1; stable)
+//
+// HTTPS only (TLS 1.3 preferred, 1.2 minimum). Every request needs the
+// header "Authorization: Bearer TOKEN". Bodies and replies are JSON
+// (UTF-8) unless noted; a request body is at most 64 KiB.
+//
+//	POST /api/v1/pen     body {"command":"servers"}
+//	                     → 200 {"output":"<Pen's text output>"}
+//	                     The command is one Pen control verb line, run by the
+//	                     same interpreter as lbd's -C listener (verbs that
+//	                     name files are refused). Errors of the verb itself
+//	                     are part of the output, as with Pen.
+//	GET  /api/v1/status  → 200 Status (see the Status type for the fields)
+//	GET  /api/v1/config  → 200 text/plain: the running config as TOML
+//	POST /api/v1/write   → 200 {"ok":true}: the running config was saved as
+//	                     TOML, atomically, to lbd's -config file;
+//	                     500 {"error":"..."} when it could not be
+//	POST /api/v1/reload  → 200 {"ok":true}: lbd's -config file was re-read
+//	                     and applied; 422 {"error":"<errors>"} when it is
+//	                     invalid or cannot be applied (the errors are
+//	                     file:line:col lines for an invalid file), with the
+//	                     old config still running
+//
+// Errors, all with a JSON body {"error":"<message>"}:
+//
+//	400 malformed request body (bad JSON, empty command)
+//	401 missing or wrong token ("unauthorized"; with WWW-Authenticate: Bearer)
+//	403 the client's address is refused by the control ACL ("forbidden")
+//	404 unknown path
+//	405 wrong method (with Allow)
+//	413 request body over 64 KiB
+//	429 too many failed attempts from this source; Retry-After says when
+//	    the next attempt is checked. The token is not even looked at
+//	    until then, so a brute force gets nowhere.
+//	500 the operation failed inside lbd
+//
+// Failed attempts are counted per source address (IPv6 per /64): after 5
+// failures within a minute the source is blocked for 1s, doubling with each
+// further failure up to 5 minutes. A correct token resets the source's
+// count. The table is bounded (MaxSources entries).
+package control

@@ -1,0 +1,361 @@
+package control
+
+import (
+	"crypto/subtle"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nib-lb/nib/internal/lograte"
+)
+
+// Limits of the HTTPS server.
+const (
+	MaxBody           = 64 << 10
+	maxHeaderBytes    = 16 << 10
+	readHeaderTimeout = 5 * time.Second
+	readTimeout       = 15 * time.Second
+	writeTimeout      = 60 * time.Second // a reload may take a while
+	idleTimeout       = 2 * time.Minute
+)
+
+// Backend is what the API reads and changes: lbd implements it. Its methods
+// are called from the server's goroutines, concurrently.
+type Backend interface {
+	// Pen runs one Pen control command as the -C listener does and
+	// returns its text output.
+	Pen(command string) string
+	// Status returns the live state.
+	Status() Status
+	// ConfigTOML returns the running config as TOML.
+	ConfigTOML() ([]byte, error)
+	// Write saves the running config to the -config file.
+	Write() error
+	// Reload re-reads the -config file and applies it; on error the old
+	// config keeps running.
+	Reload() error
+}
+
+// Status is the reply of GET /api/v1/status.
+type Status struct {
+	Version  string          `json:"version"`
+	Services []ServiceStatus `json:"services"`
+}
+
+// ServiceStatus is one service.
+type ServiceStatus struct {
+	Name     string `json:"name"`
+	Listen   string `json:"listen"`
+	Protocol string `json:"protocol"`
+	Mode     string `json:"mode"` // "proxy" or "dsr"
+	// Connections (proxy services): current, accepted and refused.
+	Active   int64  `json:"active"`
+	Accepted uint64 `json:"accepted"`
+	Refused  uint64 `json:"refused"`
+	// LocalErrors and FlowLimited are proxy counters: this host out of
+	// descriptors or buffers; UDP datagrams over the flow limits.
+	LocalErrors uint64          `json:"local_errors"`
+	FlowLimited uint64          `json:"flow_limited"`
+	Backends    []BackendStatus `json:"backends"`
+	// DSR holds the DSR machinery's counters of the service's interface
+	// (shared by the DSR services on it); nil for proxy services.
+	DSR *DSRStatus `json:"dsr,omitempty"`
+}
+
+// BackendStatus is one backend of a service.
+type BackendStatus struct {
+	Index   int    `json:"index"`
+	Address string `json:"address"`
+	Weight  int    `json:"weight"`
+	Prio    int    `json:"prio"`
+	Max     int    `json:"max"`
+	Hard    int    `json:"hard"`
+	// State is "ok", "blacklisted", "drained" (weight 0) or, for DSR,
+	// "down" (no ARP reply) or "unresolved".
+	State string `json:"state"`
+	// BlacklistedUntil is set while blacklisted (RFC 3339).
+	BlacklistedUntil string `json:"blacklisted_until,omitempty"`
+	// Active is the current connections (proxy services).
+	Active int `json:"active"`
+	// Sent and Received are bytes to and from the backend (DSR: Sent is
+	// bytes forwarded; replies bypass lbd).
+	Sent     uint64 `json:"sent"`
+	Received uint64 `json:"received"`
+	// Packets is frames forwarded (DSR).
+	Packets uint64 `json:"packets,omitempty"`
+}
+
+// DSRStatus are the DSR, ARP and tarpit counters of one interface.
+type DSRStatus struct {
+	Interface        string            `json:"interface"`
+	Received         uint64            `json:"received"`
+	Forwarded        uint64            `json:"forwarded"`
+	PartialChecksums uint64            `json:"partial_checksums"`
+	SuperFrames      uint64            `json:"super_frames"`
+	TarpitReplies    uint64            `json:"tarpit_replies"`
+	ReadErrors       uint64            `json:"read_errors"`
+	Drops            map[string]uint64 `json:"drops"`
+	ARP              ARPStatus         `json:"arp"`
+}
+
+// ARPStatus are the ARP responder's counters.
+type ARPStatus struct {
+	RequestsSeen       uint64 `json:"requests_seen"`
+	RepliesVIP         uint64 `json:"replies_vip"`
+	RepliesTarpit      uint64 `json:"replies_tarpit"`
+	BackendLearned     uint64 `json:"backend_learned"`
+	UnsolicitedIgnored uint64 `json:"unsolicited_ignored"`
+	Conflicts          uint64 `json:"conflicts"`
+}
+
+// Options configure a Server.
+type Options struct {
+	Backend Backend
+	Secrets Secrets
+	// Allowed is the control ACL, checked for every client; nil permits
+	// all. It is called on every request, so it may change (a reload).
+	Allowed func(netip.Addr) bool
+	// Logf logs; nil means log.Printf.
+	Logf func(string, ...any)
+	// now is the clock (tests).
+	now func() time.Time
+}
+
+// Server is the HTTPS control API.
+type Server struct {
+	o        Options
+	token    []byte
+	thr      throttle
+	failLog  *lograte.Limiter
+	mu       sync.Mutex
+	srv      *http.Server
+	serveErr chan error
+}
+
+// New returns a server; nothing listens until Serve.
+func New(o Options) *Server {
+	if o.Logf == nil {
+		o.Logf = log.Printf
+	}
+	if o.now == nil {
+		o.now = time.Now
+	}
+	return &Server{o: o, token: []byte(o.Secrets.Token), failLog: lograte.New(10 * time.Second)}
+}
+
+// TLSConfig is the server's TLS configuration.
+func (s *Server) TLSConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{s.o.Secrets.Cert},
+		NextProtos:   []string{"h2", "http/1.1"},
+	}
+}
+
+// Serve serves HTTPS on ln (a TCP listener) on its own goroutine until
+// Close.
+func (s *Server) Serve(ln net.Listener) {
+	srv := &http.Server{
+		Handler:           s,
+		TLSConfig:         s.TLSConfig(),
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          log.New(logWriter{s}, "", 0),
+	}
+	s.mu.Lock()
+	s.srv = srv
+	s.serveErr = make(chan error, 1)
+	s.mu.Unlock()
+	go func() { s.serveErr <- srv.Serve(tls.NewListener(ln, srv.TLSConfig)) }()
+}
+
+// Close stops the listener and closes every connection.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	srv := s.srv
+	s.mu.Unlock()
+	if srv == nil {
+		return nil
+	}
+	err := srv.Close()
+	<-s.serveErr
+	return err
+}
+
+// logWriter sends net/http's own messages (TLS handshake errors and the
+// like) through a rate limit.
+type logWriter struct{ s *Server }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.s.failLog.Logf(w.s.o.Logf, "control: %s", strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, map[string]string{"error": msg})
+}
+
+// remote returns the client's address (invalid if unparsable).
+func remote(r *http.Request) netip.Addr {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
+// authorized checks the bearer token in constant time.
+func (s *Server) authorized(r *http.Request) bool {
+	h := r.Header.Get("Authorization")
+	const p = "Bearer "
+	if len(h) < len(p) || !strings.EqualFold(h[:len(p)], p) || len(s.token) == 0 {
+		return false
+	}
+	return subtle.ConstantTimeCompare([]byte(strings.TrimSpace(h[len(p):])), s.token) == 1
+}
+
+// ServeHTTP is the API (see the package documentation).
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	src := remote(r)
+	if s.o.Allowed != nil && (!src.IsValid() || !s.o.Allowed(src)) {
+		writeError(w, http.StatusForbidden, "forbidden")
+		return
+	}
+	now := s.o.now()
+	if wait := s.thr.blocked(src, now); wait > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int((wait+time.Second-1)/time.Second)))
+		writeError(w, http.StatusTooManyRequests, "too many failed attempts; retry later")
+		return
+	}
+	if !s.authorized(r) {
+		block := s.thr.fail(src, now)
+		if block > 0 {
+			s.failLog.Logf(s.o.Logf, "control: unauthorized request from %s (%s %q); source blocked for %v", src, r.Method, r.URL.Path, block)
+		} else {
+			s.failLog.Logf(s.o.Logf, "control: unauthorized request from %s (%s %q)", src, r.Method, r.URL.Path)
+		}
+		w.Header().Set("WWW-Authenticate", `Bearer realm="lbd"`)
+		writeError(w, http.StatusUnauthorized, "unauthorized")
+		return
+	}
+	s.thr.ok(src)
+	r.Body = http.MaxBytesReader(w, r.Body, MaxBody)
+	switch r.URL.Path {
+	case "/api/v1/pen":
+		if method(w, r, http.MethodPost) {
+			s.pen(w, r)
+		}
+	case "/api/v1/status":
+		if method(w, r, http.MethodGet) {
+			writeJSON(w, http.StatusOK, s.o.Backend.Status())
+		}
+	case "/api/v1/config":
+		if method(w, r, http.MethodGet) {
+			b, err := s.o.Backend.ConfigTOML()
+			if err != nil {
+				writeError(w, http.StatusInternalServerError, err.Error())
+				return
+			}
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			w.Header().Set("Cache-Control", "no-store")
+			w.Write(b)
+		}
+	case "/api/v1/write":
+		if method(w, r, http.MethodPost) && drain(w, r) {
+			if err := s.o.Backend.Write(); err != nil {
+				writeError(w, http.StatusInternalServerError, err.Error())
+				return
+			}
+			writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
+		}
+	case "/api/v1/reload":
+		if method(w, r, http.MethodPost) && drain(w, r) {
+			if err := s.o.Backend.Reload(); err != nil {
+				writeError(w, http.StatusUnprocessableEntity, err.Error())
+				return
+			}
+			writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
+		}
+	default:
+		writeError(w, http.StatusNotFound, "not found")
+	}
+}
+
+// method answers 405 unless r uses m.
+func method(w http.ResponseWriter, r *http.Request, m string) bool {
+	if r.Method == m {
+		return true
+	}
+	w.Header().Set("Allow", m)
+	writeError(w, http.StatusMethodNotAllowed, "method not allowed")
+	return false
+}
+
+// drain reads an unused body (bounded), answering 413 when it is too large.
+func drain(w http.ResponseWriter, r *http.Request) bool {
+	if _, err := io.Copy(io.Discard, r.Body); err != nil {
+		bodyError(w, err)
+		return false
+	}
+	return true
+}
+
+func bodyError(w http.ResponseWriter, err error) {
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		writeError(w, http.StatusRequestEntityTooLarge, "request body too large")
+		return
+	}
+	writeError(w, http.StatusBadRequest, "reading request body: "+err.Error())
+}
+
+// PenRequest is the body of POST /api/v1/pen.
+type PenRequest struct {
+	Command string `json:"command"`
+}
+
+// PenReply is its reply.
+type PenReply struct {
+	Output string `json:"output"`
+}
+
+func (s *Server) pen(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		bodyError(w, err)
+		return
+	}
+	var req PenRequest
+	if err := json.Unmarshal(body, &req); err != nil {
+		writeError(w, http.StatusBadRequest, "bad request body: "+err.Error())
+		return
+	}
+	if strings.TrimSpace(req.Command) == "" {
+		writeError(w, http.StatusBadRequest, "empty command")
+		return
+	}
+	if strings.ContainsAny(req.Command, "\n\r\x00") {
+		writeError(w, http.StatusBadRequest, "command must be one line")
+		return
+	}
+	writeJSON(w, http.StatusOK, PenReply{Output: s.o.Backend.Pen(req.Command)})
+}
