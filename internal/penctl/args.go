@@ -101,6 +101,9 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 		return nil, usagef("penctl: missing verb; penctl help lists them")
 	}
 	o.verb, o.args = rest[0], rest[1:]
+	if strings.TrimSpace(o.verb) == "" {
+		return nil, usagef("penctl: empty verb; penctl help lists them")
+	}
 	if v, ok := localVerbs[o.verb]; ok && !v.takesArgs {
 		// Allow "penctl status -json" as well as "penctl -json status".
 		for _, a := range o.args {
