@@ -76,7 +76,13 @@ func newClient(addr, token, pin string, trust bool) *client {
 		TLSHandshakeTimeout: dialTimeout,
 		ForceAttemptHTTP2:   true,
 	}
-	c.http = &http.Client{Transport: tr, Timeout: requestTimeout}
+	c.http = &http.Client{
+		Transport: tr,
+		Timeout:   requestTimeout,
+		// The API never redirects; a redirect is shown as an error rather
+		// than followed (with or without the token).
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
 	return c
 }
 

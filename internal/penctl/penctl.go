@@ -152,6 +152,9 @@ func runErr(args []string, stdout, stderr io.Writer, getenv func(string) string)
 	if err != nil {
 		return err
 	}
+	if !validToken(token) {
+		return usagef("penctl: the token has characters a bearer token cannot have (spaces, control characters or non-ASCII)")
+	}
 	if token == "" && o.verb != "" {
 		return usagef("penctl: no token: give -token-file FILE, NIB_TOKEN or a config file's token_file")
 	}
@@ -281,6 +284,17 @@ func truncate(b []byte) string {
 		return string(b[:200]) + "..."
 	}
 	return string(b)
+}
+
+// validToken reports whether t can be sent as a bearer token: printable
+// ASCII without spaces (the empty token is checked separately).
+func validToken(t string) bool {
+	for i := 0; i < len(t); i++ {
+		if t[i] <= ' ' || t[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 func firstOf(s ...string) string {

@@ -230,6 +230,7 @@ func TestUsage(t *testing.T) {
 		{nil, []string{"-token-file", "/nonexistent/token", "-s", "lb", "status"}, "token file"},
 		{nil, []string{"-config", "/nonexistent/penctl.json", "status"}, "config file"},
 		{nil, []string{"lb:10080"}, "usage: penctl host:port"},
+		{map[string]string{"NIB_HOST": "lb", "NIB_TOKEN": "a b\r\nX-Evil: 1"}, []string{"status"}, "characters a bearer token cannot have"},
 	} {
 		expect(t, runWith(c.env, c.args...), 2, nil, []string{c.msg})
 	}
