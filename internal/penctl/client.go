@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"syscall"
@@ -189,6 +190,14 @@ func (c *client) transportError(err error) error {
 			"Either this is another instance (wrong address?) or its certificate was replaced; check before trusting the new one with -trust.", c.addr, c.pin, seen)}
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return &connectError{fmt.Sprintf("penctl: cannot connect to %s: connection refused (is lbd running with a [control] listener on that address and port?)", c.addr)}
+	}
+	var rhe tls.RecordHeaderError
+	if errors.As(err, &rhe) || strings.Contains(err.Error(), "HTTP response to HTTPS client") {
+		return &connectError{fmt.Sprintf("penctl: %s does not speak TLS: is it lbd's control API? (Pen's plain control port is driven with penctl HOST:PORT VERB, without -s)", c.addr)}
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err // the method and URL add nothing
 	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {

@@ -342,6 +342,31 @@ func TestConnectionRefused(t *testing.T) {
 	expect(t, r, 3, nil, []string{"cannot connect to " + addr, "connection refused"})
 }
 
+func TestNotTLS(t *testing.T) {
+	plain := httptest.NewServer(http.NotFoundHandler())
+	defer plain.Close()
+	// A server that talks plain text at once, like a line-based protocol.
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	go func() {
+		for {
+			c, err := raw.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("hello, this is not TLS\n"))
+			c.Close()
+		}
+	}()
+	for _, addr := range []string{plain.Listener.Addr().String(), raw.Addr().String()} {
+		r := runWith(map[string]string{"NIB_TOKEN": "x"}, "-s", addr, "-fingerprint", strings.Repeat("a", 64), "status")
+		expect(t, r, 3, nil, []string{addr + " does not speak TLS"})
+	}
+}
+
 func TestServerRefusals(t *testing.T) {
 	f := newFake(t)
 	f.set(func() { f.status = 429 })
