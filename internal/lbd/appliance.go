@@ -173,17 +173,21 @@ func (a *appliance) load(d *Daemon, name string, data []byte) error {
 
 // reload re-reads FILE (SIGHUP): applied and kept as last-good if it is
 // good, else rejected with the running config left as it is.
-func (a *appliance) reload(d *Daemon) {
+func (a *appliance) reload(d *Daemon) { a.reloadErr(d) }
+
+// reloadErr is reload, returning its error (the control API's reload).
+func (a *appliance) reloadErr(d *Daemon) error {
 	data, err := os.ReadFile(a.file)
 	if err == nil {
 		err = a.load(d, a.file, data)
 	}
 	if err != nil {
 		a.logLines(fmt.Sprintf("reload %s failed, keeping the running config: %v", a.file, err))
-		return
+		return err
 	}
 	a.applied(data)
 	a.log.Printf("reloaded %s", a.file)
+	return nil
 }
 
 // retryC ticks while FILE waits to be applied again; nil otherwise.

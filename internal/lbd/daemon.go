@@ -51,12 +51,16 @@ type Daemon struct {
 	ctlConns  map[net.Conn]struct{}
 	ctlClosed bool
 	penACL    atomic.Pointer[ctlACL] // control ACL of the running config
+	api       apiState               // the HTTPS control API (api.go)
 
 	// PenFile is the Pen -F file re-read on SIGHUP in Pen mode.
 	PenFile string
 	// TOMLFile is the -config file; the write verb saves the running
 	// config there.
 	TOMLFile string
+	// StateDir is lbd's state directory (-state): the HTTPS control API
+	// keeps its secrets there and needs it.
+	StateDir string
 	// Loops is the number of TCP engine loops; 0 means GOMAXPROCS.
 	Loops int
 	// Facts fills in the placeholders of dummy bodies ({{addresses}}, ...);
@@ -183,6 +187,7 @@ func (d *Daemon) Close() {
 			d.penctl = nil
 		}
 		d.hangUpControl()
+		d.closeAPI()
 		for _, r := range d.services {
 			d.stop(r, true)
 		}

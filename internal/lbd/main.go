@@ -229,6 +229,8 @@ func run(inv *invocation, args []string, stderr io.Writer) int {
 	var app *appliance
 	if inv.stateDir != "" {
 		app = &appliance{file: inv.tomlFile, dir: inv.stateDir, debug: inv.debug, log: logger, status: st}
+		d.StateDir = inv.stateDir
+		d.api.reloads = make(chan chan error)
 		if err := app.boot(d); err != nil {
 			logger.Printf("%v", err)
 			ready(fmt.Sprintf("error: %v", err))
@@ -283,6 +285,8 @@ func serve(d *Daemon, inv *invocation, app *appliance, logger *log.Logger) int {
 			return 0
 		case <-app.retryC():
 			app.retryFile(d)
+		case done := <-d.api.reloads: // only in appliance mode
+			done <- app.reloadErr(d)
 		case sig := <-sigs:
 			switch sig {
 			case syscall.SIGHUP:

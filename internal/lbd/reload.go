@@ -164,6 +164,8 @@ type txn struct {
 	// commitControl puts the control listener and ACL in place;
 	// abortControl closes a listener prepare opened.
 	commitControl, abortControl func()
+	// commitAPI and abortAPI do the same for the HTTPS control API.
+	commitAPI, abortAPI func()
 }
 
 // prepare builds what cfg needs (see the top of this file). On error it
@@ -319,6 +321,13 @@ func (d *Daemon) prepare(cfg *config.Config) (_ *txn, err error) {
 	if err := d.step("control"); err != nil {
 		return nil, err
 	}
+	t.commitAPI, t.abortAPI, err = d.prepareAPI(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.step("control-api"); err != nil {
+		return nil, err
+	}
 
 	// Last, the one step that changes running objects: the DSR forwarders
 	// that stay take their new services (packet filter and tables). A
@@ -459,6 +468,7 @@ func (t *txn) commit() {
 	d.services, d.dummies, d.logs, d.cfg = next, next2, t.logs, cfg
 	d.debug.Store(int32(cfg.Debug))
 	t.commitControl()
+	t.commitAPI()
 }
 
 // serve starts a new service on its prepared socket.
@@ -536,6 +546,9 @@ func (t *txn) abort() {
 				d.log.Printf("dsr %s: restoring the running services after a failed reload: %v", p.iface, err)
 			}
 		}
+	}
+	if t.abortAPI != nil {
+		t.abortAPI()
 	}
 	if t.abortControl != nil {
 		t.abortControl()

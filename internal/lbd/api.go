@@ -1,0 +1,267 @@
+package lbd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/nib-lb/nib/config"
+	"github.com/nib-lb/nib/internal/acl"
+	"github.com/nib-lb/nib/internal/control"
+)
+
+// The HTTPS control API ([control] listen; internal/control). It is put in
+// place by the reload transaction like the Pen control listener: prepare
+// opens a new listener (loading or creating the secrets in StateDir),
+// commit swaps it in and closes the old one without waiting for its
+// clients, abort closes what prepare opened. Its handlers run on the HTTP
+// server's goroutines and take Daemon.mu only for their commands.
+
+// apiReloadTimeout bounds how long an API reload waits for the main loop.
+const apiReloadTimeout = time.Minute
+
+// apiState is the running API.
+type apiState struct {
+	addr    string
+	srv     *control.Server
+	aclSnap atomic.Pointer[ctlACL] // the ACL of the running config
+	secrets *control.Secrets       // loaded once, before any chroot
+	// reloads carries API reload requests to the main loop (main.go, serve),
+	// which runs them like SIGHUP; nil when no main loop serves them.
+	reloads chan chan error
+}
+
+func newAPIACL(cfg *config.Config) *ctlACL {
+	name := cfg.Control.ACL
+	if name == "" {
+		return &ctlACL{}
+	}
+	a, ok := cfg.ACLs[name]
+	if !ok {
+		return &ctlACL{list: &acl.List{Rules: []acl.Rule{{Action: acl.Deny}}}}
+	}
+	return &ctlACL{list: toACL(a)}
+}
+
+// errNoState refuses an API without a state directory for its secrets.
+var errNoState = errors.New("control.listen: the HTTPS control API needs lbd's state directory for its key, certificate and token (lbd -config FILE -state DIR)")
+
+// prepareAPI is prepareControl for the HTTPS control API.
+func (d *Daemon) prepareAPI(cfg *config.Config) (commit, abort func(), err error) {
+	want := cfg.Control.Listen
+	snap := newAPIACL(cfg)
+	if d.api.addr == want {
+		return func() { d.api.aclSnap.Store(snap) }, func() {}, nil
+	}
+	var ln net.Listener
+	var sec *control.Secrets
+	if want != "" {
+		if d.StateDir == "" {
+			return nil, nil, errNoState
+		}
+		if d.api.secrets == nil {
+			s, err := control.EnsureSecrets(d.StateDir, certNames(want))
+			if err != nil {
+				return nil, nil, fmt.Errorf("control API secrets: %w", err)
+			}
+			d.api.secrets = &s
+		}
+		sec = d.api.secrets
+		ln, err = net.Listen("tcp", want)
+		if err != nil {
+			return nil, nil, fmt.Errorf("control API %s: %w", want, err)
+		}
+	}
+	commit = func() {
+		d.api.aclSnap.Store(snap)
+		if d.api.srv != nil {
+			d.api.srv.Close()
+			d.api.srv = nil
+		}
+		d.api.addr = want
+		if ln != nil {
+			d.api.srv = control.New(control.Options{
+				Backend: apiBackend{d},
+				Secrets: *sec,
+				Allowed: d.apiAllowed,
+				Logf:    d.log.Printf,
+			})
+			d.api.srv.Serve(ln)
+			d.log.Printf("control: HTTPS API on %s, certificate SHA-256 %s, token in %s", want, sec.Fingerprint, sec.TokenPath)
+		}
+	}
+	abort = func() {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+	return commit, abort, nil
+}
+
+// closeAPI stops the API (Close, with d.mu held).
+func (d *Daemon) closeAPI() {
+	if d.api.srv != nil {
+		d.api.srv.Close()
+		d.api.srv = nil
+	}
+	d.api.addr = ""
+}
+
+func (d *Daemon) apiAllowed(a netip.Addr) bool {
+	snap := d.api.aclSnap.Load()
+	if snap == nil {
+		return false
+	}
+	return snap.list == nil || snap.list.Allows(a)
+}
+
+// certNames are the names a new certificate is made for: the listen address
+// when it is a specific one, and this host's interface addresses.
+func certNames(listen string) []string {
+	var out []string
+	if ap, err := netip.ParseAddrPort(listen); err == nil && !ap.Addr().IsUnspecified() {
+		out = append(out, ap.Addr().String())
+	}
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if p, err := netip.ParsePrefix(a.String()); err == nil && !p.Addr().IsLinkLocalUnicast() {
+			out = append(out, p.Addr().String())
+		}
+	}
+	return out
+}
+
+// apiBackend is what the API reads and changes.
+type apiBackend struct{ d *Daemon }
+
+func (b apiBackend) Pen(command string) string {
+	var out strings.Builder
+	b.d.ExecPen(command, &out, false)
+	return out.String()
+}
+
+func (b apiBackend) ConfigTOML() ([]byte, error) {
+	cfg := b.d.Config()
+	if cfg == nil {
+		return nil, errors.New("no configuration is running")
+	}
+	return config.Marshal(cfg)
+}
+
+func (b apiBackend) Write() error {
+	if b.d.TOMLFile == "" {
+		return errors.New("lbd has no -config file to write")
+	}
+	cfg := b.d.Config()
+	if cfg == nil {
+		return errors.New("no configuration is running")
+	}
+	return config.Save(b.d.TOMLFile, cfg)
+}
+
+func (b apiBackend) Reload() error {
+	ch := b.d.api.reloads
+	if ch == nil {
+		return errors.New("reload is not available")
+	}
+	done := make(chan error, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), apiReloadTimeout)
+	defer cancel()
+	select {
+	case ch <- done:
+	case <-ctx.Done():
+		return errors.New("reload: lbd is busy")
+	}
+	return <-done
+}
+
+func (b apiBackend) Status() control.Status {
+	d := b.d
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	st := control.Status{Version: Version(), Services: []control.ServiceStatus{}}
+	if d.cfg == nil || d.closed {
+		return st
+	}
+	now := time.Now()
+	for _, sc := range d.cfg.Services {
+		ss := control.ServiceStatus{
+			Name:     sc.Name,
+			Listen:   sc.Listen.String(),
+			Protocol: sc.Protocol.String(),
+			Mode:     sc.Mode.String(),
+			Backends: []control.BackendStatus{},
+		}
+		if p, dsc, ok := d.dsrService(sc.Name); ok {
+			ss.DSR, ss.Backends = dsrStatus(p, dsc)
+		} else if r := d.services[sc.Name]; r != nil {
+			c := r.svc.Counters()
+			ss.Active, ss.Accepted, ss.Refused, ss.LocalErrors, ss.FlowLimited = c.Active, c.Accepted, c.Refused, c.LocalErrors, c.FlowLimited
+			stats := r.pool.Stats(now)
+			for i, bc := range r.cfg.Backends {
+				bs := control.BackendStatus{Index: i, Address: bc.Address.String(), Weight: bc.Weight, Prio: bc.Prio, Max: bc.Max, Hard: bc.Hard, State: "ok"}
+				if bc.Weight == 0 {
+					bs.State = "drained"
+				}
+				if i < len(stats) {
+					s := stats[i]
+					bs.Active, bs.Sent, bs.Received = s.Conns, s.Sent, s.Recv
+					if s.BlacklistedUntil.After(now) {
+						bs.State = "blacklisted"
+						bs.BlacklistedUntil = s.BlacklistedUntil.UTC().Format(time.RFC3339)
+					}
+				}
+				ss.Backends = append(ss.Backends, bs)
+			}
+		}
+		st.Services = append(st.Services, ss)
+	}
+	return st
+}
+
+// dsrStatus is a DSR service's part of the status (as dsrStatusHTML).
+func dsrStatus(p *dsrPort, sc config.Service) (*control.DSRStatus, []control.BackendStatus) {
+	fs := p.fwd.Stats()
+	bstats := backendStats(p, sc.Name)
+	c := p.arp.Counters()
+	ds := &control.DSRStatus{
+		Interface: p.iface, Received: fs.Received, Forwarded: fs.Forwarded,
+		PartialChecksums: fs.PartialChecksums, SuperFrames: fs.SuperFrames,
+		TarpitReplies: fs.TarpitReplies, ReadErrors: fs.ReadErrors,
+		Drops: map[string]uint64{},
+		ARP: control.ARPStatus{
+			RequestsSeen: c.RequestsSeen, RepliesVIP: c.RepliesVIP, RepliesTarpit: c.RepliesTarpit,
+			BackendLearned: c.BackendLearned, UnsolicitedIgnored: c.UnsolicitedIgnored, Conflicts: c.Conflicts,
+		},
+	}
+	for _, k := range slices.Sorted(maps.Keys(fs.Drops)) {
+		ds.Drops[fmt.Sprint(k)] = uint64(fs.Drops[k])
+	}
+	var out []control.BackendStatus
+	for i, b := range sc.Backends {
+		a := b.Address.Addr()
+		state := "ok"
+		switch {
+		case p.arp.Down(a):
+			state = "down"
+		case p.down(a):
+			state = "blacklisted"
+		case b.Weight == 0:
+			state = "drained"
+		}
+		if _, ok := p.arp.Lookup(a); !ok {
+			state = "unresolved"
+		}
+		bs := bstats[a]
+		out = append(out, control.BackendStatus{Index: i, Address: b.Address.String(), Weight: b.Weight, Prio: b.Prio, Max: b.Max, Hard: b.Hard,
+			State: state, Sent: bs.Bytes, Packets: bs.Packets})
+	}
+	return ds, out
+}
