@@ -69,6 +69,8 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 		fs.PrintDefaults()
 		fmt.Fprintf(out, "\nverbs (penctl help):\n")
 		writeVerbs(out)
+		fmt.Fprintf(out, "\nexit status: 0 ok, 1 the command failed, 2 usage (flags, arguments, config or token file),\n"+
+			"3 connection, token (401), ACL (403), rate limit (429) or certificate problem\n")
 	}
 	return fs
 }

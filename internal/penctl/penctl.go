@@ -61,9 +61,9 @@ var verbOrder = []string{"status", "config", "write", "reload", "help", "pen"}
 
 func writeVerbs(w io.Writer) {
 	for _, v := range verbOrder {
-		fmt.Fprintf(w, "  %-8s %s\n", v, localVerbs[v].help)
+		fmt.Fprintf(w, "  %-9s %s\n", v, localVerbs[v].help)
 	}
-	fmt.Fprintf(w, "  %-8s %s\n", "OTHER...", "any other word is a Pen command line, run by lbd with Pen's output (penctl -s lb servers; penctl -s lb server 1 weight 3)")
+	fmt.Fprintf(w, "  %-9s %s\n", "OTHER...", "any other word is a Pen command line, run by lbd with Pen's output (penctl -s lb servers; penctl -s lb server 1 weight 3)")
 }
 
 // Main runs penctl with args (without the program name) and returns the
@@ -244,6 +244,10 @@ func runVerb(c *client, o *options, stdout io.Writer) error {
 	}
 	b, err := c.do("POST", "/api/v1/pen", map[string]string{"command": strings.Join(words, " ")})
 	if err != nil {
+		var se *serverError
+		if errors.As(err, &se) && strings.HasPrefix(se.msg, "400 ") {
+			err = &serverError{se.msg + "\n(penctl help lists penctl's verbs; any other word is sent to lbd as a Pen command)"}
+		}
 		return withVerb(words[0], err)
 	}
 	if o.json {

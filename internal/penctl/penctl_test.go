@@ -198,7 +198,7 @@ func TestVerbs(t *testing.T) {
 	expect(t, f.run("-json", "servers"), 0, []string{`"output": "0 127.0.0.1:8081`}, nil)
 	expect(t, f.run("server", "1", "weight", "3"), 0, nil, nil)
 	expect(t, f.run("pen", "status"), 0, nil, nil)
-	expect(t, f.run("bogus"), 1, nil, []string{"bogus: unknown command"})
+	expect(t, f.run("bogus"), 1, nil, []string{"bogus: unknown command", "penctl help lists"})
 	want := []string{"servers", "servers", "server 1 weight 3", "status", "bogus"}
 	if strings.Join(f.commands, "|") != strings.Join(want, "|") {
 		t.Errorf("commands %q, want %q", f.commands, want)
@@ -211,7 +211,7 @@ func TestHelp(t *testing.T) {
 	if n := strings.Count(r.stdout, "\n"); n != len(verbOrder)+2 {
 		t.Errorf("help has %d lines:\n%s", n, r.stdout)
 	}
-	expect(t, runWith(nil, "-h"), 0, nil, []string{"usage: penctl", "-token-file"})
+	expect(t, runWith(nil, "-h"), 0, nil, []string{"usage: penctl", "-token-file", "exit status: 0 ok"})
 }
 
 func TestUsage(t *testing.T) {
