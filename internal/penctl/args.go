@@ -118,6 +118,11 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 		}
 		o.args = nil
 	}
+	for _, a := range rest {
+		if strings.ContainsAny(a, "\n\r\x00") {
+			return nil, usagef("penctl: a command is one line: %q has a line break or NUL", a)
+		}
+	}
 	if o.verb == "pen" && len(o.args) == 0 {
 		return nil, usagef("penctl: pen needs a Pen command, e.g. penctl pen status")
 	}

@@ -115,7 +115,7 @@ func (f *fake) serve(w http.ResponseWriter, r *http.Request) {
 			Name: "web", Listen: ":80", Protocol: "tcp", Mode: "proxy", Active: 2, Accepted: 40, Refused: 1,
 			Backends: []Backend{
 				{Index: 0, Address: "10.0.0.1:8080", Weight: 1, State: "up", Active: 1, Total: 30},
-				{Index: 1, Address: "10.0.0.2:8080", Weight: 3, State: "blacklisted", Active: 1, Total: 10},
+				{Index: 1, Address: "10.0.0.2:8080", Weight: 3, State: "blacklisted", Active: 1, Total: 10, Sent: 12345, Received: 678},
 			},
 		}}})
 	case "GET /api/v1/config":
@@ -177,7 +177,7 @@ func expect(t *testing.T, r result, code int, stdout, stderr []string) {
 
 func TestVerbs(t *testing.T) {
 	f := newFake(t)
-	expect(t, f.run("status"), 0, []string{"lbd 0.9", "service web", "accepted 40", "10.0.0.2:8080", "blacklisted", "BACKEND"}, nil)
+	expect(t, f.run("status"), 0, []string{"lbd 0.9", "service web", "accepted 40", "10.0.0.2:8080", "blacklisted", "BACKEND", "12345"}, nil)
 	for _, args := range [][]string{{"-json", "status"}, {"status", "-json"}} {
 		r := f.run(args...)
 		expect(t, r, 0, nil, nil)
@@ -230,6 +230,7 @@ func TestUsage(t *testing.T) {
 		{nil, []string{"-token-file", "/nonexistent/token", "-s", "lb", "status"}, "token file"},
 		{nil, []string{"-config", "/nonexistent/penctl.json", "status"}, "config file"},
 		{nil, []string{"lb:10080"}, "usage: penctl host:port"},
+		{map[string]string{"NIB_HOST": "lb", "NIB_TOKEN": "x"}, []string{"server", "1\nexit"}, "one line"},
 		{map[string]string{"NIB_HOST": "lb", "NIB_TOKEN": "a b\r\nX-Evil: 1"}, []string{"status"}, "characters a bearer token cannot have"},
 	} {
 		expect(t, runWith(c.env, c.args...), 2, nil, []string{c.msg})

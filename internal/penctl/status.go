@@ -19,8 +19,8 @@ type Service struct {
 	Protocol string    `json:"protocol"`
 	Mode     string    `json:"mode"`
 	Active   int64     `json:"active"`
-	Accepted int64     `json:"accepted"`
-	Refused  int64     `json:"refused"`
+	Accepted uint64    `json:"accepted"`
+	Refused  uint64    `json:"refused"`
 	Backends []Backend `json:"backends"`
 }
 
@@ -31,7 +31,11 @@ type Backend struct {
 	Weight  int    `json:"weight"`
 	State   string `json:"state"`
 	Active  int64  `json:"active"`
-	Total   int64  `json:"total"`
+	Total   uint64 `json:"total"`
+	// Sent and Received are bytes to and from the backend, when the
+	// server reports them.
+	Sent     uint64 `json:"sent,omitempty"`
+	Received uint64 `json:"received,omitempty"`
 }
 
 // writeStatus prints st as a table: one block per service, one line per
@@ -54,9 +58,9 @@ func writeStatus(w io.Writer, st *Status) error {
 			fmt.Fprintln(tw, "  (no backends)")
 			continue
 		}
-		fmt.Fprintln(tw, "  #\tBACKEND\tWEIGHT\tSTATE\tACTIVE\tTOTAL")
+		fmt.Fprintln(tw, "  #\tBACKEND\tWEIGHT\tSTATE\tACTIVE\tTOTAL\tSENT\tRECEIVED")
 		for _, b := range s.Backends {
-			fmt.Fprintf(tw, "  %d\t%s\t%d\t%s\t%d\t%d\n", b.Index, b.Address, b.Weight, b.State, b.Active, b.Total)
+			fmt.Fprintf(tw, "  %d\t%s\t%d\t%s\t%d\t%d\t%d\t%d\n", b.Index, b.Address, b.Weight, b.State, b.Active, b.Total, b.Sent, b.Received)
 		}
 	}
 	return tw.Flush()
