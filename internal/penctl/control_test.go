@@ -25,8 +25,8 @@ func (b *ctlBackend) Status() control.Status {
 		Backends: []control.BackendStatus{{Index: 0, Address: "10.0.0.9:80", State: "ok", Sent: 99}}}}}
 }
 func (b *ctlBackend) ConfigTOML() ([]byte, error) { return []byte("# toml\n"), nil }
-func (b *ctlBackend) Write() error               { return nil }
-func (b *ctlBackend) Reload() error              { return b.reloadErr }
+func (b *ctlBackend) Write() error                { return nil }
+func (b *ctlBackend) Reload() error               { return b.reloadErr }
 
 // TestControlServer runs penctl against internal/control's server: the
 // two sides of the contract agree.
