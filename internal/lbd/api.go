@@ -69,7 +69,13 @@ func (d *Daemon) prepareAPI(cfg *config.Config) (commit, abort func(), err error
 		if d.api.secrets == nil {
 			s, err := control.EnsureSecrets(d.StateDir, certNames(want))
 			if err != nil {
-				return nil, nil, fmt.Errorf("control API secrets: %w", err)
+				// A broken state directory must not keep the appliance
+				// from serving (its built-in default has the API): the
+				// API stays off, and the next reload tries again.
+				return func() {
+					d.closeAPI()
+					d.log.Printf("control: HTTPS API on %s is off: its secrets in %s: %v", want, d.StateDir, err)
+				}, func() {}, nil
 			}
 			d.api.secrets = &s
 		}

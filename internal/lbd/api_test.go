@@ -219,3 +219,37 @@ func TestControlAPIReloadMoves(t *testing.T) {
 		t.Errorf("reload without main loop: %d %s", code, body)
 	}
 }
+
+// Secrets that can be neither read nor created leave the API off; the rest
+// of the config is served.
+func TestControlAPIBrokenState(t *testing.T) {
+	var logs bytes.Buffer
+	d := New(log.New(&logs, "", 0))
+	d.StateDir = filepath.Join(t.TempDir(), "missing", "dir")
+	defer d.Close()
+	api, dummy := freePort(t), freePort(t)
+	cfg, err := config.Parse("x.toml", fmt.Appendf(nil, "[control]\nlisten = %q\n[[dummy]]\nlisten = %q\n", api, dummy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Apply(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "HTTPS API on "+api.String()+" is off") || !refused("http://"+api.String()+"/") {
+		t.Errorf("API not off:\n%s", logs.String())
+	}
+	if refused("http://" + dummy.String() + "/") {
+		t.Error("dummy not served")
+	}
+	// Once the directory exists, a reload brings the API up.
+	if err := os.MkdirAll(d.StateDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Apply(cfg); err != nil {
+		t.Fatal(err)
+	}
+	c := newAPIClient(t, api.String(), d.StateDir)
+	if code, body := c.do("GET", "/api/v1/status", ""); code != 200 {
+		t.Errorf("%d %s", code, body)
+	}
+}

@@ -111,6 +111,12 @@ Appliance mode (-config FILE -state DIR; the gokrazy image runs
   - [network] with mode = "static" sets this host's address, default route
     and name servers (netlink) before the services start, and on every
     reload; only in this mode, never with -config alone.
+  - [control] listen serves the HTTPS control API (penctl over the network;
+    only in this mode). DIR keeps its TLS key, self-signed certificate and
+    bearer token (control.key, control.crt, control.token, 0600), created
+    when missing; the log shows the certificate's SHA-256 fingerprint and
+    the token file's path. When they can be neither read nor created, the
+    API stays off (logged) and everything else is served.
 A dummy's body may show live facts: {{addresses}} (this host's addresses),
 {{config}} (the config served, and why when it is not FILE), {{hostname}},
 {{version}}; the appliance's welcome page does.
