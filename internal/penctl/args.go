@@ -141,12 +141,20 @@ func hostPort(s string) (string, error) {
 		}
 		return net.JoinHostPort(h, p), nil
 	}
-	h := strings.TrimSuffix(strings.TrimPrefix(s, "["), "]")
-	if h == "" || strings.ContainsAny(h, "[]/ ") {
-		return "", usagef("penctl: invalid server address %q (HOST[:PORT])", s)
+	bad := usagef("penctl: invalid server address %q (HOST[:PORT])", s)
+	h := s
+	if strings.HasPrefix(s, "[") || strings.HasSuffix(s, "]") {
+		// [IPv6] without a port.
+		if len(s) < 2 || s[0] != '[' || s[len(s)-1] != ']' {
+			return "", bad
+		}
+		h = s[1 : len(s)-1]
+		if !strings.Contains(h, ":") {
+			return "", bad
+		}
 	}
-	if strings.Contains(h, ":") && net.ParseIP(h) == nil {
-		return "", usagef("penctl: invalid server address %q (HOST[:PORT])", s)
+	if h == "" || strings.ContainsAny(h, "[]/ ") || strings.Contains(h, ":") && net.ParseIP(h) == nil {
+		return "", bad
 	}
 	return net.JoinHostPort(h, DefaultPort), nil
 }

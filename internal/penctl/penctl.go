@@ -54,10 +54,11 @@ var localVerbs = map[string]localVerb{
 	"write":  {help: "save the running configuration to lbd's -config file (atomically)"},
 	"reload": {help: "re-read lbd's -config file; a broken file is rejected with its file:line:col errors and the old config stays"},
 	"help":   {help: "list the verbs"},
+	"url":    {help: "print the address of lbd's status page for a browser (no connection is made)"},
 	"pen":    {help: "send ARGS as a Pen command line, even one named like a penctl verb (penctl pen status)", takesArgs: true},
 }
 
-var verbOrder = []string{"status", "config", "write", "reload", "help", "pen"}
+var verbOrder = []string{"status", "config", "write", "reload", "url", "help", "pen"}
 
 func writeVerbs(w io.Writer) {
 	for _, v := range verbOrder {
@@ -105,6 +106,9 @@ func runErr(args []string, stdout, stderr io.Writer, getenv func(string) string)
 	if o.help {
 		return nil // the flag package printed the usage
 	}
+	if o.verb == "url" {
+		return printURL(o, stdout, getenv)
+	}
 	if o.verb == "help" {
 		fmt.Fprintln(stdout, "penctl verbs:")
 		writeVerbs(stdout)
@@ -136,6 +140,7 @@ func runErr(args []string, stdout, stderr io.Writer, getenv func(string) string)
 			return err
 		}
 	}
+	oldPin := pin
 	if o.trust {
 		pin = "" // explicit trust on first use: take what the server shows
 	}
@@ -161,7 +166,7 @@ func runErr(args []string, stdout, stderr io.Writer, getenv func(string) string)
 
 	c := newClient(addr, token, pin, o.trust)
 	if o.trust {
-		if err := trust(c, o, cfgPath, stdout, stderr); err != nil {
+		if err := trust(c, o, cfgPath, oldPin, stdout, stderr); err != nil {
 			return err
 		}
 		if o.verb == "" {
@@ -172,9 +177,38 @@ func runErr(args []string, stdout, stderr io.Writer, getenv func(string) string)
 	return runVerb(c, o, stdout)
 }
 
+// printURL prints the status page's URL, and the fingerprint to compare
+// with the browser's certificate warning when one is pinned.
+func printURL(o *options, stdout io.Writer, getenv func(string) string) error {
+	cfgPath := firstOf(o.configFile, getenv("NIB_PENCTL_CONFIG"))
+	file := &File{}
+	if cfgPath != "" {
+		var err error
+		if file, err = loadFile(cfgPath, false); err != nil {
+			return err
+		}
+	}
+	server := firstOf(o.server, getenv("NIB_HOST"), file.Address)
+	if server == "" {
+		return usagef("penctl: no server: give -s HOST[:PORT], NIB_HOST or a config file's address")
+	}
+	addr, err := hostPort(server)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "https://%s/\n", addr)
+	if f := firstOf(o.fingerprint, file.Fingerprint); f != "" {
+		if f, err = normFingerprint(f); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "certificate SHA-256 fingerprint (self-signed; compare with the browser's): %s\n", f)
+	}
+	return nil
+}
+
 // trust connects without a pin, prints the server's fingerprint and saves
 // it to the config file when there is one.
-func trust(c *client, o *options, cfgPath string, stdout, stderr io.Writer) error {
+func trust(c *client, o *options, cfgPath, oldPin string, stdout, stderr io.Writer) error {
 	// Any request completes the handshake; its reply (401 without a token)
 	// does not matter here, only the certificate does.
 	_, err := c.do("GET", "/api/v1/status", nil)
@@ -190,6 +224,9 @@ func trust(c *client, o *options, cfgPath string, stdout, stderr io.Writer) erro
 		out = stderr // keep the verb's output clean
 	}
 	fmt.Fprintf(out, "%s SHA-256 fingerprint: %s\n", c.addr, fp)
+	if oldPin != "" && oldPin != fp {
+		fmt.Fprintf(stderr, "penctl: warning: this replaces the previously pinned fingerprint %s\n", oldPin)
+	}
 	if cfgPath != "" {
 		if err := saveFingerprint(cfgPath, c.addr, fp); err != nil {
 			return fmt.Errorf("penctl: saving the fingerprint: %w", err)

@@ -10,6 +10,8 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
+	"io"
+	"log"
 	"math/big"
 	"net"
 	"net/http"
@@ -43,6 +45,7 @@ func newFake(t *testing.T) *fake {
 	// Each fake has its own self-signed certificate, as each lbd has
 	// (httptest's default one is shared by every server).
 	f.srv.TLS = &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}}
+	f.srv.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are expected
 	f.srv.StartTLS()
 	t.Cleanup(f.srv.Close)
 	f.fp = Fingerprint(f.srv.Certificate().Raw)
@@ -214,6 +217,26 @@ func TestHelp(t *testing.T) {
 	expect(t, runWith(nil, "-h"), 0, nil, []string{"usage: penctl", "-token-file", "exit status: 0 ok"})
 }
 
+func TestURL(t *testing.T) {
+	fp := strings.Repeat("ab", 32)
+	expect(t, runWith(nil, "-s", "lb1", "-fingerprint", strings.ToUpper(fp), "url"), 0, []string{"https://lb1:9443/\n", fp}, nil)
+	expect(t, runWith(map[string]string{"NIB_HOST": "[::1]:8443"}, "url"), 0, []string{"https://[::1]:8443/\n"}, nil)
+	expect(t, runWith(nil, "url"), 2, nil, []string{"no server"})
+}
+
+func TestHostPort(t *testing.T) {
+	for in, want := range map[string]string{
+		"lb": "lb:9443", "lb:10": "lb:10", "10.0.0.1": "10.0.0.1:9443", "::1": "[::1]:9443",
+		"[::1]": "[::1]:9443", "[fe80::1]:7": "[fe80::1]:7",
+		"": "", ":9443": "", "lb:": "", "a:b:c": "", "[lb": "", "lb]": "", "[lb]": "", "[]": "", "a/b": "",
+	} {
+		got, err := hostPort(in)
+		if got != want || (err != nil) != (want == "") {
+			t.Errorf("hostPort(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+}
+
 func TestUsage(t *testing.T) {
 	for _, c := range []struct {
 		env  map[string]string
@@ -322,7 +345,7 @@ func TestTrust(t *testing.T) {
 	b, _ = json.Marshal(saved)
 	os.WriteFile(cfg, b, 0o600)
 	r := runWith(map[string]string{"NIB_TOKEN": testToken}, "-config", cfg, "-trust", "servers")
-	expect(t, r, 0, []string{"127.0.0.1:8081"}, []string{f.fp})
+	expect(t, r, 0, []string{"127.0.0.1:8081"}, []string{f.fp, "replaces the previously pinned fingerprint " + saved.Fingerprint})
 	if strings.Contains(r.stdout, f.fp) {
 		t.Errorf("fingerprint on stdout: %s", r.stdout)
 	}
