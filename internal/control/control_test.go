@@ -39,7 +39,7 @@ func (f *fakeBackend) Write() error                { return nil }
 func (f *fakeBackend) Reload() error               { return f.reloadErr }
 
 func TestSecretsCreatedAndReused(t *testing.T) {
-	dir := t.TempDir()
+	dir := filepath.Join(t.TempDir(), "state")
 	s1, err := EnsureSecrets(dir, []string{"nib.example", "192.0.2.5"})
 	if err != nil {
 		t.Fatal(err)

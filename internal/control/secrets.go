@@ -57,9 +57,12 @@ func Fingerprint(der []byte) string {
 // (host names or IP addresses), and a token. An existing key and
 // certificate are reused as they are (names then only matter when they are
 // created). A key without its certificate gets a new certificate; a
-// certificate without its key is replaced along with the key. dir must
-// exist.
+// certificate without its key is replaced along with the key. dir is
+// created (0700) when missing.
 func EnsureSecrets(dir string, names []string) (Secrets, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return Secrets{}, err
+	}
 	keyPath := filepath.Join(dir, KeyFile)
 	certPath := filepath.Join(dir, CertFile)
 	tokenPath := filepath.Join(dir, TokenFile)

@@ -225,7 +225,9 @@ func TestControlAPIReloadMoves(t *testing.T) {
 func TestControlAPIBrokenState(t *testing.T) {
 	var logs bytes.Buffer
 	d := New(log.New(&logs, "", 0))
-	d.StateDir = filepath.Join(t.TempDir(), "missing", "dir")
+	file := filepath.Join(t.TempDir(), "file")
+	putFile(t, file, nil)
+	d.StateDir = filepath.Join(file, "dir") // under a regular file: cannot be created
 	defer d.Close()
 	api, dummy := freePort(t), freePort(t)
 	cfg, err := config.Parse("x.toml", fmt.Appendf(nil, "[control]\nlisten = %q\n[[dummy]]\nlisten = %q\n", api, dummy))
@@ -241,8 +243,8 @@ func TestControlAPIBrokenState(t *testing.T) {
 	if refused("http://" + dummy.String() + "/") {
 		t.Error("dummy not served")
 	}
-	// Once the directory exists, a reload brings the API up.
-	if err := os.MkdirAll(d.StateDir, 0o700); err != nil {
+	// Once the directory can be made, a reload brings the API up.
+	if err := os.Remove(file); err != nil {
 		t.Fatal(err)
 	}
 	if err := d.Apply(cfg); err != nil {
