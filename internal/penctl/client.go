@@ -52,6 +52,7 @@ var (
 
 // client talks to one lbd control API.
 type client struct {
+	tls   *tls.Config
 	addr  string // host:port
 	token string
 	pin   string // expected fingerprint; "" accepts any (only with -trust)
@@ -71,6 +72,7 @@ func newClient(addr, token, pin string, trust bool) *client {
 		InsecureSkipVerify: true,
 		VerifyConnection:   c.verify,
 	}
+	c.tls = tc
 	tr := &http.Transport{
 		TLSClientConfig:     tc,
 		DialContext:         (&net.Dialer{Timeout: dialTimeout}).DialContext,
@@ -104,6 +106,27 @@ func (c *client) verify(cs tls.ConnectionState) error {
 		return errMismatch
 	}
 	return nil
+}
+
+// handshake makes a TLS handshake only (no request, so no token is sent)
+// and returns the server's certificate fingerprint.
+func (c *client) handshake() (string, error) {
+	host, _, _ := net.SplitHostPort(c.addr)
+	tc := c.tls.Clone()
+	tc.ServerName = host
+	d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: dialTimeout}, Config: tc}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*dialTimeout)
+	defer cancel()
+	conn, err := d.DialContext(ctx, "tcp", c.addr)
+	if err != nil {
+		return "", c.transportError(err)
+	}
+	conn.Close()
+	fp := c.seenFingerprint()
+	if fp == "" {
+		return "", &connectError{fmt.Sprintf("penctl: %s showed no certificate", c.addr)}
+	}
+	return fp, nil
 }
 
 func (c *client) seenFingerprint() string {

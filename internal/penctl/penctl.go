@@ -215,14 +215,10 @@ func printURL(o *options, stdout io.Writer, getenv func(string) string) error {
 // trust connects without a pin, prints the server's fingerprint and saves
 // it to the config file when there is one.
 func trust(c *client, o *options, cfgPath, oldPin string, stdout, stderr io.Writer) error {
-	// Any request completes the handshake; its reply (401 without a token)
-	// does not matter here, only the certificate does.
-	_, err := c.do("GET", "/api/v1/status", nil)
-	fp := c.seenFingerprint()
-	if fp == "" {
-		if err == nil {
-			err = &connectError{"penctl: the server showed no certificate"}
-		}
+	// A handshake only: nothing, not even the token, is sent to a server
+	// that is not trusted yet (and no failed attempt is counted).
+	fp, err := c.handshake()
+	if err != nil {
 		return err
 	}
 	out := stdout

@@ -36,6 +36,7 @@ type fake struct {
 	reloadErr string   // non-empty: reload answers 422 with it
 	writeErr  string   // non-empty: write answers 500 with it
 	status    int      // non-zero: every request answers it
+	requests  int
 }
 
 func newFake(t *testing.T) *fake {
@@ -91,6 +92,7 @@ func reply(w http.ResponseWriter, code int, v any) {
 func (f *fake) serve(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.requests++
 	if f.status != 0 {
 		w.Header().Set("Retry-After", "7")
 		reply(w, f.status, map[string]string{"error": http.StatusText(f.status)})
@@ -325,8 +327,14 @@ func (f *fake) runNoPin(args ...string) result { return runWith(f.env(), args...
 
 func TestTrust(t *testing.T) {
 	f := newFake(t)
-	// Without -config: printed, not saved.
+	// Without -config: printed, not saved. No request is made.
 	expect(t, f.runNoPin("-trust"), 0, []string{f.fp, "not saved"}, nil)
+	expect(t, runWith(map[string]string{"NIB_HOST": f.addr()}, "-trust"), 0, []string{f.fp}, nil) // no token needed
+	var n int
+	f.set(func() { n = f.requests })
+	if n != 0 {
+		t.Errorf("-trust made %d requests", n)
+	}
 	// With -config: printed and saved (the file is created), then used.
 	cfg := filepath.Join(t.TempDir(), "lb.json")
 	expect(t, f.runNoPin("-config", cfg, "-trust"), 0, []string{f.fp, "saved to " + cfg}, nil)
