@@ -334,3 +334,58 @@ func TestACL(t *testing.T) {
 		t.Errorf("permitted source: %d %s", code, body)
 	}
 }
+
+func TestConnectionLimit(t *testing.T) {
+	s, base := start(t, Options{})
+	addr := strings.TrimPrefix(base, "https://")
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for range maxPerSource {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+	}
+	// The next connection from this source is closed at once.
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("over the limit: %v", err)
+	}
+	c.Close()
+	// Another source is served.
+	sec := s.o.Secrets
+	if code, body, _ := do(t, client(sec.Fingerprint, "127.0.0.2"), "GET", base+"/api/v1/status", sec.Token, nil); code != 200 {
+		t.Errorf("other source: %d %s", code, body)
+	}
+	// Once this source lets go, it is served again.
+	for _, c := range held {
+		c.Close()
+	}
+	held = nil
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		req, _ := http.NewRequest("GET", base+"/api/v1/status", nil)
+		req.Header.Set("Authorization", "Bearer "+sec.Token)
+		resp, err := client(sec.Fingerprint, "127.0.0.1").Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Errorf("after release: %d", resp.StatusCode)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after release: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

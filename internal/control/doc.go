@@ -59,5 +59,7 @@
 // Failed attempts are counted per source address (IPv6 per /64): after 5
 // failures within a minute the source is blocked for 1s, doubling with each
 // further failure up to 5 minutes. A correct token resets the source's
-// count. The table is bounded (MaxSources entries).
+// count. The table is bounded (MaxSources entries). Refused requests
+// (401, 403, 429) close their connection. A source may hold at most 16
+// connections, the server 256; connections over that are closed at once.
 package control

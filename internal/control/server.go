@@ -178,7 +178,7 @@ func (s *Server) Serve(ln net.Listener) {
 	s.srv = srv
 	s.serveErr = make(chan error, 1)
 	s.mu.Unlock()
-	go func() { s.serveErr <- srv.Serve(tls.NewListener(ln, srv.TLSConfig)) }()
+	go func() { s.serveErr <- srv.Serve(tls.NewListener(newLimitListener(ln), srv.TLSConfig)) }()
 }
 
 // Close stops the listener and closes every connection.
@@ -237,11 +237,13 @@ func (s *Server) authorized(r *http.Request) bool {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	src := remote(r)
 	if s.o.Allowed != nil && (!src.IsValid() || !s.o.Allowed(src)) {
+		w.Header().Set("Connection", "close")
 		writeError(w, http.StatusForbidden, "forbidden")
 		return
 	}
 	now := s.o.now()
 	if wait := s.thr.blocked(src, now); wait > 0 {
+		w.Header().Set("Connection", "close")
 		w.Header().Set("Retry-After", strconv.Itoa(int((wait+time.Second-1)/time.Second)))
 		writeError(w, http.StatusTooManyRequests, "too many failed attempts; retry later")
 		return
@@ -253,6 +255,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		} else {
 			s.failLog.Logf(s.o.Logf, "control: unauthorized request from %s (%s %q)", src, r.Method, r.URL.Path)
 		}
+		w.Header().Set("Connection", "close") // no idle connections for strangers
 		w.Header().Set("WWW-Authenticate", `Bearer realm="lbd"`)
 		writeError(w, http.StatusUnauthorized, "unauthorized")
 		return
