@@ -70,6 +70,13 @@ func saveFingerprint(path, address, fingerprint string) error {
 	if f.Address == "" {
 		f.Address = address
 	}
+	return WriteFile(path, f)
+}
+
+// WriteFile writes a config file atomically with mode 0600 (for the image
+// builder, which knows the appliance's address, token file and
+// certificate). A relative TokenFile is relative to the file's directory.
+func WriteFile(path string, f File) error {
 	b, err := json.MarshalIndent(&f, "", "  ")
 	if err != nil {
 		return err

@@ -276,8 +276,9 @@ func TestTokenSources(t *testing.T) {
 	expect(t, f.run("write"), 0, nil, nil)
 	// The config file has everything; its token_file is relative to it.
 	cfg := filepath.Join(dir, "lb.json")
-	b, _ := json.Marshal(File{Address: f.addr(), TokenFile: "control.token", Fingerprint: strings.ToUpper(colons(f.fp))})
-	os.WriteFile(cfg, b, 0o600)
+	if err := WriteFile(cfg, File{Address: f.addr(), TokenFile: "control.token", Fingerprint: strings.ToUpper(colons(f.fp))}); err != nil {
+		t.Fatal(err)
+	}
 	expect(t, runWith(nil, "-config", cfg, "write"), 0, nil, nil)
 	expect(t, runWith(map[string]string{"NIB_PENCTL_CONFIG": cfg}, "status"), 0, []string{"service web"}, nil)
 	// NIB_TOKEN wins over the config file's token file.
