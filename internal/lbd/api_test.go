@@ -255,3 +255,33 @@ func TestControlAPIBrokenState(t *testing.T) {
 		t.Errorf("%d %s", code, body)
 	}
 }
+
+// A reload that fails after the API's listener was opened closes it again.
+func TestControlAPIAbort(t *testing.T) {
+	d := New(log.New(io.Discard, "", 0))
+	d.StateDir = t.TempDir()
+	defer d.Close()
+	api, dummy := freePort(t), freePort(t)
+	cfg, err := config.Parse("x.toml", fmt.Appendf(nil, "[control]\nlisten = %q\n[[dummy]]\nlisten = %q\n", api, dummy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.mu.Lock()
+	d.failAt = "control-api"
+	d.mu.Unlock()
+	if err := d.Apply(cfg); !errors.Is(err, errInjected) {
+		t.Fatalf("Apply: %v", err)
+	}
+	if !refused("http://" + api.String() + "/") {
+		t.Error("the API listener was left open")
+	}
+	d.mu.Lock()
+	d.failAt = ""
+	d.mu.Unlock()
+	if err := d.Apply(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if refused("http://" + api.String() + "/") {
+		t.Error("the API does not listen")
+	}
+}

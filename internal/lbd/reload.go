@@ -30,7 +30,8 @@ import (
 // service's listening socket (or another descriptor of the running socket
 // it takes over), opens the new DSR ports (ARP and packet sockets) and
 // checks the packet filters of the ones that stay, opens the dummies'
-// sockets and the control listener. A socket opened here is listening, so
+// sockets, the control listener and the HTTPS control API's listener
+// (api.go; its secrets are loaded or created once). A socket opened here is listening, so
 // connections queue in the kernel, but nothing accepts them yet. Its last
 // step, the only one that changes a running object, updates the DSR
 // forwarders that stay (their packet filters and tables); should one fail,
@@ -66,7 +67,8 @@ var errInjected = errors.New("injected failure")
 // read), "engine" (the TCP engine created), "listen SERVICE" (its socket
 // opened or shared), "dsr IFACE" (a new port opened, or the filter of one
 // that stays checked), "dummy ADDR" (its socket opened), "control" (the
-// control listener prepared), "dsr-update IFACE" (a forwarder that stays
+// control listener prepared), "control-api" (the HTTPS control API's
+// listener opened), "dsr-update IFACE" (a forwarder that stays
 // updated). It fails when Daemon.failAt, a hook only tests set, is the
 // step's name or its first word: the reload must then abort and release
 // what was built so far, that step's resource included.
