@@ -54,8 +54,8 @@ func loadFile(path string, missingOK bool) (*File, error) {
 	return &f, nil
 }
 
-// saveFingerprint sets the fingerprint (and the address, when the file has
-// none) in the config file at path, keeping its other fields, atomically
+// saveFingerprint sets the fingerprint and the address it belongs to (when
+// the file names none or another) in the config file at path, keeping its other fields, atomically
 // and with mode 0600.
 func saveFingerprint(path, address, fingerprint string) error {
 	var f File
@@ -67,7 +67,8 @@ func saveFingerprint(path, address, fingerprint string) error {
 		return err
 	}
 	f.Fingerprint = fingerprint
-	if f.Address == "" {
+	// The fingerprint belongs to the address it was taken from.
+	if hp, err := hostPort(f.Address); err != nil || hp != address {
 		f.Address = address
 	}
 	return WriteFile(path, f)

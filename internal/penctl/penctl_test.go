@@ -362,6 +362,16 @@ func TestTrust(t *testing.T) {
 	if !strings.Contains(string(b), f.fp) {
 		t.Errorf("not saved: %s", b)
 	}
+	// -trust -s another server: its fingerprint is saved with its address;
+	// a broken pin in the file does not stand in the way.
+	other := newFake(t)
+	os.WriteFile(cfg, []byte(`{"address":"`+f.addr()+`","fingerprint":"junk","token_file":"t"}`), 0o600)
+	expect(t, runWith(nil, "-config", cfg, "-s", other.addr(), "-trust"), 0, []string{other.fp}, nil)
+	saved = File{}
+	b, _ = os.ReadFile(cfg)
+	if json.Unmarshal(b, &saved) != nil || saved.Address != other.addr() || saved.Fingerprint != other.fp || saved.TokenFile != "t" {
+		t.Errorf("saved %s", b)
+	}
 }
 
 func TestConnectionRefused(t *testing.T) {
