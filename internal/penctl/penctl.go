@@ -142,8 +142,9 @@ func runErr(args []string, stdout, stderr io.Writer, getenv func(string) string)
 	}
 	pin := ""
 	if f := firstOf(o.fingerprint, file.Fingerprint); f != "" {
-		if pin, err = normFingerprint(f); err != nil && !o.trust {
-			return err // with -trust, a broken pin is replaced
+		var perr error
+		if pin, perr = normFingerprint(f); perr != nil && !o.trust {
+			return perr // with -trust, a broken pin is replaced
 		}
 	}
 	oldPin := pin
