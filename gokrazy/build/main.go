@@ -79,12 +79,30 @@ func (c *common) options(vm bool) (appliance.Options, error) {
 	if err != nil {
 		return appliance.Options{}, err
 	}
+	in, err := appliance.LoadInstance(filepath.Join(c.instance, "config.json"))
+	if err != nil {
+		return appliance.Options{}, err
+	}
+	// The control API's secrets, pre-created so penctl pins the appliance's
+	// certificate from the first contact; penctl's config file next to
+	// config.json (the VM's reaches it through the forwarded port).
+	address, pcFile := in.Hostname+":9443", filepath.Join(c.instance, "penctl.json")
+	if vm {
+		address, pcFile = "127.0.0.1:9443", filepath.Join(c.instance, "penctl-vm.json")
+	}
+	perm, fp, err := appliance.ControlSecrets(c.instance, in.Hostname, address, pcFile)
+	if err != nil {
+		return appliance.Options{}, err
+	}
+	perm["lbd/config.toml"] = config.ApplianceTOML()
+	abs, _ := filepath.Abs(pcFile)
+	fmt.Printf("control API: https://%s (certificate SHA-256 %s); penctl -config %s status\n", address, fp, abs)
 	o := appliance.Options{
 		ModuleDir:   moduleDir,
 		InstanceDir: c.instance,
 		Output:      c.output,
 		PermSize:    c.permMiB * appliance.MiB,
-		PermFiles:   map[string][]byte{"lbd/config.toml": config.ApplianceTOML()},
+		PermFiles:   perm,
 		Epoch:       epoch,
 		Log:         os.Stdout,
 	}
