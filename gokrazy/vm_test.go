@@ -25,6 +25,7 @@ import (
 	"github.com/nib-lb/nib/config"
 	"github.com/nib-lb/nib/internal/appliance"
 	"github.com/nib-lb/nib/internal/needs"
+	"github.com/nib-lb/nib/internal/penctl"
 )
 
 // needTools is needs.Tools: a missing tool skips the test, and under CI
@@ -50,10 +51,15 @@ func instance(t *testing.T) string {
 
 func buildVM(t *testing.T, inst, out string, epoch int64) *appliance.Result {
 	t.Helper()
+	perm, _, err := appliance.ControlSecrets(inst, "nib", "127.0.0.1:9443", filepath.Join(inst, "penctl-vm.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	perm["lbd/config.toml"] = config.ApplianceTOML()
 	o := appliance.Options{
 		ModuleDir: ".", InstanceDir: inst, Output: out,
 		PermSize:  64 * appliance.MiB,
-		PermFiles: map[string][]byte{"lbd/config.toml": config.ApplianceTOML()},
+		PermFiles: perm,
 		Epoch:     time.Unix(epoch, 0), Log: testWriter{t},
 	}
 	o.Kernel, o.Firmware, o.EEPROM, o.SerialConsole = appliance.VMOverrides()
@@ -82,12 +88,12 @@ func freeAddr(t *testing.T) string {
 
 // vm is one running QEMU (possibly across guest reboots).
 type vm struct {
-	t        *testing.T
-	web, ui  string
-	password string
-	cancel   context.CancelFunc
-	done     chan error
-	console  *syncBuffer
+	t            *testing.T
+	web, ui, api string
+	password     string
+	cancel       context.CancelFunc
+	done         chan error
+	console      *syncBuffer
 }
 
 type syncBuffer struct {
@@ -108,7 +114,7 @@ func (s *syncBuffer) String() string {
 }
 
 func startVM(t *testing.T, img, password string) *vm {
-	v := &vm{t: t, web: freeAddr(t), ui: freeAddr(t), password: password, done: make(chan error, 1), console: &syncBuffer{}}
+	v := &vm{t: t, web: freeAddr(t), ui: freeAddr(t), api: freeAddr(t), password: password, done: make(chan error, 1), console: &syncBuffer{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	v.cancel = cancel
 	in, err := appliance.LoadInstance(filepath.Join("nib", "config.json"))
@@ -120,7 +126,7 @@ func startVM(t *testing.T, img, password string) *vm {
 	go func() {
 		v.done <- appliance.RunVM(ctx, appliance.VMOptions{
 			Image:    img,
-			Forwards: []appliance.Forward{{Host: v.web, Guest: 80}, {Host: v.ui, Guest: uiPort}},
+			Forwards: []appliance.Forward{{Host: v.web, Guest: 80}, {Host: v.ui, Guest: uiPort}, {Host: v.api, Guest: 9443}},
 			Console:  v.console, Log: v.console,
 		})
 	}()
@@ -349,6 +355,18 @@ func TestApplianceVM(t *testing.T) {
 	pid := v.lbdPid()
 	if pid == 0 {
 		t.Fatal("lbd is not running according to gokrazy")
+	}
+	// penctl reaches the control API with the secrets make image
+	// pre-created: the certificate is pinned from the first contact.
+	var out, errOut bytes.Buffer
+	pc := filepath.Join(inst, "penctl-vm.json")
+	if code := penctl.Main([]string{"-config", pc, "-s", v.api, "status"}, &out, &errOut); code != 0 || !strings.Contains(out.String(), "welcome") {
+		t.Errorf("penctl status: exit %d\n%s%s", code, out.String(), errOut.String())
+	}
+	out.Reset()
+	errOut.Reset()
+	if code := penctl.Main([]string{"-config", pc, "-s", v.api, "servers"}, &out, &errOut); code != 0 || !strings.Contains(out.String(), "127.0.0.1") {
+		t.Errorf("penctl servers: exit %d\n%s%s", code, out.String(), errOut.String())
 	}
 	if err := v.post("/restart", url.Values{"path": {"/user/lbd"}, "signal": {"kill"}}); err != nil {
 		t.Fatal(err)
