@@ -42,6 +42,8 @@
 //	                     invalid or cannot be applied (the errors are
 //	                     file:line:col lines for an invalid file), with the
 //	                     old config still running
+//	GET  /metrics        → 200 Prometheus text exposition format (see
+//	                     Metrics below)
 //
 // Errors, all with a JSON body {"error":"<message>"}:
 //
@@ -62,4 +64,51 @@
 // count. The table is bounded (MaxSources entries). Refused requests
 // (401, 403, 429) close their connection. A source may hold at most 16
 // connections, the server 256; connections over that are closed at once.
+//
+// # Metrics
+//
+// GET /metrics serves Prometheus metrics, behind the same token as the rest
+// of the API: a scrape job authenticates with Prometheus' authorization
+// setting and pins nothing, so give it the certificate as its CA (the
+// certificate is self-signed; its SANs must match the target) or set
+// insecure_skip_verify:
+//
+//	scrape_configs:
+//	  - job_name: lbd
+//	    scheme: https
+//	    authorization: {type: Bearer, credentials_file: /etc/prometheus/lbd.token}
+//	    tls_config: {ca_file: /etc/prometheus/lbd.crt}
+//	    static_configs: [{targets: ["nib.example:8443"]}]
+//
+// A Collector builds the metrics from one Status snapshot per scrape, so
+// nothing is counted on lbd's data path for them. They live in a registry
+// of their own (no Go runtime or process metrics):
+//
+//	lbd_build_info{version}                        always 1
+//	lbd_service_connections_active{service}        gauge   (proxy services)
+//	lbd_service_connections_total{service}         counter (proxy services)
+//	lbd_service_refused_total{service}             counter (proxy services)
+//	lbd_service_local_errors_total{service}        counter (proxy services)
+//	lbd_service_flow_limited_total{service}        counter (proxy services)
+//	lbd_backend_connections_active{service,backend,index}    gauge (proxy)
+//	lbd_backend_bytes_sent_total{service,backend,index}      counter
+//	lbd_backend_bytes_received_total{service,backend,index}  counter (proxy)
+//	lbd_backend_packets_total{service,backend,index}         counter (DSR)
+//	lbd_backend_up{service,backend,index}          1 when its state is ok
+//	lbd_dsr_frames_received_total{interface}       counter
+//	lbd_dsr_frames_forwarded_total{interface}      counter
+//	lbd_dsr_frames_dropped_total{interface,reason} counter
+//	lbd_dsr_partial_checksums_total{interface}     counter
+//	lbd_dsr_super_frames_total{interface}          counter
+//	lbd_dsr_read_errors_total{interface}           counter
+//	lbd_tarpit_replies_total{interface}            counter
+//	lbd_arp_requests_seen_total{interface}         counter
+//	lbd_arp_replies_total{interface,kind}          counter (kind vip, tarpit)
+//	lbd_arp_backend_learned_total{interface}       counter
+//	lbd_arp_unsolicited_ignored_total{interface}   counter
+//	lbd_arp_conflicts_total{interface}             counter
+//
+// backend is the backend's address, index its position in the service.
+// DSR and ARP counters belong to the interface, shared by the DSR services
+// on it, and appear once. Counters restart from zero when lbd restarts.
 package control

@@ -15,6 +15,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/nib-lb/nib/internal/lograte"
 )
 
@@ -139,6 +142,7 @@ type Server struct {
 	mu       sync.Mutex
 	srv      *http.Server
 	serveErr chan error
+	metrics  http.Handler // GET /metrics
 }
 
 // New returns a server; nothing listens until Serve.
@@ -149,7 +153,12 @@ func New(o Options) *Server {
 	if o.now == nil {
 		o.now = time.Now
 	}
-	return &Server{o: o, token: []byte(o.Secrets.Token), failLog: lograte.New(10 * time.Second)}
+	s := &Server{o: o, token: []byte(o.Secrets.Token), failLog: lograte.New(10 * time.Second)}
+	// A registry of its own: only lbd's collector, no process-wide state.
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(NewCollector(func() Status { return s.o.Backend.Status() }))
+	s.metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: log.New(logWriter{s}, "metrics: ", 0)})
+	return s
 }
 
 // TLSConfig is the server's TLS configuration.
@@ -297,6 +306,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
+		}
+	case "/metrics":
+		if method(w, r, http.MethodGet) {
+			s.metrics.ServeHTTP(w, r)
 		}
 	default:
 		writeError(w, http.StatusNotFound, "not found")
