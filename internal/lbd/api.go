@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/nib-lb/nib/config"
-	"github.com/nib-lb/nib/internal/acl"
 	"github.com/nib-lb/nib/internal/control"
 )
 
@@ -38,17 +37,7 @@ type apiState struct {
 	reloads chan chan error
 }
 
-func newAPIACL(cfg *config.Config) *ctlACL {
-	name := cfg.Control.ACL
-	if name == "" {
-		return &ctlACL{}
-	}
-	a, ok := cfg.ACLs[name]
-	if !ok {
-		return &ctlACL{list: &acl.List{Rules: []acl.Rule{{Action: acl.Deny}}}}
-	}
-	return &ctlACL{list: toACL(a)}
-}
+func newAPIACL(cfg *config.Config) *ctlACL { return namedCtlACL(cfg, cfg.Control.ACL) }
 
 // errNoState refuses an API without a state directory for its secrets.
 var errNoState = errors.New("control.listen: the HTTPS control API needs lbd's state directory for its key, certificate and token (lbd -config FILE -state DIR)")
@@ -253,18 +242,7 @@ func dsrStatus(p *dsrPort, sc config.Service) (*control.DSRStatus, []control.Bac
 	var out []control.BackendStatus
 	for i, b := range sc.Backends {
 		a := b.Address.Addr()
-		state := "ok"
-		switch {
-		case p.arp.Down(a):
-			state = "down"
-		case p.down(a):
-			state = "blacklisted"
-		case b.Weight == 0:
-			state = "drained"
-		}
-		if _, ok := p.arp.Lookup(a); !ok {
-			state = "unresolved"
-		}
+		state := p.backendState(a, b.Weight)
 		bs := bstats[a]
 		out = append(out, control.BackendStatus{Index: i, Address: b.Address.String(), Weight: b.Weight, Prio: b.Prio, Max: b.Max, Hard: b.Hard,
 			State: state, Sent: bs.Bytes, Packets: bs.Packets})

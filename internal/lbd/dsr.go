@@ -280,17 +280,9 @@ func dsrStatusHTML(p *dsrPort, sc config.Service, w io.Writer) error {
 	fmt.Fprintf(w, "<table border=1>\n<tr><th>server</th><th>address</th><th>status</th><th>packets</th><th>bytes</th><th>weight</th></tr>\n")
 	for i, b := range sc.Backends {
 		a := b.Address.Addr()
-		status := "ok"
-		switch {
-		case p.arp.Down(a):
+		status := p.backendState(a, b.Weight)
+		if status == "down" {
 			status = "down (no ARP reply)"
-		case p.down(a):
-			status = "blacklisted"
-		case b.Weight == 0:
-			status = "drained"
-		}
-		if _, ok := p.arp.Lookup(a); !ok {
-			status = "unresolved"
 		}
 		fmt.Fprintf(w, "<tr><td>%d</td><td>%s</td><td>%s</td><td>%d</td><td>%d</td><td>%d</td></tr>\n", i, a, status, bs[a].Packets, bs[a].Bytes, b.Weight)
 	}
@@ -323,4 +315,22 @@ func (d *Daemon) dsrService(name string) (*dsrPort, config.Service, bool) {
 		p.mu.Unlock()
 	}
 	return nil, config.Service{}, false
+}
+
+// backendState is a DSR backend's state: ok, down (no ARP reply),
+// blacklisted, drained (weight 0) or unresolved (no MAC yet).
+func (p *dsrPort) backendState(a netip.Addr, weight int) string {
+	state := "ok"
+	switch {
+	case p.arp.Down(a):
+		state = "down"
+	case p.down(a):
+		state = "blacklisted"
+	case weight == 0:
+		state = "drained"
+	}
+	if _, ok := p.arp.Lookup(a); !ok {
+		state = "unresolved"
+	}
+	return state
 }

@@ -44,14 +44,17 @@ type ctlACL struct {
 	list *acl.List
 }
 
-func newCtlACL(cfg *config.Config) *ctlACL {
-	name := cfg.Control.PenACL
+func newCtlACL(cfg *config.Config) *ctlACL { return namedCtlACL(cfg, cfg.Control.PenACL) }
+
+// namedCtlACL is the control ACL named name: everyone when name is "",
+// no one when the config has no such ACL (Validate refuses that; should it
+// get here, permit no one).
+func namedCtlACL(cfg *config.Config, name string) *ctlACL {
 	if name == "" {
 		return &ctlACL{}
 	}
 	a, ok := cfg.ACLs[name]
 	if !ok {
-		// Validate refuses this; should it get here, permit no one.
 		return &ctlACL{list: &acl.List{Rules: []acl.Rule{{Action: acl.Deny}}}}
 	}
 	return &ctlACL{list: toACL(a)}
