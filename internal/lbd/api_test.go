@@ -10,6 +10,7 @@ import (
 	"io"
 	"log"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -67,11 +68,21 @@ func (a *apiClient) do(method, path, body string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-// The API end to end, through an appliance-mode lbd.
-func TestControlAPI(t *testing.T) {
-	e := newApplianceEnv(t)
-	apiAddr, dummyAddr, svcAddr := freePort(t), freePort(t), freePort(t)
-	cfg := fmt.Sprintf(`[control]
+// apiAppliance is an appliance-mode lbd serving the control API, with one
+// service "web" balancing to one dummy backend whose body is "v1".
+type apiAppliance struct {
+	e                           *applianceEnv
+	p                           *daemonProc
+	a                           *apiClient
+	cfg                         string // the config file's text
+	apiAddr, dummyAddr, svcAddr netip.AddrPort
+}
+
+// startAPIAppliance starts an apiAppliance; the test stops it.
+func startAPIAppliance(t *testing.T) *apiAppliance {
+	t.Helper()
+	x := &apiAppliance{e: newApplianceEnv(t), apiAddr: freePort(t), dummyAddr: freePort(t), svcAddr: freePort(t)}
+	x.cfg = fmt.Sprintf(`[control]
 listen = %q
 
 [[dummy]]
@@ -84,11 +95,19 @@ listen = %q
 
 [[service.backend]]
 address = %q
-`, apiAddr, dummyAddr, svcAddr, dummyAddr)
-	putFile(t, e.file, []byte(cfg))
-	p := e.start(t)
-	defer p.stop(t)
-	a := newAPIClient(t, apiAddr.String(), e.state)
+`, x.apiAddr, x.dummyAddr, x.svcAddr, x.dummyAddr)
+	putFile(t, x.e.file, []byte(x.cfg))
+	x.p = x.e.start(t)
+	t.Cleanup(func() { x.p.stop(t) })
+	x.a = newAPIClient(t, x.apiAddr.String(), x.e.state)
+	return x
+}
+
+// The API end to end, through an appliance-mode lbd.
+func TestControlAPI(t *testing.T) {
+	x := startAPIAppliance(t)
+	e, p, a, cfg := x.e, x.p, x.a, x.cfg
+	apiAddr, dummyAddr, svcAddr := x.apiAddr, x.dummyAddr, x.svcAddr
 	for _, n := range []string{control.KeyFile, control.CertFile, control.TokenFile} {
 		if fi, err := os.Stat(filepath.Join(e.state, n)); err != nil || fi.Mode().Perm() != 0o600 {
 			t.Errorf("%s: %v %v", n, fi, err)

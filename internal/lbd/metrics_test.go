@@ -12,26 +12,8 @@ import (
 // GET /metrics end to end, through an appliance-mode lbd: the collector
 // reads the same snapshot as /api/v1/status.
 func TestControlAPIMetrics(t *testing.T) {
-	e := newApplianceEnv(t)
-	apiAddr, dummyAddr, svcAddr := freePort(t), freePort(t), freePort(t)
-	cfg := fmt.Sprintf(`[control]
-listen = %q
-
-[[dummy]]
-listen = %q
-body = "v1"
-
-[[service]]
-name = "web"
-listen = %q
-
-[[service.backend]]
-address = %q
-`, apiAddr, dummyAddr, svcAddr, dummyAddr)
-	putFile(t, e.file, []byte(cfg))
-	p := e.start(t)
-	defer p.stop(t)
-	a := newAPIClient(t, apiAddr.String(), e.state)
+	x := startAPIAppliance(t)
+	a, dummyAddr, svcAddr := x.a, x.dummyAddr, x.svcAddr
 
 	bad := *a
 	bad.token = ""
