@@ -404,6 +404,27 @@ func TestLinuxDSRWeights(t *testing.T) {
 	})
 }
 
+// sendRaw sends whole Ethernet frames from h's eth0, as they are.
+func sendRaw(h *netnstest.Host, frames ...[]byte) error {
+	return h.Do(func() error {
+		ifi, err := net.InterfaceByName("eth0")
+		if err != nil {
+			return err
+		}
+		pc, err := packetConn(ifi)
+		if err != nil {
+			return err
+		}
+		defer pc.Close()
+		for i, f := range frames {
+			if err := pc.send(f); err != nil {
+				return fmt.Errorf("frame %d: %w", i, err)
+			}
+		}
+		return nil
+	})
+}
+
 func TestLinuxDSRMalformedFramesDropped(t *testing.T) { eachOffload(t, testMalformed) }
 
 func testMalformed(t *testing.T, opts netnstest.Options) {
@@ -429,25 +450,10 @@ func testMalformed(t *testing.T, opts netnstest.Options) {
 		"tcp data offset too low": append(append(append([]byte(nil), eth...), ipHdr(5, 40, 6)...), append([]byte{0x9c, 0x40, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x20, 2}, make([]byte, 6)...)...),
 	}
 	before := lab.fwd.Stats()
-	err := client.Do(func() error {
-		ifi, err := net.InterfaceByName("eth0")
-		if err != nil {
-			return err
+	for name, f := range frames {
+		if err := sendRaw(client, f); err != nil {
+			t.Fatalf("%s: %v", name, err)
 		}
-		pc, err := packetConn(ifi)
-		if err != nil {
-			return err
-		}
-		defer pc.Close()
-		for name, f := range frames {
-			if err := pc.send(f); err != nil {
-				return fmt.Errorf("%s: %w", name, err)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
 	}
 	want := before.Drops["malformed"] + uint64(len(frames))
 	deadline := time.Now().Add(3 * time.Second)
@@ -666,24 +672,7 @@ func testFramesForOtherHosts(t *testing.T, opts netnstest.Options) {
 	foreign := uint64(len(frames))
 	// The controls, addressed to the LB: forwarded and answered.
 	frames = append(frames, syn(lbMAC, lab.tp.VIP(), ctlVIP), syn(lbMAC, trap, ctlTrap))
-	err := client.Do(func() error {
-		ifi, err := net.InterfaceByName("eth0")
-		if err != nil {
-			return err
-		}
-		pc, err := packetConn(ifi)
-		if err != nil {
-			return err
-		}
-		defer pc.Close()
-		for _, f := range frames {
-			if err := pc.send(f); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	if err := sendRaw(client, frames...); err != nil {
 		t.Fatal(err)
 	}
 	dropped := func() uint64 { return lab.fwd.Stats().Drops["not-for-us"] - before.Drops["not-for-us"] }
