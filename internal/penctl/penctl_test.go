@@ -22,6 +22,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nib-lb/nib/internal/control"
 )
 
 const testToken = "s3cret-token"
@@ -116,11 +118,11 @@ func (f *fake) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		reply(w, 200, map[string]string{"output": "0 127.0.0.1:8081 0 0 0 0 0\n"})
 	case "GET /api/v1/status":
-		reply(w, 200, Status{Version: "0.9", Services: []Service{{
+		reply(w, 200, Status{Version: "0.9", Services: []control.ServiceStatus{{
 			Name: "web", Listen: ":80", Protocol: "tcp", Mode: "proxy", Active: 2, Accepted: 40, Refused: 1,
-			Backends: []Backend{
-				{Index: 0, Address: "10.0.0.1:8080", Weight: 1, State: "up", Active: 1, Total: 30},
-				{Index: 1, Address: "10.0.0.2:8080", Weight: 3, State: "blacklisted", Active: 1, Total: 10, Sent: 12345, Received: 678},
+			Backends: []control.BackendStatus{
+				{Index: 0, Address: "10.0.0.1:8080", Weight: 1, State: "ok", Active: 1},
+				{Index: 1, Address: "10.0.0.2:8080", Weight: 3, State: "blacklisted", Active: 1, Sent: 12345, Received: 678},
 			},
 		}}})
 	case "GET /api/v1/config":

@@ -4,39 +4,13 @@ import (
 	"fmt"
 	"io"
 	"text/tabwriter"
+
+	"github.com/nib-lb/nib/internal/control"
 )
 
-// Status is GET /api/v1/status's reply.
-type Status struct {
-	Version  string    `json:"version"`
-	Services []Service `json:"services"`
-}
-
-// Service is one service of Status.
-type Service struct {
-	Name     string    `json:"name"`
-	Listen   string    `json:"listen"`
-	Protocol string    `json:"protocol"`
-	Mode     string    `json:"mode"`
-	Active   int64     `json:"active"`
-	Accepted uint64    `json:"accepted"`
-	Refused  uint64    `json:"refused"`
-	Backends []Backend `json:"backends"`
-}
-
-// Backend is one backend of a Service.
-type Backend struct {
-	Index   int    `json:"index"`
-	Address string `json:"address"`
-	Weight  int    `json:"weight"`
-	State   string `json:"state"`
-	Active  int64  `json:"active"`
-	Total   uint64 `json:"total"`
-	// Sent and Received are bytes to and from the backend, when the
-	// server reports them.
-	Sent     uint64 `json:"sent,omitempty"`
-	Received uint64 `json:"received,omitempty"`
-}
+// Status is GET /api/v1/status's reply: internal/control's type, so the
+// client reads what the server writes.
+type Status = control.Status
 
 // writeStatus prints st as a table: one block per service, one line per
 // backend.
@@ -58,9 +32,9 @@ func writeStatus(w io.Writer, st *Status) error {
 			fmt.Fprintln(tw, "  (no backends)")
 			continue
 		}
-		fmt.Fprintln(tw, "  #\tBACKEND\tWEIGHT\tSTATE\tACTIVE\tTOTAL\tSENT\tRECEIVED")
+		fmt.Fprintln(tw, "  #\tBACKEND\tWEIGHT\tSTATE\tACTIVE\tSENT\tRECEIVED")
 		for _, b := range s.Backends {
-			fmt.Fprintf(tw, "  %d\t%s\t%d\t%s\t%d\t%d\t%d\t%d\n", b.Index, b.Address, b.Weight, b.State, b.Active, b.Total, b.Sent, b.Received)
+			fmt.Fprintf(tw, "  %d\t%s\t%d\t%s\t%d\t%d\t%d\n", b.Index, b.Address, b.Weight, b.State, b.Active, b.Sent, b.Received)
 		}
 	}
 	return tw.Flush()
