@@ -59,13 +59,8 @@ func newFlowReader(c net.Conn) *flowReader {
 		}
 		r.rc, r.raw = rc, rc
 		r.peekFn = func(fd uintptr) bool {
-			for {
-				_, _, e := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&r.one[0])), 1,
-					unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
-				if e != unix.EINTR {
-					return e != unix.EAGAIN // data, EOF or an error: read
-				}
-			}
+			_, e := peek(fd, &r.one)
+			return e != unix.EAGAIN // data, EOF or an error: read
 		}
 		r.readFn = func(fd uintptr) bool {
 			for {
@@ -184,17 +179,12 @@ func (r *flowReader) watch() <-chan error {
 	}
 	ch := make(chan error, 1)
 	go func() {
-		var peek [1]byte
+		var one [1]byte
 		var n uintptr
 		var e syscall.Errno
 		err := r.raw.Read(func(fd uintptr) bool {
-			for {
-				n, _, e = unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&peek[0])), 1,
-					unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
-				if e != unix.EINTR {
-					return e != unix.EAGAIN
-				}
-			}
+			n, e = peek(fd, &one)
+			return e != unix.EAGAIN
 		})
 		switch {
 		case err != nil:
@@ -206,6 +196,19 @@ func (r *flowReader) watch() <-chan error {
 		}
 	}()
 	return ch
+}
+
+// peek looks at the next byte queued on the socket fd without taking it or
+// blocking: n is 1 with data, 0 at the peer's FIN; e is EAGAIN when nothing
+// is queued, or the socket's error.
+func peek(fd uintptr, b *[1]byte) (n uintptr, e syscall.Errno) {
+	for {
+		n, _, e = unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
+			unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+		if e != unix.EINTR {
+			return n, e
+		}
+	}
 }
 
 // release gives the buffer back to the pool.
