@@ -89,11 +89,14 @@ func (l *loop) accept(ep *endpoint) {
 			}
 			return
 		}
-		s := &tcpConn{last: l.now}
-		if !s.admit(svc, o, peer, l.now) {
+		// Admitted before the connection is allocated: a flood beyond
+		// MaxConnections costs no garbage.
+		var sess session
+		if !sess.admit(svc, o, peer, l.now) {
 			unix.Close(fd)
 			continue
 		}
+		s := &tcpConn{session: sess, last: l.now}
 		if o.NoDelay {
 			unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 		}
