@@ -3,9 +3,7 @@ package penctl
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +15,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/nib-lb/nib/internal/control"
 )
 
 const (
@@ -24,13 +24,6 @@ const (
 	requestTimeout = 60 * time.Second
 	maxReply       = 16 << 20 // bytes of a reply penctl reads
 )
-
-// Fingerprint returns a certificate's SHA-256 fingerprint as the server
-// contract writes it: the SHA-256 of its DER, 64 lower-case hex digits.
-func Fingerprint(der []byte) string {
-	s := sha256.Sum256(der)
-	return hex.EncodeToString(s[:])
-}
 
 // connectError is a connection, authentication, rate-limit or certificate
 // problem: exit status 3.
@@ -93,7 +86,7 @@ func (c *client) verify(cs tls.ConnectionState) error {
 	if len(cs.PeerCertificates) == 0 {
 		return errors.New("the server sent no certificate")
 	}
-	fp := Fingerprint(cs.PeerCertificates[0].Raw)
+	fp := control.Fingerprint(cs.PeerCertificates[0].Raw)
 	c.mu.Lock()
 	c.seen = fp
 	c.mu.Unlock()

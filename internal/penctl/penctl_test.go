@@ -51,7 +51,7 @@ func newFake(t *testing.T) *fake {
 	f.srv.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are expected
 	f.srv.StartTLS()
 	t.Cleanup(f.srv.Close)
-	f.fp = Fingerprint(f.srv.Certificate().Raw)
+	f.fp = control.Fingerprint(f.srv.Certificate().Raw)
 	return f
 }
 
