@@ -269,18 +269,6 @@ func (d *Daemon) active() int64 {
 	return n
 }
 
-func toACL(a config.ACL) *acl.List {
-	l := &acl.List{Rules: make([]acl.Rule, len(a.Rules))}
-	for i, r := range a.Rules {
-		act := acl.Permit
-		if r.Action == config.Deny {
-			act = acl.Deny
-		}
-		l.Rules[i] = acl.Rule{Action: act, Prefix: r.Prefix}
-	}
-	return l
-}
-
 func balanceSpec(sc config.Service, acls map[string]*acl.List) (balance.Options, []balance.Server) {
 	bo := balance.Options{
 		Algorithm:      balance.Algorithm(sc.Algorithm),

@@ -57,7 +57,7 @@ func namedCtlACL(cfg *config.Config, name string) *ctlACL {
 	if !ok {
 		return &ctlACL{list: &acl.List{Rules: []acl.Rule{{Action: acl.Deny}}}}
 	}
-	return &ctlACL{list: toACL(a)}
+	return &ctlACL{list: &a}
 }
 
 // prepareControl opens the control listener cfg asks for, unless the running

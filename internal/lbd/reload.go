@@ -185,7 +185,7 @@ func (d *Daemon) prepare(cfg *config.Config) (_ *txn, err error) {
 	}()
 	acls := make(map[string]*acl.List, len(cfg.ACLs))
 	for name, a := range cfg.ACLs {
-		acls[name] = toACL(a)
+		acls[name] = &a // config.ACL is acl.List; the applied config is never changed in place
 	}
 
 	// Request logs: keep the open ones, open new ones.
