@@ -166,7 +166,13 @@ func (u *UDPServer) serve() {
 			if isLocalError(err) {
 				u.svc.localErrs.Add(1)
 				u.svc.warn(u.svc.localLog, "udp: receive: %v", err)
-				time.Sleep(acceptBackoff)
+				t := time.NewTimer(acceptBackoff)
+				select {
+				case <-u.done: // Close need not wait out the pause
+					t.Stop()
+					return
+				case <-t.C:
+				}
 			} else {
 				u.svc.acceptLog.Logf(u.svc.logf, "udp: receive: %v", err)
 			}
