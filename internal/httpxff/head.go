@@ -230,23 +230,28 @@ func splitField(line []byte) (name, value []byte, err error) {
 func parseContentLength(v []byte) (int64, error) {
 	n := int64(-1)
 	for elem := range bytes.SplitSeq(v, []byte(",")) {
-		elem = trimOWS(elem)
-		if len(elem) == 0 || len(elem) > 18 {
-			return 0, fmt.Errorf("%q: %w", clip(v), ErrBadContentLength)
-		}
-		var m int64
-		for _, c := range elem {
-			if c < '0' || c > '9' {
-				return 0, fmt.Errorf("%q: %w", clip(v), ErrBadContentLength)
-			}
-			m = m*10 + int64(c-'0')
-		}
-		if n >= 0 && m != n {
+		m, ok := parseDigits(trimOWS(elem))
+		if !ok || n >= 0 && m != n {
 			return 0, fmt.Errorf("%q: %w", clip(v), ErrBadContentLength)
 		}
 		n = m
 	}
 	return n, nil
+}
+
+// parseDigits parses 1*DIGIT of at most 18 digits (no overflow).
+func parseDigits(b []byte) (int64, bool) {
+	if len(b) == 0 || len(b) > 18 {
+		return 0, false
+	}
+	var n int64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, true
 }
 
 func trimOWS(b []byte) []byte {

@@ -257,15 +257,10 @@ func (s *Responses) headLine(line []byte) bool {
 	}
 	switch {
 	case equalFold(name, "content-length"):
-		// Strictly digits: what a backend sends, and what clients read.
-		n := int64(0)
-		for _, c := range value {
-			if c < '0' || c > '9' {
-				return s.lose()
-			}
-			n = n*10 + int64(c-'0')
-		}
-		if len(value) == 0 || len(value) > 18 || s.cl >= 0 && n != s.cl {
+		// Strictly digits, no list: what a backend sends, and what
+		// clients read.
+		n, ok := parseDigits(value)
+		if !ok || s.cl >= 0 && n != s.cl {
 			return s.lose()
 		}
 		s.cl = n
