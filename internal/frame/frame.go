@@ -301,35 +301,6 @@ func (f *Frame) VLAN(i int) (tpid, tci uint16) {
 // EtherType returns the EtherType after any tags.
 func (f *Frame) EtherType() uint16 { return f.etherType }
 
-// IsARP reports whether the frame is an IPv4-over-Ethernet ARP packet.
-func (f *Frame) IsARP() bool { return f.etherType == EtherTypeARP && f.b != nil }
-
-// ARPOp returns the ARP operation (1 request, 2 reply), or 0.
-func (f *Frame) ARPOp() uint16 {
-	if !f.IsARP() {
-		return 0
-	}
-	return be16(f.b[f.l3+6:])
-}
-
-// ARPSender returns the ARP sender hardware and protocol addresses.
-func (f *Frame) ARPSender() (mac [6]byte, ip netip.Addr) {
-	if !f.IsARP() {
-		return mac, ip
-	}
-	copy(mac[:], f.b[f.l3+8:])
-	return mac, netip.AddrFrom4([4]byte(f.b[f.l3+14 : f.l3+18]))
-}
-
-// ARPTarget returns the ARP target hardware and protocol addresses.
-func (f *Frame) ARPTarget() (mac [6]byte, ip netip.Addr) {
-	if !f.IsARP() {
-		return mac, ip
-	}
-	copy(mac[:], f.b[f.l3+18:])
-	return mac, netip.AddrFrom4([4]byte(f.b[f.l3+24 : f.l3+28]))
-}
-
 // IPVersion returns 4, 6, or 0 for a non-IP frame.
 func (f *Frame) IPVersion() int { return int(f.ipVersion) }
 

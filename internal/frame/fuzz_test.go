@@ -40,8 +40,6 @@ func FuzzParse(f *testing.F) {
 		}
 		_, _ = fr.ICMPInnerFlow()
 		_, _ = fr.ICMPType()
-		_, _ = fr.ARPSender()
-		_, _ = fr.ARPTarget()
 		_ = fr.TCPHeader()
 		_ = fr.UDPHeader()
 		_ = fr.IPv6Header()
