@@ -18,7 +18,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,6 +25,7 @@ import (
 	"github.com/nib-lb/nib/internal/appliance"
 	"github.com/nib-lb/nib/internal/needs"
 	"github.com/nib-lb/nib/internal/penctl"
+	"github.com/nib-lb/nib/internal/syncbuf"
 )
 
 // needTools is needs.Tools: a missing tool skips the test, and under CI
@@ -93,28 +93,11 @@ type vm struct {
 	password     string
 	cancel       context.CancelFunc
 	done         chan error
-	console      *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	console      *syncbuf.Buffer
 }
 
 func startVM(t *testing.T, img, password string) *vm {
-	v := &vm{t: t, web: freeAddr(t), ui: freeAddr(t), api: freeAddr(t), password: password, done: make(chan error, 1), console: &syncBuffer{}}
+	v := &vm{t: t, web: freeAddr(t), ui: freeAddr(t), api: freeAddr(t), password: password, done: make(chan error, 1), console: &syncbuf.Buffer{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	v.cancel = cancel
 	in, err := appliance.LoadInstance(filepath.Join("nib", "config.json"))

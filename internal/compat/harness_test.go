@@ -40,6 +40,7 @@ import (
 
 	"github.com/nib-lb/nib/internal/dnstest"
 	"github.com/nib-lb/nib/internal/needs"
+	"github.com/nib-lb/nib/internal/syncbuf"
 )
 
 const (
@@ -219,24 +220,6 @@ func hostPort(host string, port int) string { return net.JoinHostPort(host, strc
 // ---------------------------------------------------------------------------
 // Processes
 
-// syncBuffer collects a process's stdout and stderr.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // lb is one running pen or lbd process.
 type lb struct {
 	im      impl
@@ -245,7 +228,7 @@ type lb struct {
 	pidFile string
 	ctlPath string // "" when started without -C
 	cmd     *exec.Cmd
-	out     *syncBuffer
+	out     *syncbuf.Buffer
 	done    chan struct{} // closed when the process has exited
 	waitErr error         // valid after done
 }
@@ -256,7 +239,7 @@ type lb struct {
 func startLB(t *testing.T, im impl, withCtl bool, proto string, listenPort int, args ...string) *lb {
 	t.Helper()
 	dir := shortDir(t)
-	p := &lb{im: im, dir: dir, pidFile: filepath.Join(dir, "pid"), out: &syncBuffer{}, done: make(chan struct{})}
+	p := &lb{im: im, dir: dir, pidFile: filepath.Join(dir, "pid"), out: &syncbuf.Buffer{}, done: make(chan struct{})}
 	full := []string{"-f", "-p", p.pidFile}
 	if withCtl {
 		p.ctlPath = filepath.Join(dir, "ctl")

@@ -15,6 +15,7 @@ import (
 
 	"github.com/nib-lb/nib/config"
 	"github.com/nib-lb/nib/internal/pen"
+	"github.com/nib-lb/nib/internal/syncbuf"
 )
 
 // namedBackend answers every connection with its name, then echoes.
@@ -90,23 +91,8 @@ func newDaemon(t *testing.T, cfg *config.Config) (*Daemon, *syncBuffer) {
 }
 
 // syncBuffer collects output written from several goroutines (a logger, a
-// child process) for the test to read.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// child process) for the test to read and wait on.
+type syncBuffer struct{ syncbuf.Buffer }
 
 func (s *syncBuffer) waitFor(t *testing.T, what string, d time.Duration) {
 	t.Helper()
