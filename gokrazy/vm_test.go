@@ -28,13 +28,6 @@ import (
 	"github.com/nib-lb/nib/internal/syncbuf"
 )
 
-// needTools is needs.Tools: a missing tool skips the test, and under CI
-// (CI=true, where .ci/run installs them) fails it.
-func needTools(t *testing.T, tools ...string) {
-	t.Helper()
-	needs.Tools(t, tools...)
-}
-
 // instance copies nib/config.json into a temporary instance directory, so
 // the test's password never lands in the work tree.
 func instance(t *testing.T) string {
@@ -314,7 +307,7 @@ func TestApplianceVM(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots QEMU: skipped with -short")
 	}
-	needTools(t, "qemu-system-aarch64", "mksquashfs", "mkfs.fat", "mcopy", "mke2fs", "debugfs", "e2fsck", "unsquashfs")
+	needs.Tools(t, "qemu-system-aarch64", "mksquashfs", "mkfs.fat", "mcopy", "mke2fs", "debugfs", "e2fsck", "unsquashfs")
 	inst := instance(t)
 	dir := t.TempDir()
 	img := filepath.Join(dir, "nib-vm.img")
