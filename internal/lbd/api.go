@@ -110,11 +110,7 @@ func (d *Daemon) closeAPI() {
 }
 
 func (d *Daemon) apiAllowed(a netip.Addr) bool {
-	snap := d.api.aclSnap.Load()
-	if snap == nil {
-		return false
-	}
-	return snap.list == nil || snap.list.Allows(a)
+	return d.api.aclSnap.Load().allows(a)
 }
 
 // certNames are the names a new certificate is made for: the listen address

@@ -44,6 +44,10 @@ type ctlACL struct {
 	list *acl.List
 }
 
+// allows reports whether a may use the control listener: no one before a
+// config is committed (s is nil), everyone when the config names no ACL.
+func (s *ctlACL) allows(a netip.Addr) bool { return s != nil && s.list.Allows(a) }
+
 func newCtlACL(cfg *config.Config) *ctlACL { return namedCtlACL(cfg, cfg.Control.PenACL) }
 
 // namedCtlACL is the control ACL named name: everyone when name is "",
@@ -252,15 +256,8 @@ func (d *Daemon) penAllowed(a net.Addr) bool {
 	if !ok {
 		return true // Unix socket: file permissions guard it (Pen: always permitted)
 	}
-	snap := d.penACL.Load()
-	if snap == nil {
-		return false // no config committed yet
-	}
-	if snap.list == nil {
-		return true
-	}
 	ip, _ := netip.AddrFromSlice(ta.IP)
-	return snap.list.Allows(ip.Unmap())
+	return d.penACL.Load().allows(ip)
 }
 
 // ExecPen runs one Pen command against the running configuration, applying
