@@ -54,8 +54,8 @@ func buildVM(t *testing.T, inst, out string, epoch int64) *appliance.Result {
 		PermSize:  64 * appliance.MiB,
 		PermFiles: perm,
 		Epoch:     time.Unix(epoch, 0), Log: testWriter{t},
+		VM: true,
 	}
-	o.Kernel, o.Firmware, o.EEPROM, o.SerialConsole = appliance.VMOverrides()
 	res, err := appliance.Build(o)
 	if err != nil {
 		t.Fatal(err)

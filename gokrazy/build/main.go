@@ -105,9 +105,7 @@ func (c *common) options(vm bool) (appliance.Options, error) {
 		PermFiles:   perm,
 		Epoch:       epoch,
 		Log:         os.Stdout,
-	}
-	if vm {
-		o.Kernel, o.Firmware, o.EEPROM, o.SerialConsole = appliance.VMOverrides()
+		VM:          vm,
 	}
 	return o, nil
 }

@@ -33,9 +33,9 @@ type Options struct {
 	// WorkDir holds intermediate files; a temporary directory when empty.
 	WorkDir string
 
-	// Kernel, Firmware, EEPROM and SerialConsole override the instance
-	// (make vm uses kernel.arm64, no firmware, the PL011 console).
-	Kernel, Firmware, EEPROM, SerialConsole *string
+	// VM builds for QEMU instead of the instance's Pi: kernel.arm64, no
+	// firmware or EEPROM, the PL011 console (make vm).
+	VM bool
 
 	// PermSize is /perm's size (DefaultPermSize when 0).
 	PermSize int64
@@ -77,13 +77,8 @@ func Build(o Options) (*Result, error) {
 		return nil, err
 	}
 	kernel, firmware, eeprom, serial := in.Kernel(), in.Firmware(), in.EEPROM(), in.SerialConsole
-	for _, ov := range []struct {
-		p   *string
-		dst *string
-	}{{o.Kernel, &kernel}, {o.Firmware, &firmware}, {o.EEPROM, &eeprom}, {o.SerialConsole, &serial}} {
-		if ov.p != nil {
-			*ov.dst = *ov.p
-		}
+	if o.VM {
+		kernel, firmware, eeprom, serial = vmKernel, "", "", vmSerialConsole
 	}
 	if kernel == "" {
 		return nil, errors.New("no KernelPackage: an image needs a kernel")

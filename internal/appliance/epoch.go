@@ -30,12 +30,12 @@ func Epoch(s, repo string) (time.Time, error) {
 	return time.Unix(0, 0).UTC(), nil
 }
 
-// VMOverrides are the instance settings make vm changes: QEMU's arm64
-// kernel, no Pi firmware or EEPROM, the PL011 console.
-func VMOverrides() (kernel, firmware, eeprom, serial *string) {
-	k, none, s := "github.com/gokrazy/kernel.arm64", "", "ttyAMA0,115200"
-	return &k, &none, &none, &s
-}
+// The kernel and console of a VM image (Options.VM): QEMU's arm64 kernel
+// and its PL011 serial port.
+const (
+	vmKernel        = "github.com/gokrazy/kernel.arm64"
+	vmSerialConsole = "ttyAMA0,115200"
+)
 
 // sourceVersion describes the source tree with git (tag or commit, and
 // "-dirty" with uncommitted changes); "" without git.
