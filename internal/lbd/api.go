@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nib-lb/nib/config"
+	"github.com/nib-lb/nib/internal/balance"
 	"github.com/nib-lb/nib/internal/control"
 )
 
@@ -197,17 +198,15 @@ func (b apiBackend) Status() control.Status {
 			ss.Active, ss.Accepted, ss.Refused, ss.LocalErrors, ss.FlowLimited = c.Active, c.Accepted, c.Refused, c.LocalErrors, c.FlowLimited
 			stats := r.pool.Stats(now)
 			for i, bc := range r.cfg.Backends {
-				bs := control.BackendStatus{Index: i, Address: bc.Address.String(), Weight: bc.Weight, Prio: bc.Prio, Max: bc.Max, Hard: bc.Hard, State: "ok"}
-				if bc.Weight == 0 {
-					bs.State = "drained"
-				}
+				bs := control.BackendStatus{Index: i, Address: bc.Address.String(), Weight: bc.Weight, Prio: bc.Prio, Max: bc.Max, Hard: bc.Hard}
+				var s balance.ServerStats
 				if i < len(stats) {
-					s := stats[i]
-					bs.Active, bs.Sent, bs.Received = s.Conns, s.Sent, s.Recv
-					if s.BlacklistedUntil.After(now) {
-						bs.State = "blacklisted"
-						bs.BlacklistedUntil = s.BlacklistedUntil.UTC().Format(time.RFC3339)
-					}
+					s = stats[i]
+				}
+				bs.Active, bs.Sent, bs.Received = s.Conns, s.Sent, s.Recv
+				bs.State = proxyBackendState(s, bc.Weight, now)
+				if bs.State == "blacklisted" {
+					bs.BlacklistedUntil = s.BlacklistedUntil.UTC().Format(time.RFC3339)
 				}
 				ss.Backends = append(ss.Backends, bs)
 			}
@@ -215,6 +214,18 @@ func (b apiBackend) Status() control.Status {
 		st.Services = append(st.Services, ss)
 	}
 	return st
+}
+
+// proxyBackendState is a proxied backend's state, for the status page and
+// the API: blacklisted, drained (weight 0) or ok.
+func proxyBackendState(s balance.ServerStats, weight int, now time.Time) string {
+	switch {
+	case s.BlacklistedUntil.After(now):
+		return "blacklisted"
+	case weight == 0:
+		return "drained"
+	}
+	return "ok"
 }
 
 // dsrStatus is a DSR service's part of the status (as dsrStatusHTML).

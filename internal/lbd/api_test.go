@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -303,4 +304,50 @@ func TestControlAPIAbort(t *testing.T) {
 	if refused("http://" + api.String() + "/") {
 		t.Error("the API does not listen")
 	}
+}
+
+// The API and the status page report a backend whose connect failed as
+// blacklisted and one of weight 0 as drained.
+func TestBackendStates(t *testing.T) {
+	// idle listens (its backlog accepts) so that a failover to it works.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	svc, dead, idle := freePort(t), freePort(t), ln.Addr().(*net.TCPAddr).AddrPort()
+	cfg := oneService(svc, dead, idle)
+	cfg.Services[0].Backends[1].Weight = 0
+	d, _ := newDaemon(t, cfg)
+	states := func() []string {
+		var out []string
+		for _, b := range (apiBackend{d}).Status().Services[0].Backends {
+			out = append(out, b.State)
+		}
+		return out
+	}
+	if got := strings.Join(states(), " "); got != "ok drained" {
+		t.Errorf("before: %s", got)
+	}
+	// Clients come until round-robin has sent one to the dead backend: its
+	// connect fails and blacklists it.
+	var got string
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		c, err := net.DialTimeout("tcp", svc.String(), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if got = strings.Join(states(), " "); got == "blacklisted drained" || time.Now().After(deadline) {
+			break
+		}
+	}
+	if got != "blacklisted drained" {
+		t.Errorf("after a failed connect: %s", got)
+	}
+	var page strings.Builder
+	if err := (runtimeView{d}).StatusHTML("web", &page); err != nil {
+		t.Fatal(err)
+	}
+	wantContains(t, "status page", page.String(), "<td>blacklisted until ", "<td>drained</td>")
 }

@@ -96,9 +96,9 @@ func (v runtimeView) StatusHTML(service string, w io.Writer) error {
 	fmt.Fprintf(w, "<table border=1>\n<tr><th>server</th><th>address</th><th>status</th><th>port</th><th>connections</th><th>max soft</th><th>max hard</th><th>sent</th><th>received</th><th>weight</th><th>prio</th></tr>\n")
 	for i, s := range st {
 		b := r.cfg.Backends[i]
-		status := "ok"
-		if s.BlacklistedUntil.After(now) {
-			status = "blacklisted until " + s.BlacklistedUntil.Format("15:04:05")
+		status := proxyBackendState(s, b.Weight, now)
+		if status == "blacklisted" {
+			status += " until " + s.BlacklistedUntil.Format("15:04:05")
 		}
 		fmt.Fprintf(w, "<tr><td>%d</td><td>%s</td><td>%s</td><td>%d</td><td>%d</td><td>%d</td><td>%d</td><td>%d</td><td>%d</td><td>%d</td><td>%d</td></tr>\n",
 			i, b.Address.Addr(), status, b.Address.Port(), s.Conns, b.Max, b.Hard, s.Sent, s.Recv, b.Weight, b.Prio)
