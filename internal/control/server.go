@@ -129,6 +129,9 @@ type Options struct {
 	Allowed func(netip.Addr) bool
 	// Logf logs; nil means log.Printf.
 	Logf func(string, ...any)
+	// HistoryInterval is how often the status page's history (the chart
+	// of recent minutes) is sampled; 0 means DefaultHistoryInterval.
+	HistoryInterval time.Duration
 	// now is the clock (tests).
 	now func() time.Time
 }
@@ -143,6 +146,7 @@ type Server struct {
 	srv      *http.Server
 	serveErr chan error
 	metrics  http.Handler // GET /metrics
+	page     pageState    // the status page (page.go)
 }
 
 // New returns a server; nothing listens until Serve.
@@ -187,6 +191,7 @@ func (s *Server) Serve(ln net.Listener) {
 	s.srv = srv
 	s.serveErr = make(chan error, 1)
 	s.mu.Unlock()
+	s.startSampler()
 	go func() { s.serveErr <- srv.Serve(tls.NewListener(newLimitListener(ln), srv.TLSConfig)) }()
 }
 
@@ -200,6 +205,7 @@ func (s *Server) Close() error {
 	}
 	err := srv.Close()
 	<-s.serveErr
+	s.stopSampler()
 	return err
 }
 
@@ -251,13 +257,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := s.o.now()
+	// The status page, its login form and its assets authenticate with a
+	// session cookie instead of the bearer token (page.go).
+	if s.servePage(w, r, src, now) {
+		return
+	}
 	if wait := s.thr.blocked(src, now); wait > 0 {
 		w.Header().Set("Connection", "close")
 		w.Header().Set("Retry-After", strconv.Itoa(int((wait+time.Second-1)/time.Second)))
 		writeError(w, http.StatusTooManyRequests, "too many failed attempts; retry later")
 		return
 	}
-	if !s.authorized(r) {
+	if !s.authorized(r) && !(r.Method == http.MethodGet && cookieReadable(r.URL.Path) && s.sessionOK(r, now)) {
 		block := s.thr.fail(src, now)
 		if block > 0 {
 			s.failLog.Logf(s.o.Logf, "control: unauthorized request from %s (%s %q); source blocked for %v", src, r.Method, r.URL.Path, block)
@@ -306,6 +317,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
+		}
+	case "/api/v1/history":
+		if method(w, r, http.MethodGet) {
+			s.history(w, r)
 		}
 	case "/metrics":
 		if method(w, r, http.MethodGet) {
