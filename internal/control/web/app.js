@@ -6,7 +6,8 @@
 // Stable hooks for tests and scripts: section.service[data-service=NAME],
 // tr[data-backend=INDEX] rows, a class per counter (svc-*, be-*, dsr-*,
 // arp-*) whose data-value is the exact number, and figure.chart elements
-// whose data-points is how many points they draw.
+// (chart-rate, chart-throughput) whose data-points is how many points they
+// draw and data-peak their highest value.
 "use strict";
 
 (() => {
@@ -111,7 +112,8 @@
   }
 
   function renderBackends(backends, dsr) {
-    const cols = ["#", "address", "state", "weight", "active", "sent", "received", "packets"];
+    const cols = [["#", ""], ["address", ""], ["state", ""], ["weight", "num"], ["active", "num"],
+      ["sent", "num"], ["received", "num"], ["packets", "num"]];
     const rows = backends.map((b) => {
       const state = el("td", { class: "be-state state-" + b.state, "data-value": b.state, text: b.state });
       if (b.blacklisted_until) state.title = "until " + b.blacklisted_until;
@@ -126,7 +128,7 @@
         el("td", { class: "be-packets num", "data-value": b.packets || 0, text: dsr ? fmtCount(b.packets) : "–" }));
     });
     return el("table", { class: "backends" },
-      el("thead", {}, el("tr", {}, ...cols.map((c) => el("th", { text: c })))),
+      el("thead", {}, el("tr", {}, ...cols.map(([c, cls]) => el("th", { class: cls || null, text: c })))),
       el("tbody", {}, ...rows));
   }
 
@@ -168,23 +170,24 @@
   function renderCharts(name, dsr) {
     const pts = seriesOf(name);
     const first = dsr
-      ? chart("chart-rate", "packets/s", pts, [["packets_per_second", "line-a"]], (v) => fmtRate(v, "pkt/s"))
-      : chart("chart-rate", "connections/s", pts, [["accepted_per_second", "line-a"]], (v) => fmtRate(v, "/s"));
+      ? chart("chart-rate", "packets/s", pts, [["packets_per_second", "line-a", ""]], (v) => fmtRate(v, "pkt/s"))
+      : chart("chart-rate", "connections/s", pts, [["accepted_per_second", "line-a", ""]], (v) => fmtRate(v, "/s"));
     const lines = dsr
-      ? [["sent_bytes_per_second", "line-a"]]
-      : [["sent_bytes_per_second", "line-a"], ["received_bytes_per_second", "line-b"]];
-    const second = chart("chart-throughput", dsr ? "forwarded" : "to / from backends", pts, lines, (v) => fmtRate(v, "B/s"));
+      ? [["sent_bytes_per_second", "line-a", ""]]
+      : [["sent_bytes_per_second", "line-a", "to backends"], ["received_bytes_per_second", "line-b", "from backends"]];
+    const second = chart("chart-throughput", dsr ? "bytes forwarded/s" : "throughput", pts, lines, (v) => fmtRate(v, "B/s"));
     return el("div", { class: "charts" }, first, second);
   }
 
-  // chart draws lines (field, class) of pts as a small SVG line chart.
+  // chart draws lines ([field, class, legend]) of pts as a small SVG line
+  // chart.
   function chart(cls, title, pts, lines, fmt) {
     const W = 300, H = 80, PAD = 2;
-    const fig = el("figure", { class: "chart " + cls, "data-points": pts.length });
-    const svg = svgEl("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": title });
-    svg.append(svgEl("rect", { class: "frame", x: 0, y: 0, width: W, height: H }));
     let peak = 0;
     for (const [, s] of pts) for (const [f] of lines) peak = Math.max(peak, Number(s[f] || 0));
+    const fig = el("figure", { class: "chart " + cls, "data-points": pts.length, "data-peak": peak });
+    const svg = svgEl("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": title });
+    svg.append(svgEl("rect", { class: "frame", x: 0, y: 0, width: W, height: H }));
     if (pts.length >= 2) {
       const t0 = pts[0][0], t1 = pts[pts.length - 1][0];
       const x = (t) => PAD + ((t - t0) / Math.max(t1 - t0, 1)) * (W - 2 * PAD);
@@ -199,6 +202,7 @@
     const span = pts.length >= 2 ? Math.round((pts[pts.length - 1][0] - pts[0][0]) / 60000) : 0;
     fig.append(svg, el("figcaption", {},
       el("span", { class: "chart-title", text: title }),
+      ...lines.filter(([, , label]) => label).map(([, lc, label]) => el("span", { class: "legend " + lc, text: label })),
       el("span", { class: "chart-peak", text: "peak " + fmt(peak) }),
       el("span", { class: "chart-span", text: span > 0 ? "last " + span + " min" : "" })));
     return fig;
