@@ -23,8 +23,10 @@
 // # API (version 1; stable)
 //
 // HTTPS only (TLS 1.3 preferred, 1.2 minimum). Every request needs the
-// header "Authorization: Bearer TOKEN". Bodies and replies are JSON
-// (UTF-8) unless noted; a request body is at most 64 KiB.
+// header "Authorization: Bearer TOKEN" (the status page's routes and its
+// read-only session cookie are the exceptions: see Status page). Bodies
+// and replies are JSON (UTF-8) unless noted; a request body is at most
+// 64 KiB.
 //
 //	POST /api/v1/pen     body {"command":"servers"}
 //	                     → 200 {"output":"<Pen's text output>"}
@@ -33,6 +35,14 @@
 //	                     name files are refused). Errors of the verb itself
 //	                     are part of the output, as with Pen.
 //	GET  /api/v1/status  → 200 Status (see the Status type for the fields)
+//	GET  /api/v1/history → 200 HistoryReply: the status page's chart data
+//	                     (see Status page), oldest point first:
+//	                     {"interval_seconds":5,"points":[{"time":
+//	                     "<RFC 3339>","services":[{"name":"web",
+//	                     "active":3,"accepted_per_second":1.5,
+//	                     "sent_bytes_per_second":2048,
+//	                     "received_bytes_per_second":8192,
+//	                     "packets_per_second":0}]}]}
 //	GET  /api/v1/config  → 200 text/plain: the running config as TOML
 //	POST /api/v1/write   → 200 {"ok":true}: the running config was saved as
 //	                     TOML, atomically, to lbd's -config file;
@@ -111,4 +121,45 @@
 // backend is the backend's address, index its position in the service.
 // DSR and ARP counters belong to the interface, shared by the DSR services
 // on it, and appear once. Counters restart from zero when lbd restarts.
+//
+// # Status page
+//
+// GET / is a live status page for a browser: per service its counters, a
+// table of its backends (state, weight, connections, bytes, packets), the
+// DSR, ARP and tarpit counters of DSR services, and small charts of
+// connections/s (packets/s for DSR) and throughput over the last minutes.
+// Its script polls /api/v1/status every 2 s and /api/v1/history every
+// sampling interval, shows when it last updated and a banner when a poll
+// fails. Everything it uses is embedded (the web directory): it loads
+// nothing from elsewhere and works offline.
+//
+//	GET  /             the page with a valid session, else the login form
+//	POST /login        form field "token" (application/x-www-form-urlencoded,
+//	                   at most 4 KiB) → 303 to / with the session cookie;
+//	                   a wrong token → 401 and the form again, counted as a
+//	                   failed attempt as for the API; while the source is
+//	                   blocked → 429 and the form, with Retry-After
+//	POST /logout       ends the session, expires the cookie → 303 to /
+//	GET  /static/NAME  the page's script and style sheet (no session needed)
+//
+// A session is 32 random bytes as 64 hex digits in the cookie nib_session
+// (Secure; HttpOnly; SameSite=Strict; Path=/; Max-Age=43200). lbd keeps
+// at most 64 sessions in memory (a new one evicts the oldest); each lives
+// 12 hours, and all end when lbd restarts. A session only reads: besides
+// the page it authorizes GET /api/v1/status and GET /api/v1/history, and
+// nothing else (no changes, no config, no metrics). Cross-origin posts to
+// /login and /logout are refused (403). The page's replies carry
+// Content-Security-Policy "default-src 'self'; img-src 'self' data:;
+// frame-ancestors 'none'; form-action 'self'" (no inline scripts),
+// X-Content-Type-Options: nosniff and Referrer-Policy: no-referrer; its
+// HTML is never cached.
+//
+// lbd samples the history every 5 s (Options.HistoryInterval) and keeps
+// the last 10 minutes (at most 600 points). Each point holds, per service,
+// the current connections and per-second rates since the point before:
+// connections accepted, bytes to and from the backends (summed over them)
+// and frames forwarded (DSR). A counter that went backwards (a reload
+// restarted it) counts as 0, as does a service or backend the point before
+// did not have. The first sample is the baseline, so the first point comes
+// one interval after the API starts.
 package control
