@@ -119,6 +119,7 @@ func rawServiceOf(errs *errList, key string, s *Service) rawService {
 			Weight:  unlessDefault(b.Weight, DefaultWeight),
 			Prio:    b.Prio,
 			ACL:     b.ACL,
+			Drain:   b.Drain,
 		})
 	}
 	return rs

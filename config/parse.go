@@ -178,6 +178,7 @@ func (rs *rawService) service(errs *errList, key string) Service {
 		}
 		b.Prio = rb.Prio
 		b.ACL = rb.ACL
+		b.Drain = rb.Drain
 		s.Backends = append(s.Backends, b)
 	}
 	return s

@@ -78,6 +78,7 @@ type rawBackend struct {
 	Weight  *int   `toml:"weight,omitempty"`
 	Prio    int    `toml:"prio,omitempty"`
 	ACL     string `toml:"acl,omitempty"`
+	Drain   bool   `toml:"drain,omitempty"`
 }
 
 // rawTLS is [service.tls].

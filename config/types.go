@@ -220,12 +220,18 @@ type Backend struct {
 	Max int
 	// Hard lets returning clients exceed Max up to Hard; 0 off.
 	Hard int
-	// Weight for Weight and Maglev; 0 drains the backend (never chosen).
+	// Weight for Weight and Maglev (and DSR); 0 drains the backend under
+	// those (never chosen); see Drain for every algorithm.
 	Weight int
 	// Prio for Prio: lower is preferred.
 	Prio int
 	// ACL names an ACL the client must pass to use this backend.
 	ACL string
+	// Drain takes the backend out of the choice under every algorithm:
+	// no new clients or flows (not even tracked ones or a failover), while
+	// established connections and DSR flows stay. Pen has no such state
+	// (its weight 0 drains under -W only).
+	Drain bool
 }
 
 // Used reports whether the slot holds a backend (Pen marks unused slots

@@ -73,6 +73,9 @@ type Server struct {
 	// Weight is used by Weight and Maglev; with those algorithms a slot of
 	// weight 0 is drained: never chosen, not even by tracking or failover.
 	Weight int
+	// Drain takes the slot out of the choice under every algorithm (as
+	// weight 0 does under Weight and Maglev); its connections stay.
+	Drain bool
 	// Prio is used by Prio: lower is preferred.
 	Prio int
 	// Allow is the per-server client ACL; nil permits everyone.
@@ -119,6 +122,9 @@ type Choice struct {
 	// first is the slot failover started from; failover stops when it
 	// comes back to it.
 	first int
+	// id identifies the server the connection was reserved on, so that
+	// Done and Failed find it after an Update moved it to another index.
+	id uint64
 }
 
 // ServerStats are one slot's counters.
@@ -127,6 +133,9 @@ type ServerStats struct {
 	Conns int
 	// Sent is bytes sent to the server, Recv bytes received from it.
 	Sent, Recv uint64
+	// Connects counts successful connects, Failures failed or timed-out
+	// ones, since the server joined the pool.
+	Connects, Failures uint64
 	// BlacklistedUntil is when the blacklist ends; zero if the slot is not
 	// blacklisted now.
 	BlacklistedUntil time.Time
@@ -186,14 +195,18 @@ type Pool struct {
 	maglev  *MaglevTable
 	mgKeys  []string
 	mgW     []int
+	lastID  uint64 // the last slot id handed out
 }
 
 // slot is a server and its runtime state.
 type slot struct {
 	Server
 	used       bool
+	id         uint64 // unique in the pool's life; kept with the address
 	conns      int
 	sent, recv uint64
+	connects   uint64
+	failures   uint64
 	until      time.Time // blacklisted while now < until
 	weight     int       // effective weight: Weight, or 1 when all are 0
 }
@@ -207,22 +220,43 @@ func New(o Options, servers []Server) *Pool {
 }
 
 // Update replaces the options and the server table, as on a reload.
-// Runtime state (connections, byte counters, blacklist) stays with the slot
-// index; the client table (shrunk to the new TrackingSize, least recently
-// seen first) and the round-robin cursor survive. Slots that disappear lose
-// their state; Done for them is ignored.
+// Runtime state (connections, counters, blacklist) stays with the server's
+// address wherever it moves in the table, and so do remembered clients; a
+// new address starts from zero. The client table (shrunk to the new
+// TrackingSize, least recently seen first) and the round-robin cursor
+// survive. Servers that disappear lose their state; Done for their
+// connections is ignored.
 func (p *Pool) Update(o Options, servers []Server) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.opt = o
+	old := make(map[netip.AddrPort]int, len(p.slots))
+	for i, s := range p.slots {
+		if _, dup := old[s.Addr]; s.used && !dup {
+			old[s.Addr] = i
+		}
+	}
+	moved := make(map[int]int, len(servers)) // old index → new index
 	slots := make([]slot, len(servers))
 	for i, s := range servers {
-		if i < len(p.slots) {
-			slots[i] = p.slots[i]
+		j, ok := old[s.Addr]
+		if ok && usable(s.Addr) {
+			delete(old, s.Addr) // a duplicate address starts afresh
+			slots[i] = p.slots[j]
+			moved[j] = i
+		} else {
+			p.lastID++
+			slots[i] = slot{id: p.lastID}
 		}
 		slots[i].Server = s
 		slots[i].used = usable(s.Addr)
 	}
+	p.clients.remap(func(i int) int {
+		if j, ok := moved[i]; ok {
+			return j
+		}
+		return NoServer
+	})
 	// Pen's -W with no weights given skips every server; here a table
 	// whose weights are all 0 counts every server as weight 1.
 	allZero := true
@@ -376,10 +410,10 @@ func (p *Pool) algorithm(client netip.AddrPort, ce *clientEntry, now time.Time) 
 }
 
 // eligible reports whether slot i is a server the algorithms may choose at
-// all: used, and not drained (weight 0) under Weight or Maglev.
+// all: used, not drained, and not of weight 0 under Weight or Maglev.
 func (p *Pool) eligible(i int) bool {
 	s := &p.slots[i]
-	if !s.used {
+	if !s.used || s.Drain {
 		return false
 	}
 	if (p.opt.Algorithm == Weight || p.opt.Algorithm == Maglev) && s.weight <= 0 {
@@ -407,7 +441,24 @@ func (p *Pool) available(i, last int, client netip.Addr, now time.Time) bool {
 
 func (p *Pool) reserve(i, first int) Choice {
 	p.slots[i].conns++
-	return Choice{Index: i, Addr: p.slots[i].Addr, first: first}
+	return Choice{Index: i, Addr: p.slots[i].Addr, first: first, id: p.slots[i].id}
+}
+
+// slotOf returns the index of the slot c was reserved on, wherever an
+// Update moved it, or NoServer when it is gone (or c is not a slot).
+func (p *Pool) slotOf(c Choice) int {
+	if c.Index < 0 {
+		return NoServer
+	}
+	if c.Index < len(p.slots) && p.slots[c.Index].id == c.id {
+		return c.Index
+	}
+	for i := range p.slots {
+		if p.slots[i].id == c.id {
+			return i
+		}
+	}
+	return NoServer
 }
 
 // last returns the emergency server if there is one, else NoServer.
@@ -447,16 +498,20 @@ func (p *Pool) Failed(c Choice, client netip.AddrPort, now time.Time) Choice {
 	client = normalise(client)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if c.Index >= 0 && c.Index < len(p.slots) {
-		s := &p.slots[c.Index]
+	if i := p.slotOf(c); i >= 0 {
+		s := &p.slots[i]
 		if s.conns > 0 {
 			s.conns--
 		}
+		s.failures++
 		if p.opt.Blacklist > 0 {
 			s.until = now.Add(p.opt.Blacklist)
 		}
-	}
-	if c.Index >= len(p.slots) {
+		if i != c.Index {
+			c.first = NoServer // moved by an Update: try every slot
+		}
+		c.Index = i
+	} else if c.Index >= 0 {
 		// The slot went away in an Update: try every slot.
 		c.Index, c.first = len(p.slots)-1, NoServer
 	}
@@ -476,8 +531,9 @@ func (p *Pool) Connected(c Choice, client netip.AddrPort, now time.Time) {
 	defer p.mu.Unlock()
 	ce := p.clients.touch(client.Addr(), now, p.opt.TrackingExpiry)
 	ce.connects++
-	if c.Index >= 0 {
-		ce.server = c.Index
+	if i := p.slotOf(c); i >= 0 {
+		ce.server = i
+		p.slots[i].connects++
 	}
 }
 
@@ -487,10 +543,11 @@ func (p *Pool) Connected(c Choice, client netip.AddrPort, now time.Time) {
 func (p *Pool) Done(c Choice, sent, recv uint64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if c.Index < 0 || c.Index >= len(p.slots) {
+	i := p.slotOf(c)
+	if i < 0 {
 		return
 	}
-	s := &p.slots[c.Index]
+	s := &p.slots[i]
 	if s.conns > 0 {
 		s.conns--
 	}
@@ -498,16 +555,15 @@ func (p *Pool) Done(c Choice, sent, recv uint64) {
 	s.recv += recv
 }
 
-// AddBytes adds bytes sent to and received from the server in slot index,
-// for live counters. Out-of-range indexes are ignored.
-func (p *Pool) AddBytes(index int, sent, recv uint64) {
+// AddBytes adds bytes sent to and received from c's server, for live
+// counters. Choices of servers no longer in the pool are ignored.
+func (p *Pool) AddBytes(c Choice, sent, recv uint64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if index < 0 || index >= len(p.slots) {
-		return
+	if i := p.slotOf(c); i >= 0 {
+		p.slots[i].sent += sent
+		p.slots[i].recv += recv
 	}
-	p.slots[index].sent += sent
-	p.slots[index].recv += recv
 }
 
 // SetBlacklist blacklists slot index for d from now (penctl "server N
@@ -532,7 +588,7 @@ func (p *Pool) Stats(now time.Time) []ServerStats {
 	defer p.mu.Unlock()
 	st := make([]ServerStats, len(p.slots))
 	for i, s := range p.slots {
-		st[i] = ServerStats{Conns: s.conns, Sent: s.sent, Recv: s.recv}
+		st[i] = ServerStats{Conns: s.conns, Sent: s.sent, Recv: s.recv, Connects: s.connects, Failures: s.failures}
 		if now.Before(s.until) {
 			st[i].BlacklistedUntil = s.until
 		}

@@ -350,7 +350,7 @@ func TestPickAddr(t *testing.T) {
 		in   string
 		want Choice
 	}{
-		{name: "server", in: cA, want: Choice{Index: 1, Addr: ap("10.0.0.2:80"), first: 1}},
+		{name: "server", in: cA, want: Choice{Index: 1, Addr: ap("10.0.0.2:80"), first: 1, id: 2}}, // ids count from 1
 		{name: "abuse", in: "[2001:db8::1]:1", want: Choice{Index: Abuse, Addr: abuse, first: Abuse}},
 	}
 	for _, tt := range tests {
@@ -550,7 +550,7 @@ func TestFailedBlacklists(t *testing.T) {
 	if c.Index != 2 {
 		t.Fatalf("Failed chose %d, want 2", c.Index)
 	}
-	want := []ServerStats{{}, {BlacklistedUntil: t0.Add(30 * time.Second)}, {Conns: 1}}
+	want := []ServerStats{{}, {Failures: 1, BlacklistedUntil: t0.Add(30 * time.Second)}, {Conns: 1}}
 	if diff := cmp.Diff(want, p.Stats(t0)); diff != "" {
 		t.Errorf("Stats (-want +got):\n%s", diff)
 	}
@@ -619,13 +619,13 @@ func TestUpdate(t *testing.T) {
 	p := New(Options{Blacklist: time.Minute}, servers(3))
 	c1 := p.Pick(ap(cA), t0) // 1, held
 	p.Connected(c1, ap(cA), t0)
-	p.AddBytes(1, 100, 200)
+	p.AddBytes(c1, 100, 200)
 	p.SetBlacklist(2, time.Minute, t0)
 
 	s := servers(4)
 	s[1].Weight = 5
 	p.Update(Options{Blacklist: time.Minute, Tracking: true}, s)
-	want := []ServerStats{{}, {Conns: 1, Sent: 100, Recv: 200}, {BlacklistedUntil: t0.Add(time.Minute)}, {}}
+	want := []ServerStats{{}, {Conns: 1, Sent: 100, Recv: 200, Connects: 1}, {BlacklistedUntil: t0.Add(time.Minute)}, {}}
 	if diff := cmp.Diff(want, p.Stats(t0)); diff != "" {
 		t.Errorf("Stats after Update (-want +got):\n%s", diff)
 	}
@@ -642,7 +642,7 @@ func TestUpdate(t *testing.T) {
 		p.Done(got, 0, 0)
 	}
 	p.Done(c1, 1, 2)
-	want[1] = ServerStats{Sent: 101, Recv: 202}
+	want[1] = ServerStats{Sent: 101, Recv: 202, Connects: 1}
 	if diff := cmp.Diff(want, p.Stats(t0)); diff != "" {
 		t.Errorf("Stats after Done (-want +got):\n%s", diff)
 	}
@@ -655,13 +655,91 @@ func TestUpdate(t *testing.T) {
 	c := p.Pick(ap(cD), t0) // 1
 	p.Update(Options{}, servers(1))
 	p.Done(c, 5, 5)
-	p.AddBytes(3, 1, 1)
+	p.AddBytes(c, 1, 1)
 	p.SetBlacklist(3, time.Minute, t0)
 	if diff := cmp.Diff([]ServerStats{{Conns: 1}}, p.Stats(t0)); diff != "" {
 		t.Errorf("Stats after shrinking (-want +got):\n%s", diff)
 	}
 	if got := p.Failed(c, ap(cD), t0); got.Index != 0 {
 		t.Errorf("Failed for a removed slot chose %d, want 0", got.Index)
+	}
+}
+
+// State follows a server's address through an Update that reorders,
+// removes and adds servers: connections held, counters, blacklist and the
+// clients that track it.
+func TestUpdateFollowsAddress(t *testing.T) {
+	s := servers(3) // slots 0, 1, 2
+	p := New(Options{Tracking: true, Blacklist: time.Minute}, s)
+	cA1 := p.Pick(ap(cA), t0) // 1
+	p.Connected(cA1, ap(cA), t0)
+	p.AddBytes(cA1, 10, 20)
+	cB2 := p.Pick(ap(cB), t0) // 2
+	if cA1.Index != 1 || cB2.Index != 2 {
+		t.Fatalf("picked %d and %d, want 1 and 2", cA1.Index, cB2.Index)
+	}
+	if got := p.Failed(cB2, ap(cB), t0); got.Index != 0 {
+		t.Fatalf("failover to %d, want 0", got.Index)
+	} else {
+		p.Done(got, 0, 0)
+	}
+	// Remove server 0, move 2 before 1, add a new one at the end.
+	fresh := netip.MustParseAddrPort("10.0.0.99:80")
+	p.Update(Options{Tracking: true, Blacklist: time.Minute}, []Server{s[2], s[1], {Addr: fresh}})
+	want := []ServerStats{
+		{Failures: 1, BlacklistedUntil: t0.Add(time.Minute)}, // was 2
+		{Conns: 1, Sent: 10, Recv: 20, Connects: 1},         // was 1
+		{},
+	}
+	if diff := cmp.Diff(want, p.Stats(t0)); diff != "" {
+		t.Errorf("Stats after reordering (-want +got):\n%s", diff)
+	}
+	// A still tracks its server, now at index 1.
+	if got := p.Pick(ap(cA), t0); got.Index != 1 || got.Addr != s[1].Addr {
+		t.Errorf("A after Update on %d (%v), want 1 (%v)", got.Index, got.Addr, s[1].Addr)
+	} else {
+		p.Done(got, 0, 0)
+	}
+	// The connection reserved before the move is released from the right
+	// server.
+	p.Done(cA1, 1, 1)
+	want[1] = ServerStats{Sent: 11, Recv: 21, Connects: 1}
+	if diff := cmp.Diff(want, p.Stats(t0)); diff != "" {
+		t.Errorf("Stats after Done (-want +got):\n%s", diff)
+	}
+	// A server whose address changes at the same index starts afresh.
+	p.Update(Options{Tracking: true}, []Server{{Addr: netip.MustParseAddrPort("10.0.0.98:80")}, s[1], {Addr: fresh}})
+	if got := p.Stats(t0)[0]; got != (ServerStats{}) {
+		t.Errorf("new address at index 0 has %+v, want zero", got)
+	}
+}
+
+// Drain keeps a server out of every algorithm, tracking and failover
+// included, while its connections stay.
+func TestDrainEveryAlgorithm(t *testing.T) {
+	for _, alg := range []Algorithm{RoundRobin, Hash, Weight, Prio, Maglev} {
+		s := servers(3)
+		p := New(Options{Algorithm: alg, Tracking: true}, s)
+		held := p.Pick(ap(cA), t0)
+		p.Connected(held, ap(cA), t0)
+		s[held.Index].Drain = true
+		p.Update(Options{Algorithm: alg, Tracking: true}, s)
+		for i, c := range []string{cA, cB, cC, cD} {
+			for port := uint16(1); port < 20; port++ {
+				client := netip.AddrPortFrom(ap(c).Addr(), port)
+				got := p.Pick(client, t0)
+				if got.Index == held.Index {
+					t.Fatalf("%v: client %d got the drained server %d", alg, i, got.Index)
+				}
+				if got = p.Failed(got, client, t0); got.Index == held.Index {
+					t.Fatalf("%v: failover to the drained server %d", alg, got.Index)
+				}
+				p.Done(got, 0, 0)
+			}
+		}
+		if got := p.Stats(t0)[held.Index].Conns; got != 1 {
+			t.Errorf("%v: drained server holds %d connections, want 1", alg, got)
+		}
 	}
 }
 

@@ -118,3 +118,13 @@ func (t *clientTable) resize(size int) {
 		t.pushFront(i)
 	}
 }
+
+// remap rewrites every entry's server slot through f (after an Update
+// moved or removed servers).
+func (t *clientTable) remap(f func(int) int) {
+	for i := range t.e {
+		if t.e[i].server >= 0 {
+			t.e[i].server = f(t.e[i].server)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -17,12 +18,16 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nib-lb/nib/config"
 )
 
 type fakeBackend struct {
 	mu        sync.Mutex
 	commands  []string
 	reloadErr error
+	edits     []BackendRequest
+	editErr   error
 }
 
 func (f *fakeBackend) Pen(c string) string {
@@ -37,6 +42,15 @@ func (f *fakeBackend) Status() Status {
 func (f *fakeBackend) ConfigTOML() ([]byte, error) { return []byte("debug = 1\n"), nil }
 func (f *fakeBackend) Write() error                { return nil }
 func (f *fakeBackend) Reload() error               { return f.reloadErr }
+func (f *fakeBackend) EditBackend(r BackendRequest) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.edits = append(f.edits, r)
+	if f.editErr != nil {
+		return -1, f.editErr
+	}
+	return 2, nil
+}
 
 func TestSecretsCreatedAndReused(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "state")
@@ -387,5 +401,60 @@ func TestConnectionLimit(t *testing.T) {
 			t.Fatalf("after release: %v", err)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// POST /api/v1/backend: requests checked before lbd sees them, lbd's
+// errors mapped to status codes.
+func TestBackendEndpoint(t *testing.T) {
+	fb := &fakeBackend{}
+	s, base := start(t, Options{Backend: fb})
+	sec := s.o.Secrets
+	c := client(sec.Fingerprint, "")
+	for _, tc := range []struct {
+		body    string
+		editErr error
+		want    int
+		reached bool // the request got to lbd
+	}{
+		{body: `{"service":"web","backend":"10.0.0.5:80","op":"add"}`, want: 200, reached: true},
+		{body: `{"service":"web","backend":"10.0.0.5","op":"weight","weight":3}`, want: 200, reached: true},
+		{body: `{"service":"web","backend":"10.0.0.5","op":"blacklist","seconds":30}`, want: 200, reached: true},
+		{body: `{"service":"web","backend":"10.0.0.5","op":"weight"}`, want: 400},
+		{body: `{"service":"web","backend":"10.0.0.5","op":"blacklist"}`, want: 400},
+		{body: `{"service":"web","backend":"10.0.0.5","op":"blacklist","seconds":-1}`, want: 400},
+		{body: `{"service":"web","backend":"10.0.0.5","op":"explode"}`, want: 400},
+		{body: `{"service":"","backend":"10.0.0.5","op":"drain"}`, want: 400},
+		{body: `{"service":"web","op":"drain"}`, want: 400},
+		{body: `{"service":"web","backend":"10.0.0.5","op":"drain","extra":1}`, want: 400},
+		{body: `{"service":"web","backend":"10.0.0.5","op":"drain"} {}`, want: 400},
+		{body: `{"service":"nope","backend":"10.0.0.5","op":"drain"}`, editErr: fmt.Errorf("%w %q", config.ErrNoService, "nope"), want: 404, reached: true},
+		{body: `{"service":"web","backend":"10.0.0.9","op":"drain"}`, editErr: config.ErrNoBackend, want: 404, reached: true},
+		{body: `{"service":"web","backend":"10.0.0.5","op":"add"}`, editErr: config.ErrExists, want: 409, reached: true},
+		{body: `{"service":"web","backend":"10.0.0.2","op":"remove"}`, editErr: config.ErrBadBackend, want: 400, reached: true},
+		{body: `{"service":"web","backend":"10.0.0.5","op":"add"}`, editErr: errors.New("listen: address in use"), want: 422, reached: true},
+	} {
+		fb.mu.Lock()
+		fb.edits, fb.editErr = nil, tc.editErr
+		fb.mu.Unlock()
+		code, body, _ := do(t, c, "POST", base+"/api/v1/backend", sec.Token, []byte(tc.body))
+		if code != tc.want {
+			t.Errorf("%s: %d %s, want %d", tc.body, code, body, tc.want)
+		}
+		fb.mu.Lock()
+		reached := len(fb.edits) == 1
+		fb.mu.Unlock()
+		if reached != tc.reached {
+			t.Errorf("%s: reached lbd %v, want %v", tc.body, reached, tc.reached)
+		}
+		if code == 200 && strings.TrimSpace(body) != `{"ok":true,"index":2}` {
+			t.Errorf("%s: reply %s", tc.body, body)
+		}
+		if code != 200 && !strings.Contains(body, `"error"`) {
+			t.Errorf("%s: reply %s has no error", tc.body, body)
+		}
+	}
+	if code, _, _ := do(t, c, "GET", base+"/api/v1/backend", sec.Token, nil); code != 405 {
+		t.Errorf("GET /api/v1/backend: %d, want 405", code)
 	}
 }

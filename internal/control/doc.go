@@ -47,6 +47,21 @@
 //	POST /api/v1/write   → 200 {"ok":true}: the running config was saved as
 //	                     TOML, atomically, to lbd's -config file;
 //	                     500 {"error":"..."} when it could not be
+//	POST /api/v1/backend body {"service":"web","backend":"10.0.0.5:80",
+//	                     "op":"add"} → 200 {"ok":true,"index":N}
+//	                     One change to a backend named by service and
+//	                     address ("ip:port", or "ip" when unique in the
+//	                     service; DSR backends by ip): op add (optional
+//	                     "weight", default 1), remove, drain, undrain,
+//	                     weight ("weight" required) — changes of the
+//	                     running config, applied like a reload (nothing
+//	                     established is dropped) and saved only by write —
+//	                     or blacklist ("seconds", 0 clears), runtime state
+//	                     as Pen's "server N blacklist T". index is the
+//	                     backend's position (remove: the one it had).
+//	                     404 no such service or backend, 409 add of an
+//	                     existing backend, 400 a bad request, 422 the
+//	                     change could not be applied (the config stays)
 //	POST /api/v1/reload  → 200 {"ok":true}: lbd's -config file was re-read
 //	                     and applied; 422 {"error":"<errors>"} when it is
 //	                     invalid or cannot be applied (the errors are
@@ -95,12 +110,17 @@
 // of their own (no Go runtime or process metrics):
 //
 //	lbd_build_info{version}                        always 1
+//	lbd_reloads_total{outcome}                     counter: config file
+//	                                               re-reads, outcome applied,
+//	                                               rejected (invalid) or failed
 //	lbd_service_connections_active{service}        gauge   (proxy services)
 //	lbd_service_connections_total{service}         counter (proxy services)
 //	lbd_service_refused_total{service}             counter (proxy services)
 //	lbd_service_local_errors_total{service}        counter (proxy services)
 //	lbd_service_flow_limited_total{service}        counter (proxy services)
 //	lbd_backend_connections_active{service,backend,index}    gauge (proxy)
+//	lbd_backend_connections_total{service,backend,index}     counter (proxy)
+//	lbd_backend_connect_failures_total{service,backend,index} counter (proxy)
 //	lbd_backend_bytes_sent_total{service,backend,index}      counter
 //	lbd_backend_bytes_received_total{service,backend,index}  counter (proxy)
 //	lbd_backend_packets_total{service,backend,index}         counter (DSR)

@@ -20,6 +20,7 @@ var (
 	ifL  = []string{"interface"}
 
 	mBuildInfo = desc("lbd_build_info", "lbd's version; always 1.", "version")
+	mReloads   = desc("lbd_reloads_total", "Re-reads of the config file (SIGHUP, the API's reload) by outcome: applied, rejected (invalid file), failed (could not be applied).", "outcome")
 
 	mSvcActive      = desc("lbd_service_connections_active", "Current connections of a proxy service.", svcL...)
 	mSvcTotal       = desc("lbd_service_connections_total", "Connections accepted by a proxy service.", svcL...)
@@ -28,6 +29,8 @@ var (
 	mSvcFlowLimited = desc("lbd_service_flow_limited_total", "UDP datagrams of a proxy service over the flow limits.", svcL...)
 
 	mBeActive   = desc("lbd_backend_connections_active", "Current connections to a backend (proxy services).", beL...)
+	mBeTotal    = desc("lbd_backend_connections_total", "Successful connects to a backend (proxy services).", beL...)
+	mBeFailures = desc("lbd_backend_connect_failures_total", "Failed or timed-out connects to a backend (proxy services).", beL...)
 	mBeSent     = desc("lbd_backend_bytes_sent_total", "Bytes sent to a backend (DSR: bytes forwarded).", beL...)
 	mBeReceived = desc("lbd_backend_bytes_received_total", "Bytes received from a backend (proxy services; DSR replies bypass lbd).", beL...)
 	mBePackets  = desc("lbd_backend_packets_total", "Frames forwarded to a backend (DSR services).", beL...)
@@ -49,7 +52,7 @@ var (
 
 	allDescs = []*prometheus.Desc{
 		mBuildInfo, mSvcActive, mSvcTotal, mSvcRefused, mSvcLocalErrors, mSvcFlowLimited,
-		mBeActive, mBeSent, mBeReceived, mBePackets, mBeUp,
+		mReloads, mBeActive, mBeTotal, mBeFailures, mBeSent, mBeReceived, mBePackets, mBeUp,
 		mDSRReceived, mDSRForwarded, mDSRDropped, mDSRPartial, mDSRSuper, mDSRReadErrs, mTarpit,
 		mARPRequests, mARPReplies, mARPLearned, mARPUnsolicited, mARPConflicts,
 	}
@@ -81,6 +84,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), l...)
 	}
 	gauge(mBuildInfo, 1, st.Version)
+	for outcome, n := range st.Reloads {
+		counter(mReloads, n, outcome)
+	}
 	// DSR counters belong to an interface, which services may share.
 	ifaces := map[string]bool{}
 	for _, s := range st.Services {
@@ -99,6 +105,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 				counter(mBePackets, b.Packets, l...)
 			} else {
 				gauge(mBeActive, float64(b.Active), l...)
+				counter(mBeTotal, b.Connects, l...)
+				counter(mBeFailures, b.Failures, l...)
 				counter(mBeReceived, b.Received, l...)
 			}
 			up := 0.0

@@ -15,11 +15,11 @@ func fixedStatus() Status {
 		TarpitReplies: 4, ReadErrors: 1, Drops: map[string]uint64{"no-backend": 6, "acl": 4},
 		ARP: ARPStatus{RequestsSeen: 50, RepliesVIP: 20, RepliesTarpit: 5, BackendLearned: 2, UnsolicitedIgnored: 7, Conflicts: 1},
 	}
-	return Status{Version: "v1.2.3", Services: []ServiceStatus{
+	return Status{Version: "v1.2.3", Reloads: map[string]uint64{"applied": 2, "rejected": 1, "failed": 0}, Services: []ServiceStatus{
 		{Name: "web", Mode: "proxy", Active: 3, Accepted: 1000, Refused: 7, LocalErrors: 2, FlowLimited: 1,
 			Backends: []BackendStatus{
-				{Index: 0, Address: "10.0.0.1:80", State: "ok", Active: 2, Sent: 500, Received: 9000},
-				{Index: 1, Address: "10.0.0.2:80", State: "blacklisted", Active: 1, Sent: 10, Received: 20},
+				{Index: 0, Address: "10.0.0.1:80", State: "ok", Active: 2, Sent: 500, Received: 9000, Connects: 900, Failures: 3},
+				{Index: 1, Address: "10.0.0.2:80", State: "blacklisted", Active: 1, Sent: 10, Received: 20, Connects: 100, Failures: 5},
 			}},
 		// Two DSR services on one interface share its counters: one set.
 		{Name: "dns", Mode: "dsr", DSR: dsr, Backends: []BackendStatus{
@@ -59,10 +59,18 @@ lbd_backend_bytes_sent_total{backend="10.0.0.2:80",index="1",service="web"} 10
 lbd_backend_bytes_sent_total{backend="10.0.1.1:123",index="0",service="ntp"} 0
 lbd_backend_bytes_sent_total{backend="10.0.1.1:53",index="0",service="dns"} 4000
 lbd_backend_bytes_sent_total{backend="10.0.1.2:53",index="1",service="dns"} 0
+# HELP lbd_backend_connect_failures_total Failed or timed-out connects to a backend (proxy services).
+# TYPE lbd_backend_connect_failures_total counter
+lbd_backend_connect_failures_total{backend="10.0.0.1:80",index="0",service="web"} 3
+lbd_backend_connect_failures_total{backend="10.0.0.2:80",index="1",service="web"} 5
 # HELP lbd_backend_connections_active Current connections to a backend (proxy services).
 # TYPE lbd_backend_connections_active gauge
 lbd_backend_connections_active{backend="10.0.0.1:80",index="0",service="web"} 2
 lbd_backend_connections_active{backend="10.0.0.2:80",index="1",service="web"} 1
+# HELP lbd_backend_connections_total Successful connects to a backend (proxy services).
+# TYPE lbd_backend_connections_total counter
+lbd_backend_connections_total{backend="10.0.0.1:80",index="0",service="web"} 900
+lbd_backend_connections_total{backend="10.0.0.2:80",index="1",service="web"} 100
 # HELP lbd_backend_packets_total Frames forwarded to a backend (DSR services).
 # TYPE lbd_backend_packets_total counter
 lbd_backend_packets_total{backend="10.0.1.1:123",index="0",service="ntp"} 0
@@ -97,6 +105,11 @@ lbd_dsr_read_errors_total{interface="eth0"} 1
 # HELP lbd_dsr_super_frames_total Super-frames (GRO/GSO) received.
 # TYPE lbd_dsr_super_frames_total counter
 lbd_dsr_super_frames_total{interface="eth0"} 2
+# HELP lbd_reloads_total Re-reads of the config file (SIGHUP, the API's reload) by outcome: applied, rejected (invalid file), failed (could not be applied).
+# TYPE lbd_reloads_total counter
+lbd_reloads_total{outcome="applied"} 2
+lbd_reloads_total{outcome="failed"} 0
+lbd_reloads_total{outcome="rejected"} 1
 # HELP lbd_service_connections_active Current connections of a proxy service.
 # TYPE lbd_service_connections_active gauge
 lbd_service_connections_active{service="web"} 3

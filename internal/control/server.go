@@ -1,10 +1,12 @@
 package control
 
 import (
+	"bytes"
 	"crypto/subtle"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"net"
@@ -18,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/nib-lb/nib/config"
 	"github.com/nib-lb/nib/internal/lograte"
 )
 
@@ -46,12 +49,21 @@ type Backend interface {
 	// Reload re-reads the -config file and applies it; on error the old
 	// config keeps running.
 	Reload() error
+	// EditBackend changes one backend by service and address and returns
+	// the backend's index. Its errors wrap config.ErrNoService,
+	// ErrNoBackend (404), ErrExists (409) or ErrBadBackend (400); any
+	// other error means the change could not be applied (422).
+	EditBackend(BackendRequest) (int, error)
 }
 
 // Status is the reply of GET /api/v1/status.
 type Status struct {
 	Version  string          `json:"version"`
 	Services []ServiceStatus `json:"services"`
+	// Reloads counts re-reads of the config file (SIGHUP, POST
+	// /api/v1/reload) by outcome: "applied", "rejected" (invalid file,
+	// old config kept), "failed" (valid, but it could not be applied).
+	Reloads map[string]uint64 `json:"reloads"`
 }
 
 // ServiceStatus is one service.
@@ -82,8 +94,11 @@ type BackendStatus struct {
 	Prio    int    `json:"prio"`
 	Max     int    `json:"max"`
 	Hard    int    `json:"hard"`
-	// State is "ok", "blacklisted", "drained" (weight 0) or, for DSR,
-	// "down" (no ARP reply) or "unresolved".
+	// Drain is the backend's drain setting (no new clients or flows).
+	Drain bool `json:"drain"`
+	// State is "ok", "blacklisted", "drained" (drain, or weight 0 where
+	// the algorithm uses weights) or, for DSR, "down" (no ARP reply) or
+	// "unresolved".
 	State string `json:"state"`
 	// BlacklistedUntil is set while blacklisted (RFC 3339).
 	BlacklistedUntil string `json:"blacklisted_until,omitempty"`
@@ -95,6 +110,10 @@ type BackendStatus struct {
 	Received uint64 `json:"received"`
 	// Packets is frames forwarded (DSR).
 	Packets uint64 `json:"packets,omitempty"`
+	// Connects and Failures count successful and failed connects to the
+	// backend (proxy services) since it joined the service.
+	Connects uint64 `json:"connects"`
+	Failures uint64 `json:"connect_failures"`
 }
 
 // DSRStatus are the DSR, ARP and tarpit counters of one interface.
@@ -318,6 +337,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 			writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
 		}
+	case "/api/v1/backend":
+		if method(w, r, http.MethodPost) {
+			s.backend(w, r)
+		}
 	case "/api/v1/history":
 		if method(w, r, http.MethodGet) {
 			s.history(w, r)
@@ -369,15 +392,30 @@ type PenReply struct {
 	Output string `json:"output"`
 }
 
-func (s *Server) pen(w http.ResponseWriter, r *http.Request) {
+// readJSON decodes r's body (bounded by ServeHTTP) into v, refusing
+// unknown fields; it answers 400 or 413 itself and returns false then.
+func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
 		bodyError(w, err)
-		return
+		return false
 	}
-	var req PenRequest
-	if err := json.Unmarshal(body, &req); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
 		writeError(w, http.StatusBadRequest, "bad request body: "+err.Error())
+		return false
+	}
+	if dec.More() {
+		writeError(w, http.StatusBadRequest, "bad request body: more than one JSON value")
+		return false
+	}
+	return true
+}
+
+func (s *Server) pen(w http.ResponseWriter, r *http.Request) {
+	var req PenRequest
+	if !readJSON(w, r, &req) {
 		return
 	}
 	if strings.TrimSpace(req.Command) == "" {
@@ -389,4 +427,84 @@ func (s *Server) pen(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, PenReply{Output: s.o.Backend.Pen(req.Command)})
+}
+
+// BackendRequest is the body of POST /api/v1/backend: one change to the
+// backend of Service named by Backend ("ip:port", or "ip" when that is
+// unique in the service; DSR backends by ip alone).
+type BackendRequest struct {
+	Service string `json:"service"`
+	Backend string `json:"backend"`
+	// Op is add, remove, drain, undrain, weight (config.BackendOps:
+	// changes of the running config, saved by write) or blacklist
+	// (runtime state, as Pen's "server N blacklist T").
+	Op string `json:"op"`
+	// Weight is weight's new weight (required) and add's initial one
+	// (default 1).
+	Weight *int `json:"weight,omitempty"`
+	// Seconds is how long blacklist skips the backend; 0 clears it.
+	Seconds *int `json:"seconds,omitempty"`
+}
+
+// BackendReply is its reply.
+type BackendReply struct {
+	OK bool `json:"ok"`
+	// Index is the backend's position in the service (for remove, the
+	// one it had).
+	Index int `json:"index"`
+}
+
+// OpBlacklist is the backend operation that is runtime state, not config.
+const OpBlacklist = "blacklist"
+
+// CheckBackendRequest checks what it can of a request without lbd's state.
+func CheckBackendRequest(req BackendRequest) error {
+	switch {
+	case req.Service == "":
+		return errors.New("missing service")
+	case req.Backend == "":
+		return errors.New("missing backend")
+	}
+	known := req.Op == OpBlacklist
+	for _, op := range config.BackendOps {
+		known = known || req.Op == string(op)
+	}
+	switch {
+	case !known:
+		return fmt.Errorf("unknown op %q (add, remove, drain, undrain, weight, blacklist)", req.Op)
+	case req.Op == string(config.OpWeight) && req.Weight == nil:
+		return errors.New("weight needs \"weight\"")
+	case req.Op == OpBlacklist && req.Seconds == nil:
+		return errors.New("blacklist needs \"seconds\"")
+	case req.Seconds != nil && (*req.Seconds < 0 || *req.Seconds > maxBlacklistSeconds):
+		return fmt.Errorf("seconds must be 0 to %d", maxBlacklistSeconds)
+	}
+	return nil
+}
+
+// maxBlacklistSeconds bounds a blacklist (a year).
+const maxBlacklistSeconds = 365 * 24 * 3600
+
+func (s *Server) backend(w http.ResponseWriter, r *http.Request) {
+	var req BackendRequest
+	if !readJSON(w, r, &req) {
+		return
+	}
+	if err := CheckBackendRequest(req); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	i, err := s.o.Backend.EditBackend(req)
+	switch {
+	case err == nil:
+		writeJSON(w, http.StatusOK, BackendReply{OK: true, Index: i})
+	case errors.Is(err, config.ErrNoService), errors.Is(err, config.ErrNoBackend):
+		writeError(w, http.StatusNotFound, err.Error())
+	case errors.Is(err, config.ErrExists):
+		writeError(w, http.StatusConflict, err.Error())
+	case errors.Is(err, config.ErrBadBackend):
+		writeError(w, http.StatusBadRequest, err.Error())
+	default:
+		writeError(w, http.StatusUnprocessableEntity, err.Error())
+	}
 }

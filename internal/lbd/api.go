@@ -174,11 +174,62 @@ func (b apiBackend) Reload() error {
 	return <-done
 }
 
+func (b apiBackend) EditBackend(r control.BackendRequest) (int, error) {
+	return b.d.EditBackend(r)
+}
+
+// EditBackend changes one backend of the running config, named by service
+// and address (the control API's backend operations): the config
+// operations go through the reload transaction like any new config, so
+// established connections and DSR flows stay; blacklist is runtime state,
+// as Pen's "server N blacklist T". Nothing is saved: write does that.
+func (d *Daemon) EditBackend(r control.BackendRequest) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed || d.cfg == nil {
+		return -1, errClosed
+	}
+	if r.Op == control.OpBlacklist {
+		var sc *config.Service
+		for i := range d.cfg.Services {
+			if d.cfg.Services[i].Name == r.Service {
+				sc = &d.cfg.Services[i]
+			}
+		}
+		if sc == nil {
+			return -1, fmt.Errorf("%w %q", config.ErrNoService, r.Service)
+		}
+		i, err := sc.FindBackend(r.Backend)
+		if err != nil {
+			return -1, err
+		}
+		secs := 0
+		if r.Seconds != nil {
+			secs = *r.Seconds
+		}
+		return i, runtimeView{d}.Blacklist(r.Service, i, time.Duration(secs)*time.Second)
+	}
+	e := config.Edit{Op: config.BackendOp(r.Op), Service: r.Service, Backend: r.Backend}
+	if r.Weight != nil {
+		e.Weight = *r.Weight
+	}
+	cfg := d.cfg.Clone()
+	i, err := cfg.EditBackend(e)
+	if err != nil {
+		return -1, err
+	}
+	if err := d.applyLocked(cfg); err != nil {
+		return -1, err
+	}
+	d.log.Printf("control: %s backend %s of service %s", r.Op, r.Backend, r.Service)
+	return i, nil
+}
+
 func (b apiBackend) Status() control.Status {
 	d := b.d
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	st := control.Status{Version: Version(), Services: []control.ServiceStatus{}}
+	st := control.Status{Version: Version(), Services: []control.ServiceStatus{}, Reloads: d.reloads.counts()}
 	if d.cfg == nil || d.closed {
 		return st
 	}
@@ -198,13 +249,13 @@ func (b apiBackend) Status() control.Status {
 			ss.Active, ss.Accepted, ss.Refused, ss.LocalErrors, ss.FlowLimited = c.Active, c.Accepted, c.Refused, c.LocalErrors, c.FlowLimited
 			stats := r.pool.Stats(now)
 			for i, bc := range r.cfg.Backends {
-				bs := control.BackendStatus{Index: i, Address: bc.Address.String(), Weight: bc.Weight, Prio: bc.Prio, Max: bc.Max, Hard: bc.Hard}
+				bs := control.BackendStatus{Index: i, Address: bc.Address.String(), Weight: bc.Weight, Prio: bc.Prio, Max: bc.Max, Hard: bc.Hard, Drain: bc.Drain}
 				var s balance.ServerStats
 				if i < len(stats) {
 					s = stats[i]
 				}
-				bs.Active, bs.Sent, bs.Received = s.Conns, s.Sent, s.Recv
-				bs.State = proxyBackendState(s, bc.Weight, now)
+				bs.Active, bs.Sent, bs.Received, bs.Connects, bs.Failures = s.Conns, s.Sent, s.Recv, s.Connects, s.Failures
+				bs.State = proxyBackendState(s, bc, sc.Algorithm, now)
 				if bs.State == "blacklisted" {
 					bs.BlacklistedUntil = s.BlacklistedUntil.UTC().Format(time.RFC3339)
 				}
@@ -217,12 +268,13 @@ func (b apiBackend) Status() control.Status {
 }
 
 // proxyBackendState is a proxied backend's state, for the status page and
-// the API: blacklisted, drained (weight 0) or ok.
-func proxyBackendState(s balance.ServerStats, weight int, now time.Time) string {
+// the API: blacklisted, drained (drain, or weight 0 where the algorithm
+// uses weights: see balance.Server) or ok.
+func proxyBackendState(s balance.ServerStats, b config.Backend, alg config.Algorithm, now time.Time) string {
 	switch {
 	case s.BlacklistedUntil.After(now):
 		return "blacklisted"
-	case weight == 0:
+	case b.Drain || b.Weight == 0 && (alg == config.Weight || alg == config.Maglev):
 		return "drained"
 	}
 	return "ok"
@@ -249,10 +301,10 @@ func dsrStatus(p *dsrPort, sc config.Service) (*control.DSRStatus, []control.Bac
 	var out []control.BackendStatus
 	for i, b := range sc.Backends {
 		a := b.Address.Addr()
-		state := p.backendState(a, b.Weight)
+		state := p.backendState(a, b)
 		bs := bstats[a]
 		out = append(out, control.BackendStatus{Index: i, Address: b.Address.String(), Weight: b.Weight, Prio: b.Prio, Max: b.Max, Hard: b.Hard,
-			State: state, Sent: bs.Bytes, Packets: bs.Packets})
+			Drain: b.Drain, State: state, Sent: bs.Bytes, Packets: bs.Packets})
 	}
 	return ds, out
 }

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/nib-lb/nib/config"
+	"github.com/nib-lb/nib/internal/balance"
 	"github.com/nib-lb/nib/internal/control"
 )
 
@@ -307,7 +308,7 @@ func TestControlAPIAbort(t *testing.T) {
 }
 
 // The API and the status page report a backend whose connect failed as
-// blacklisted and one of weight 0 as drained.
+// blacklisted and a drained one as drained.
 func TestBackendStates(t *testing.T) {
 	// idle listens (its backlog accepts) so that a failover to it works.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -317,7 +318,7 @@ func TestBackendStates(t *testing.T) {
 	defer ln.Close()
 	svc, dead, idle := freePort(t), freePort(t), ln.Addr().(*net.TCPAddr).AddrPort()
 	cfg := oneService(svc, dead, idle)
-	cfg.Services[0].Backends[1].Weight = 0
+	cfg.Services[0].Backends[1].Drain = true
 	d, _ := newDaemon(t, cfg)
 	states := func() []string {
 		var out []string
@@ -350,4 +351,30 @@ func TestBackendStates(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantContains(t, "status page", page.String(), "<td>blacklisted until ", "<td>drained</td>")
+}
+
+// Weight 0 drains only where the algorithm uses weights (Pen's round-robin
+// ignores weights, and Pen's servers default to weight 0); drain always.
+func TestProxyBackendState(t *testing.T) {
+	now := time.Now()
+	bl := balance.ServerStats{BlacklistedUntil: now.Add(time.Second)}
+	w0 := config.Backend{Weight: 0}
+	for _, tc := range []struct {
+		s    balance.ServerStats
+		b    config.Backend
+		alg  config.Algorithm
+		want string
+	}{
+		{b: config.Backend{Weight: 1}, alg: config.RoundRobin, want: "ok"},
+		{b: w0, alg: config.RoundRobin, want: "ok"},
+		{b: w0, alg: config.Hash, want: "ok"},
+		{b: w0, alg: config.Weight, want: "drained"},
+		{b: w0, alg: config.Maglev, want: "drained"},
+		{b: config.Backend{Weight: 1, Drain: true}, alg: config.RoundRobin, want: "drained"},
+		{s: bl, b: config.Backend{Weight: 1, Drain: true}, alg: config.RoundRobin, want: "blacklisted"},
+	} {
+		if got := proxyBackendState(tc.s, tc.b, tc.alg, now); got != tc.want {
+			t.Errorf("%+v %+v %v: %s, want %s", tc.s, tc.b, tc.alg, got, tc.want)
+		}
+	}
 }

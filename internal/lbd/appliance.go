@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -182,9 +183,11 @@ func (a *appliance) reloadErr(d *Daemon) error {
 		err = a.load(d, a.file, data)
 	}
 	if err != nil {
+		d.reloads.note(err)
 		a.logLines(fmt.Sprintf("reload %s failed, keeping the running config: %v", a.file, err))
 		return err
 	}
+	d.reloads.note(nil)
 	a.applied(data)
 	a.log.Printf("reloaded %s", a.file)
 	return nil
@@ -215,6 +218,7 @@ func (a *appliance) retryFile(d *Daemon) {
 		a.logLines(fmt.Sprintf("stopped trying %s again (SIGHUP reloads it): %v", a.file, err))
 		return
 	}
+	d.reloads.note(nil)
 	a.applied(data)
 	a.log.Printf("applied %s (tried again)", a.file)
 }
@@ -290,4 +294,30 @@ func writeConfig(path string, data []byte) error {
 // {{config}} on a text page.
 func indent(s string) string {
 	return strings.ReplaceAll(s, "\n", "\n    ")
+}
+
+// reloadCounts count re-reads of the config file (SIGHUP, the control
+// API's reload) by outcome, for the status and the metrics.
+type reloadCounts struct {
+	applied  atomic.Uint64 // the file was applied
+	rejected atomic.Uint64 // the file is invalid: the old config stays
+	failed   atomic.Uint64 // valid, but applying it failed (a port in use)
+}
+
+// note counts one reload that ended with err (an *applyError: failed).
+func (r *reloadCounts) note(err error) {
+	var ae *applyError
+	switch {
+	case err == nil:
+		r.applied.Add(1)
+	case errors.As(err, &ae):
+		r.failed.Add(1)
+	default:
+		r.rejected.Add(1)
+	}
+}
+
+// counts returns the counters by outcome name.
+func (r *reloadCounts) counts() map[string]uint64 {
+	return map[string]uint64{"applied": r.applied.Load(), "rejected": r.rejected.Load(), "failed": r.failed.Load()}
 }

@@ -52,6 +52,7 @@ type Daemon struct {
 	ctlClosed bool
 	penACL    atomic.Pointer[ctlACL] // control ACL of the running config
 	api       apiState               // the HTTPS control API (api.go)
+	reloads   reloadCounts           // config file re-reads by outcome
 
 	// PenFile is the Pen -F file re-read on SIGHUP in Pen mode.
 	PenFile string
@@ -286,7 +287,7 @@ func balanceSpec(sc config.Service, acls map[string]*acl.List) (balance.Options,
 	}
 	bs := make([]balance.Server, len(sc.Backends))
 	for i, b := range sc.Backends {
-		bs[i] = balance.Server{Addr: b.Address, Max: b.Max, Hard: b.Hard, Weight: b.Weight, Prio: b.Prio}
+		bs[i] = balance.Server{Addr: b.Address, Max: b.Max, Hard: b.Hard, Weight: b.Weight, Prio: b.Prio, Drain: b.Drain}
 		if !b.Used() {
 			bs[i].Addr = netip.AddrPort{}
 		}

@@ -84,7 +84,7 @@ func dsrSpecs(cfg *config.Config, acls map[string]*acl.List) map[string]*dsrSpec
 			if !b.Used() {
 				continue
 			}
-			ds.Backends = append(ds.Backends, dsr.BackendConfig{Addr: b.Address.Addr(), Weight: b.Weight})
+			ds.Backends = append(ds.Backends, dsr.BackendConfig{Addr: b.Address.Addr(), Weight: dsrWeight(b)})
 			sp.backends = append(sp.backends, b.Address.Addr())
 		}
 		sp.services = append(sp.services, ds)
@@ -280,7 +280,7 @@ func dsrStatusHTML(p *dsrPort, sc config.Service, w io.Writer) error {
 	fmt.Fprintf(w, "<table border=1>\n<tr><th>server</th><th>address</th><th>status</th><th>packets</th><th>bytes</th><th>weight</th></tr>\n")
 	for i, b := range sc.Backends {
 		a := b.Address.Addr()
-		status := p.backendState(a, b.Weight)
+		status := p.backendState(a, b)
 		if status == "down" {
 			status = "down (no ARP reply)"
 		}
@@ -317,9 +317,18 @@ func (d *Daemon) dsrService(name string) (*dsrPort, config.Service, bool) {
 	return nil, config.Service{}, false
 }
 
+// dsrWeight is a DSR backend's share of new flows: 0 when drained.
+func dsrWeight(b config.Backend) int {
+	if b.Drain {
+		return 0
+	}
+	return b.Weight
+}
+
 // backendState is a DSR backend's state: ok, down (no ARP reply),
-// blacklisted, drained (weight 0) or unresolved (no MAC yet).
-func (p *dsrPort) backendState(a netip.Addr, weight int) string {
+// blacklisted, drained (drain or weight 0) or unresolved (no MAC yet).
+func (p *dsrPort) backendState(a netip.Addr, b config.Backend) string {
+	weight := dsrWeight(b)
 	state := "ok"
 	switch {
 	case p.arp.Down(a):

@@ -321,19 +321,24 @@ func reload(d *Daemon, inv *invocation, logger *log.Logger) {
 	switch {
 	case inv.tomlFile != "":
 		cfg, err := config.Load(inv.tomlFile)
-		if err == nil {
-			err = d.Apply(cfg)
+		if err != nil {
+			d.reloads.rejected.Add(1)
+		} else if err = d.Apply(cfg); err != nil {
+			d.reloads.failed.Add(1)
 		}
 		if err != nil {
 			logger.Printf("reload %s failed, keeping the running config: %v", inv.tomlFile, err)
 			return
 		}
+		d.reloads.applied.Add(1)
 		logger.Printf("reloaded %s", inv.tomlFile)
 	case inv.penFile != "":
 		if err := d.ReloadPenFile(inv.penFile); err != nil {
+			d.reloads.rejected.Add(1) // a Pen file's errors are its lines
 			logger.Printf("reload %s failed, keeping the running config: %v", inv.penFile, err)
 			return
 		}
+		d.reloads.applied.Add(1)
 		logger.Printf("reloaded %s", inv.penFile)
 	default:
 		logger.Print("SIGHUP: no config file to re-read")

@@ -123,6 +123,11 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 			return nil, usagef("penctl: a command is one line: %q has a line break or NUL", a)
 		}
 	}
+	if o.verb == "backend" {
+		if _, err := backendRequest(o.args); err != nil {
+			return nil, err
+		}
+	}
 	if o.verb == "pen" && len(o.args) == 0 {
 		return nil, usagef("penctl: pen needs a Pen command, e.g. penctl pen status")
 	}

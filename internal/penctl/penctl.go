@@ -44,6 +44,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/nib-lb/nib/internal/control"
 	"github.com/nib-lb/nib/internal/pen"
 )
 
@@ -62,9 +63,11 @@ var localVerbs = map[string]localVerb{
 	"help":   {help: "list the verbs"},
 	"url":    {help: "print the address of lbd's status page for a browser (no connection is made)"},
 	"pen":    {help: "send ARGS as a Pen command line, even one named like a penctl verb (penctl pen status)", takesArgs: true},
+	"backend": {help: "change a backend by name: backend add|remove|drain|undrain SERVICE ADDR, backend add SERVICE ADDR [WEIGHT], " +
+		"backend weight SERVICE ADDR N, backend blacklist SERVICE ADDR SECONDS (0 clears); ADDR is ip:port, or ip when unique", takesArgs: true},
 }
 
-var verbOrder = []string{"status", "config", "write", "reload", "url", "help", "pen"}
+var verbOrder = []string{"status", "backend", "config", "write", "reload", "url", "help", "pen"}
 
 func writeVerbs(w io.Writer) {
 	for _, v := range verbOrder {
@@ -265,6 +268,27 @@ func runVerb(c *client, o *options, stdout io.Writer) error {
 		}
 		_, err = stdout.Write(b)
 		return err
+	case "backend":
+		req, err := backendRequest(o.args)
+		if err != nil {
+			return err
+		}
+		b, err := c.do("POST", "/api/v1/backend", req)
+		if err != nil {
+			return withVerb("backend "+req.Op, err)
+		}
+		if o.json {
+			return writeJSON(stdout, b)
+		}
+		var r control.BackendReply
+		if err := json.Unmarshal(b, &r); err != nil || !r.OK {
+			return &serverError{fmt.Sprintf("penctl: backend: the server's reply is not ok: %q", truncate(b))}
+		}
+		fmt.Fprintf(stdout, "%s: %s backend %s of service %s (index %d); penctl write saves it\n", req.Op, backendDone[req.Op], req.Backend, req.Service, r.Index)
+		if req.Op == control.OpBlacklist {
+			fmt.Fprintf(stdout, "(blacklists are not saved by write)\n")
+		}
+		return nil
 	case "write", "reload":
 		b, err := c.do("POST", "/api/v1/"+o.verb, nil)
 		if err != nil {

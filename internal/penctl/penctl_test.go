@@ -35,6 +35,7 @@ type fake struct {
 
 	mu        sync.Mutex
 	commands  []string // /api/v1/pen command lines received
+	edits     []string // /api/v1/backend request bodies received
 	reloadErr string   // non-empty: reload answers 422 with it
 	writeErr  string   // non-empty: write answers 500 with it
 	status    int      // non-zero: every request answers it
@@ -125,6 +126,16 @@ func (f *fake) serve(w http.ResponseWriter, r *http.Request) {
 				{Index: 1, Address: "10.0.0.2:8080", Weight: 3, State: "blacklisted", Active: 1, Sent: 12345, Received: 678},
 			},
 		}}})
+	case "POST /api/v1/backend":
+		b, _ := io.ReadAll(r.Body)
+		f.edits = append(f.edits, strings.TrimSpace(string(b)))
+		var req control.BackendRequest
+		json.Unmarshal(b, &req)
+		if req.Service != "web" {
+			reply(w, 404, map[string]string{"error": `no such service "` + req.Service + `"`})
+			return
+		}
+		reply(w, 200, control.BackendReply{OK: true, Index: 1})
 	case "GET /api/v1/config":
 		w.Header().Set("Content-Type", "text/plain")
 		w.Write([]byte("[service.web]\nlisten = \":80\"\n"))
@@ -464,4 +475,46 @@ func TestPenPlainProtocol(t *testing.T) {
 	dead := l.Addr().String()
 	l.Close()
 	expect(t, runWith(nil, dead, "servers"), 1, nil, []string{"error connecting to server"})
+}
+
+func TestBackendVerb(t *testing.T) {
+	f := newFake(t)
+	expect(t, f.run("backend", "add", "web", "10.0.0.5:80"), 0, []string{"add: added backend 10.0.0.5:80 of service web (index 1)", "penctl write saves it"}, nil)
+	expect(t, f.run("backend", "add", "web", "10.0.0.6", "4"), 0, nil, nil)
+	expect(t, f.run("backend", "drain", "web", "10.0.0.5:80"), 0, []string{"drained backend"}, nil)
+	expect(t, f.run("backend", "undrain", "web", "10.0.0.5:80"), 0, nil, nil)
+	expect(t, f.run("backend", "weight", "web", "10.0.0.5", "0"), 0, nil, nil)
+	expect(t, f.run("backend", "blacklist", "web", "10.0.0.5", "30"), 0, []string{"blacklisted", "not saved"}, nil)
+	expect(t, f.run("backend", "remove", "web", "10.0.0.5:80"), 0, []string{"removed"}, nil)
+	expect(t, f.run("-json", "backend", "remove", "web", "10.0.0.5:80"), 0, []string{`"index": 1`}, nil)
+	expect(t, f.run("backend", "drain", "mail", "10.0.0.5"), 1, nil, []string{"backend drain", `no such service "mail"`})
+	want := []string{
+		`{"service":"web","backend":"10.0.0.5:80","op":"add"}`,
+		`{"service":"web","backend":"10.0.0.6","op":"add","weight":4}`,
+		`{"service":"web","backend":"10.0.0.5:80","op":"drain"}`,
+		`{"service":"web","backend":"10.0.0.5:80","op":"undrain"}`,
+		`{"service":"web","backend":"10.0.0.5","op":"weight","weight":0}`,
+		`{"service":"web","backend":"10.0.0.5","op":"blacklist","seconds":30}`,
+		`{"service":"web","backend":"10.0.0.5:80","op":"remove"}`,
+		`{"service":"web","backend":"10.0.0.5:80","op":"remove"}`,
+		`{"service":"mail","backend":"10.0.0.5","op":"drain"}`,
+	}
+	if strings.Join(f.edits, "\n") != strings.Join(want, "\n") {
+		t.Errorf("requests:\n%s\nwant:\n%s", strings.Join(f.edits, "\n"), strings.Join(want, "\n"))
+	}
+	// Shape errors never reach the server.
+	n := len(f.edits)
+	for _, args := range [][]string{
+		{"backend"}, {"backend", "add", "web"}, {"backend", "explode", "web", "10.0.0.5"},
+		{"backend", "add", "web", "10.0.0.5", "0"}, {"backend", "add", "web", "10.0.0.5", "1", "2"},
+		{"backend", "drain", "web", "10.0.0.5", "1"}, {"backend", "weight", "web", "10.0.0.5"},
+		{"backend", "weight", "web", "10.0.0.5", "-1"}, {"backend", "weight", "web", "10.0.0.5", "x"},
+		{"backend", "blacklist", "web", "10.0.0.5"}, {"backend", "blacklist", "web", "10.0.0.5", "99999999999"},
+		{"backend", "drain", "", "10.0.0.5"},
+	} {
+		expect(t, f.run(args...), 2, nil, []string{"penctl"})
+	}
+	if len(f.edits) != n {
+		t.Errorf("bad command lines reached the server: %q", f.edits[n:])
+	}
 }

@@ -32,9 +32,16 @@ func writeStatus(w io.Writer, st *Status) error {
 			fmt.Fprintln(tw, "  (no backends)")
 			continue
 		}
-		fmt.Fprintln(tw, "  #\tBACKEND\tWEIGHT\tSTATE\tACTIVE\tSENT\tRECEIVED")
+		if s.Mode == "dsr" {
+			fmt.Fprintln(tw, "  #\tBACKEND\tWEIGHT\tSTATE\tPACKETS\tBYTES")
+			for _, b := range s.Backends {
+				fmt.Fprintf(tw, "  %d\t%s\t%d\t%s\t%d\t%d\n", b.Index, b.Address, b.Weight, b.State, b.Packets, b.Sent)
+			}
+			continue
+		}
+		fmt.Fprintln(tw, "  #\tBACKEND\tWEIGHT\tSTATE\tACTIVE\tCONNECTS\tFAILED\tSENT\tRECEIVED")
 		for _, b := range s.Backends {
-			fmt.Fprintf(tw, "  %d\t%s\t%d\t%s\t%d\t%d\t%d\n", b.Index, b.Address, b.Weight, b.State, b.Active, b.Sent, b.Received)
+			fmt.Fprintf(tw, "  %d\t%s\t%d\t%s\t%d\t%d\t%d\t%d\t%d\n", b.Index, b.Address, b.Weight, b.State, b.Active, b.Connects, b.Failures, b.Sent, b.Received)
 		}
 	}
 	return tw.Flush()

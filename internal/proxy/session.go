@@ -113,7 +113,7 @@ func (s *session) progress(sent, recv uint64) {
 	if ds+dr < reportEvery || s.choice.Index == balance.NoServer {
 		return
 	}
-	s.svc.pool.AddBytes(s.choice.Index, ds, dr)
+	s.svc.pool.AddBytes(s.choice, ds, dr)
 	s.reported = [2]uint64{sent, recv}
 }
 
