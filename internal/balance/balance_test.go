@@ -688,7 +688,7 @@ func TestUpdateFollowsAddress(t *testing.T) {
 	p.Update(Options{Tracking: true, Blacklist: time.Minute}, []Server{s[2], s[1], {Addr: fresh}})
 	want := []ServerStats{
 		{Failures: 1, BlacklistedUntil: t0.Add(time.Minute)}, // was 2
-		{Conns: 1, Sent: 10, Recv: 20, Connects: 1},         // was 1
+		{Conns: 1, Sent: 10, Recv: 20, Connects: 1},          // was 1
 		{},
 	}
 	if diff := cmp.Diff(want, p.Stats(t0)); diff != "" {
