@@ -1,0 +1,223 @@
+package lbd
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nib-lb/nib/internal/netnstest"
+)
+
+// nameEcho serves addr in h's namespace: each connection gets the host's
+// name on a line, then everything it sends echoed back.
+func nameEcho(t *testing.T, h *netnstest.Host, addr string) {
+	t.Helper()
+	ln, err := h.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				fmt.Fprintf(c, "%s\n", h.Name())
+				io.Copy(c, c)
+			}()
+		}
+	}()
+}
+
+// A DSR flow and the control API under load, in network namespaces: while
+// a client streams numbered lines through the VIP on one long-lived flow,
+// the API rejects a broken config (422), applies a changed one (200),
+// drains the flow's backend and adds one; the flow never loses or reorders
+// a line and keeps its backend, new flows go elsewhere, and the reloads are
+// counted by outcome in the metrics.
+func TestLinuxDSRAPIReloadUnderLoad(t *testing.T) {
+	netnstest.SkipUnprivileged(t)
+	tp := netnstest.New(t, netnstest.Options{Backends: 3})
+	vip := tp.VIP()
+	bes := tp.Backends()
+	for _, be := range bes {
+		nameEcho(t, be, vip.String()+":80")
+	}
+	lb, client := tp.LB(), tp.Client()
+
+	dir := t.TempDir()
+	file, state := filepath.Join(dir, "config.toml"), filepath.Join(dir, "state")
+	apiAddr := "127.0.0.1:9443" // inside the LB's namespace
+	cfg := fmt.Sprintf(`[control]
+listen = %q
+
+[[service]]
+name = "web"
+listen = "%s:80"
+mode = "dsr"
+interface = "eth0"
+tracking = false
+
+[[service.backend]]
+address = %q
+
+[[service.backend]]
+address = %q
+`, apiAddr, vip, bes[0].Addr(), bes[1].Addr())
+	putFile(t, file, []byte(cfg))
+	out := lbdIn(t, lb, "-config", file, "-state", state)
+	out.waitFor(t, "forwarding", 10*time.Second)
+	a := newAPIClient(t, apiAddr, state)
+	a.c.Transport.(*http.Transport).DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return lb.Dial(ctx, network, addr)
+	}
+
+	// The long-lived flow (the first connections wait for ARP).
+	var c net.Conn
+	var owner string
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		conn, err := client.Dial(ctx, "tcp", vip.String()+":80")
+		cancel()
+		if err == nil {
+			conn.SetDeadline(time.Now().Add(3 * time.Second))
+			line, rerr := bufio.NewReader(conn).ReadString('\n')
+			if rerr == nil {
+				c, owner = conn, strings.TrimSpace(line)
+				break
+			}
+			conn.Close()
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no flow through the VIP: %v\n%s", err, out.String())
+		}
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(90 * time.Second))
+	t.Logf("the long-lived flow is on %s", owner)
+
+	stop := make(chan struct{})
+	werr, rerr := make(chan error, 1), make(chan error, 1)
+	var wrote, read atomic.Int64
+	go func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				werr <- nil
+				return
+			default:
+			}
+			if _, err := fmt.Fprintf(c, "line %08d\n", i); err != nil {
+				werr <- err
+				return
+			}
+			wrote.Add(1)
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	go func() {
+		buf := make([]byte, len("line 00000000\n"))
+		for {
+			if _, err := io.ReadFull(c, buf); err != nil {
+				rerr <- err
+				return
+			}
+			if want := fmt.Sprintf("line %08d\n", read.Load()); string(buf) != want {
+				rerr <- fmt.Errorf("got %q, want %q", buf, want)
+				return
+			}
+			read.Add(1)
+		}
+	}()
+	time.Sleep(200 * time.Millisecond)
+
+	// A broken file is rejected with its position; the old config stays.
+	putFile(t, file, []byte(cfg+"bogus = 1\n"))
+	if code, body := a.do("POST", "/api/v1/reload", ""); code != 422 || !strings.Contains(body, "config.toml:") {
+		t.Errorf("broken reload: %d %s", code, body)
+	}
+	// A changed file (weights) applies.
+	good := strings.Replace(cfg, fmt.Sprintf("address = %q\n", bes[1].Addr()), fmt.Sprintf("address = %q\nweight = 3\n", bes[1].Addr()), 1)
+	putFile(t, file, []byte(good))
+	if code, body := a.do("POST", "/api/v1/reload", ""); code != 200 {
+		t.Fatalf("reload: %d %s", code, body)
+	}
+	// Drain the flow's backend and add a third: the flow stays where it
+	// is, new flows avoid the drained backend.
+	if code, body := a.do("POST", "/api/v1/backend", fmt.Sprintf(`{"service":"web","backend":%q,"op":"drain"}`, ownerAddr(t, tp, owner))); code != 200 {
+		t.Fatalf("drain: %d %s", code, body)
+	}
+	if code, body := a.do("POST", "/api/v1/backend", fmt.Sprintf(`{"service":"web","backend":%q,"op":"add"}`, bes[2].Addr())); code != 200 {
+		t.Fatalf("add: %d %s", code, body)
+	}
+	seen := map[string]int{}
+	for i := 0; i < 12; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		conn, err := client.Dial(ctx, "tcp", vip.String()+":80")
+		cancel()
+		if err != nil {
+			t.Fatalf("new flow %d: %v", i, err)
+		}
+		conn.SetDeadline(time.Now().Add(3 * time.Second))
+		line, err := bufio.NewReader(conn).ReadString('\n')
+		conn.Close()
+		if err != nil {
+			t.Fatalf("new flow %d: %v", i, err)
+		}
+		seen[strings.TrimSpace(line)]++
+	}
+	if seen[owner] != 0 || len(seen) == 0 {
+		t.Errorf("new flows after draining %s: %v", owner, seen)
+	}
+	time.Sleep(300 * time.Millisecond)
+
+	close(stop)
+	if err := <-werr; err != nil {
+		t.Fatalf("writer: %v", err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); read.Load() < wrote.Load() && time.Now().Before(deadline); {
+		select {
+		case err := <-rerr:
+			t.Fatalf("reader after %d of %d lines: %v", read.Load(), wrote.Load(), err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if read.Load() != wrote.Load() || wrote.Load() < 100 {
+		t.Fatalf("the flow carried %d of %d lines", read.Load(), wrote.Load())
+	}
+	t.Logf("the flow carried all %d lines through two reloads and two backend changes", wrote.Load())
+
+	code, metrics := a.do("GET", "/metrics", "")
+	for _, want := range []string{`lbd_reloads_total{outcome="applied"} 1`, `lbd_reloads_total{outcome="rejected"} 1`, `lbd_dsr_frames_forwarded_total{interface="eth0"}`} {
+		if code != 200 || !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s (%d)", want, code)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(state, "control.token")); err != nil {
+		t.Error(err)
+	}
+}
+
+// ownerAddr is the address of the backend host named name.
+func ownerAddr(t *testing.T, tp *netnstest.Topology, name string) string {
+	t.Helper()
+	for _, be := range tp.Backends() {
+		if be.Name() == name {
+			return be.Addr().String()
+		}
+	}
+	t.Fatalf("no backend %q", name)
+	return ""
+}
