@@ -64,7 +64,12 @@ func TestDebianPen(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	for _, words := range [][]string{{"mode"}, {"servers"}, {"server", "1", "weight", "3"}, {"servers"}, {"recent"}} {
+	for _, words := range [][]string{
+		{"mode"}, {"servers"}, {"server", "1", "weight", "3"}, {"servers"}, {"recent"},
+		{"blacklist"}, {"blacklist", "45"}, {"blacklist"}, {"clients_max"}, {"conn_max"}, {"control"},
+		{"debug"}, {"hash"}, {"mode"}, {"no", "hash"}, {"tracking"}, {"timeout"}, {"idle_timeout"},
+		{"server", "0", "blacklist", "10"}, {"servers"}, {"nosuchverb"},
+	} {
 		r := ours(words...)
 		theirs, err := exec.Command(penctlBin, append([]string{ctl}, words...)...).CombinedOutput()
 		if err != nil {
