@@ -68,6 +68,8 @@ type pageCounters struct {
 	State       string  `json:"state"`
 	Accepted    float64 `json:"accepted"`
 	Sent        float64 `json:"sent"`
+	Connects    float64 `json:"connects"`
+	Reloads     string  `json:"reloads"`
 	Received    float64 `json:"received"`
 	ChartPoints float64 `json:"chart_points"`
 	ChartPeak   float64 `json:"chart_peak"`
@@ -88,6 +90,8 @@ const countersJS = `(() => {
 		state: be ? be.dataset.state : "",
 		accepted: num('.svc-accepted'),
 		sent: num('tr[data-backend="0"] .be-sent'),
+		connects: num('tr[data-backend="0"] .be-connects'),
+		reloads: document.getElementById('reloads').textContent,
 		received: num('tr[data-backend="0"] .be-received'),
 		chart_points: chart ? Number(chart.dataset.points) : -1,
 		chart_peak: chart ? Number(chart.dataset.peak) : -1,
@@ -153,7 +157,8 @@ func TestStatusPageBrowser(t *testing.T) {
 	before := waitJS(t, ctx, 10*time.Second, "service web on the page", countersJS, func(c *pageCounters) bool {
 		return c != nil && c.Address == x.dummyAddr.String()
 	})
-	if before.State != "ok" || before.Accepted < 0 || before.Sent < 0 || before.Error != "" || before.Updated == "never" {
+	if before.State != "ok" || before.Accepted < 0 || before.Sent < 0 || before.Connects < 0 || before.Error != "" || before.Updated == "never" ||
+		before.Reloads != "0 applied, 0 rejected, 0 failed" {
 		t.Errorf("page before traffic: %+v", before)
 	}
 
@@ -165,7 +170,7 @@ func TestStatusPageBrowser(t *testing.T) {
 		}
 	}
 	after := waitJS(t, ctx, 25*time.Second, "counters and chart after traffic", countersJS, func(c *pageCounters) bool {
-		return c != nil && c.Accepted >= before.Accepted+n && c.Sent > before.Sent && c.Received > before.Received &&
+		return c != nil && c.Accepted >= before.Accepted+n && c.Connects >= before.Connects+n && c.Sent > before.Sent && c.Received > before.Received &&
 			c.ChartPoints >= 2 && c.ChartPeak > 0
 	})
 	t.Logf("page before: %+v", *before)

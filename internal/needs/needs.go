@@ -108,7 +108,7 @@ var debianPackage = map[string]string{
 	"openssl": "openssl", "mksquashfs": "squashfs-tools", "unsquashfs": "squashfs-tools",
 	"mkfs.fat": "dosfstools", "mcopy": "mtools", "mdel": "mtools",
 	"sfdisk": "fdisk", "mke2fs": "e2fsprogs", "debugfs": "e2fsprogs",
-	"qemu-system-aarch64": "qemu-system-arm",
+	"qemu-system-aarch64": "qemu-system-arm", "chromium": "chromium",
 }
 
 func installHint(name string) string {

@@ -80,6 +80,12 @@
   function render() {
     if (!status) return;
     document.getElementById("version").textContent = status.version || "?";
+    const r = status.reloads || {};
+    const reloads = document.getElementById("reloads");
+    reloads.textContent = `${r.applied || 0} applied, ${r.rejected || 0} rejected, ${r.failed || 0} failed`;
+    reloads.dataset.applied = r.applied || 0;
+    reloads.dataset.rejected = r.rejected || 0;
+    reloads.dataset.failed = r.failed || 0;
     const main = document.getElementById("services");
     const services = status.services || [];
     if (services.length === 0) {
@@ -113,7 +119,7 @@
 
   function renderBackends(backends, dsr) {
     const cols = [["#", ""], ["address", ""], ["state", ""], ["weight", "num"], ["active", "num"],
-      ["sent", "num"], ["received", "num"], ["packets", "num"]];
+      ["connects", "num"], ["failed", "num"], ["sent", "num"], ["received", "num"], ["packets", "num"]];
     const rows = backends.map((b) => {
       const state = el("td", { class: "be-state state-" + b.state, "data-value": b.state, text: b.state });
       if (b.blacklisted_until) state.title = "until " + b.blacklisted_until;
@@ -123,6 +129,8 @@
         state,
         el("td", { class: "be-weight num", "data-value": b.weight, text: b.weight }),
         el("td", { class: "be-active num", "data-value": b.active, text: dsr ? "–" : fmtCount(b.active) }),
+        el("td", { class: "be-connects num", "data-value": b.connects || 0, text: dsr ? "–" : fmtCount(b.connects) }),
+        el("td", { class: "be-failures num", "data-value": b.connect_failures || 0, text: dsr ? "–" : fmtCount(b.connect_failures) }),
         el("td", { class: "be-sent num", "data-value": b.sent, text: fmtBytes(b.sent) }),
         el("td", { class: "be-received num", "data-value": b.received, text: dsr ? "–" : fmtBytes(b.received) }),
         el("td", { class: "be-packets num", "data-value": b.packets || 0, text: dsr ? fmtCount(b.packets) : "–" }));
