@@ -148,14 +148,11 @@ func (b apiBackend) ConfigTOML() ([]byte, error) {
 }
 
 func (b apiBackend) Write() error {
-	if b.d.TOMLFile == "" {
-		return errors.New("lbd has no -config file to write")
-	}
 	cfg := b.d.Config()
 	if cfg == nil {
 		return errors.New("no configuration is running")
 	}
-	return config.Save(b.d.TOMLFile, cfg)
+	return b.d.saveTOML(cfg)
 }
 
 func (b apiBackend) Reload() error {

@@ -241,3 +241,68 @@ address = %q
 	c2.Close()
 	c.Close()
 }
+
+// write in appliance mode saves the file as loaded (without lbd's -d boost,
+// which a restart adds again) and keeps it as the last good config; the
+// welcome page's {{config}} keeps naming the file.
+func TestAPIWriteUnboostedAndLastGood(t *testing.T) {
+	e := newApplianceEnv(t)
+	e.flags = []string{"-d"}
+	back := namedBackend(t, "echo")
+	apiAddr, svcAddr := freePort(t), freePort(t)
+	putFile(t, e.file, []byte(fmt.Sprintf(`debug = 1
+
+[control]
+listen = %q
+
+[[service]]
+name = "tcp"
+listen = %q
+
+[[service.backend]]
+address = %q
+`, apiAddr, svcAddr, back)))
+	p := e.start(t)
+	defer func() { p.stop(t) }()
+	a := newAPIClient(t, apiAddr.String(), e.state)
+	if out := apiPen(t, a, "debug"); strings.TrimSpace(out) != "2" {
+		t.Fatalf("running debug level %q, want 2 (1 + -d)", out)
+	}
+	lastGood, _ := os.ReadFile(e.lastGood())
+	if code, body := a.do("POST", "/api/v1/backend", fmt.Sprintf(`{"service":"tcp","backend":%q,"op":"weight","weight":4}`, back)); code != 200 {
+		t.Fatalf("weight: %d %s", code, body)
+	}
+	if code, body := a.do("POST", "/api/v1/write", ""); code != 200 {
+		t.Fatalf("write: %d %s", code, body)
+	}
+	saved, err := os.ReadFile(e.file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := string(saved); !strings.Contains(s, "debug = 1\n") || !strings.Contains(s, "weight = 4") {
+		t.Errorf("saved config:\n%s", s)
+	}
+	// The main loop takes the saved file as last-good.
+	var got []byte
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if got, _ = os.ReadFile(e.lastGood()); string(got) == string(saved) {
+			break
+		}
+	}
+	if string(got) != string(saved) || string(got) == string(lastGood) {
+		t.Errorf("last-good after write:\n%s\nwant the saved file:\n%s", got, saved)
+	}
+	// Pen's write verb saves the same way.
+	apiPen(t, a, "debug 3")
+	apiPen(t, a, "write")
+	if saved, _ := os.ReadFile(e.file); !strings.Contains(string(saved), "debug = 2\n") {
+		t.Errorf("after debug 3 and Pen's write (boost 1):\n%s", saved)
+	}
+	// A restart with -d runs the level the operator set.
+	p.stop(t)
+	p = e.start(t)
+	a = newAPIClient(t, apiAddr.String(), e.state)
+	if out := apiPen(t, a, "debug"); strings.TrimSpace(out) != "3" {
+		t.Errorf("debug after the restart %q, want 3", out)
+	}
+}

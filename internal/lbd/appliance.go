@@ -62,7 +62,6 @@ var applyRetry = 5 * time.Second
 type appliance struct {
 	file   string // -config
 	dir    string // -state
-	debug  int    // -d count, added to every config
 	log    *log.Logger
 	status *status
 
@@ -165,7 +164,7 @@ func (a *appliance) load(d *Daemon, name string, data []byte) error {
 	if err != nil {
 		return err
 	}
-	cfg.Debug = min(cfg.Debug+a.debug, maxDebug)
+	d.boostDebug(cfg)
 	if err := d.Apply(cfg); err != nil {
 		return &applyError{name, err}
 	}

@@ -75,6 +75,7 @@ type applianceEnv struct {
 	welcome           string // URL of the built-in default's service
 	retry             time.Duration
 	readOnly          []string
+	flags             []string // more lbd flags (-d)
 }
 
 func newApplianceEnv(t *testing.T) *applianceEnv {
@@ -118,7 +119,7 @@ func (e *applianceEnv) command(t *testing.T) *exec.Cmd {
 	if err := os.WriteFile(def, e.builtin, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(os.Args[0], "-config", e.file, "-state", e.state)
+	cmd := exec.Command(os.Args[0], append([]string{"-config", e.file, "-state", e.state}, e.flags...)...)
 	// GORACE: a race-enabled lbd would sleep a second before exiting.
 	cmd.Env = append(os.Environ(), asLbdEnv+"=1", defaultEnv+"="+def, retryEnv+"="+e.retry.String(), "GORACE=atexit_sleep_ms=0")
 	if len(e.readOnly) > 0 {

@@ -53,6 +53,12 @@ type Daemon struct {
 	penACL    atomic.Pointer[ctlACL] // control ACL of the running config
 	api       apiState               // the HTTPS control API (api.go)
 	reloads   reloadCounts           // config file re-reads by outcome
+	// DebugBoost is lbd's -d count, added to the debug level of every
+	// config loaded from a file and taken off again when one is saved.
+	DebugBoost int
+	// saved passes the data of a config saved by write to the main loop
+	// in appliance mode (it becomes the last good one); nil otherwise.
+	saved chan []byte
 
 	// PenFile is the Pen -F file re-read on SIGHUP in Pen mode.
 	PenFile string

@@ -192,10 +192,10 @@ func mainNative(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		inv.cfg, inv.tomlFile = cfg, *configFile
-		inv.cfg.Debug += debug
+		inv.cfg.Debug = min(inv.cfg.Debug+debug, maxDebug)
 	default:
 		inv.cfg = config.Default()
-		inv.cfg.Debug += debug
+		inv.cfg.Debug = min(inv.cfg.Debug+debug, maxDebug)
 	}
 	return run(inv, args, stderr)
 }
@@ -224,6 +224,7 @@ func run(inv *invocation, args []string, stderr io.Writer) int {
 	d.SetRoot(inv.chroot) // Pen opens its log inside the jail
 	d.PenFile = inv.penFile
 	d.TOMLFile = inv.tomlFile
+	d.DebugBoost = inv.debug
 	st := &status{}
 	d.Facts = st.fact
 	// One TCP loop per usable CPU, plus a P for everything else (UDP, TLS,
@@ -234,9 +235,10 @@ func run(inv *invocation, args []string, stderr io.Writer) int {
 	}
 	var app *appliance
 	if inv.stateDir != "" {
-		app = &appliance{file: inv.tomlFile, dir: inv.stateDir, debug: inv.debug, log: logger, status: st}
+		app = &appliance{file: inv.tomlFile, dir: inv.stateDir, log: logger, status: st}
 		d.StateDir = inv.stateDir
 		d.api.reloads = make(chan chan error)
+		d.saved = make(chan []byte, 1)
 		if err := app.boot(d); err != nil {
 			logger.Printf("%v", err)
 			ready(fmt.Sprintf("error: %v", err))
@@ -293,6 +295,8 @@ func serve(d *Daemon, inv *invocation, app *appliance, logger *log.Logger) int {
 			app.retryFile(d)
 		case done := <-d.api.reloads: // only in appliance mode
 			done <- app.reloadErr(d)
+		case data := <-d.saved: // only in appliance mode
+			app.applied(data)
 		case sig := <-sigs:
 			switch sig {
 			case syscall.SIGHUP:
@@ -321,6 +325,9 @@ func reload(d *Daemon, inv *invocation, logger *log.Logger) {
 	switch {
 	case inv.tomlFile != "":
 		cfg, err := config.Load(inv.tomlFile)
+		if err == nil {
+			d.boostDebug(cfg)
+		}
 		if err != nil {
 			d.reloads.rejected.Add(1)
 		} else if err = d.Apply(cfg); err != nil {

@@ -274,7 +274,7 @@ func (d *Daemon) ExecPen(line string, out io.Writer, startup bool) {
 	}
 	in := &pen.Interp{Cfg: d.cfg.Clone(), RT: runtimeView{d}, ConfigFile: d.PenFile, Startup: startup, Validate: true, Hosts: hosts}
 	if d.TOMLFile != "" {
-		in.SaveTOML = func(c *config.Config) error { return config.Save(d.TOMLFile, c) }
+		in.SaveTOML = d.saveTOML
 	}
 	changed, err := in.Exec(line, out)
 	if err != nil {
