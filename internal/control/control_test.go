@@ -30,11 +30,14 @@ type fakeBackend struct {
 	editErr   error
 }
 
-func (f *fakeBackend) Pen(c string) string {
+func (f *fakeBackend) Pen(c string) (string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.commands = append(f.commands, c)
-	return "ran " + c + "\n"
+	if strings.Contains(c, "fail") {
+		return "partial\n", errors.New("server: unknown keyword 'fail'")
+	}
+	return "ran " + c + "\n", nil
 }
 func (f *fakeBackend) Status() Status {
 	return Status{Version: "test", Services: []ServiceStatus{{Name: "web", Backends: []BackendStatus{{Address: "127.0.0.1:80", State: "ok"}}}}}
@@ -189,8 +192,19 @@ func TestAPI(t *testing.T) {
 	if code, body, _ = do(t, c, "GET", base+"/api/v1/config", sec.Token, nil); code != 200 || body != "debug = 1\n" {
 		t.Errorf("config: %d %s", code, body)
 	}
+	if code, body, _ = do(t, c, "GET", base+"/api/v1/config?format=json", sec.Token, nil); code != 200 || strings.TrimSpace(body) != `{"debug":1}` {
+		t.Errorf("config as JSON: %d %s", code, body)
+	}
 	if code, body, _ = do(t, c, "POST", base+"/api/v1/write", sec.Token, nil); code != 200 || strings.TrimSpace(body) != `{"ok":true}` {
 		t.Errorf("write: %d %s", code, body)
+	}
+	code, body, _ = do(t, c, "POST", base+"/api/v1/pen", sec.Token, []byte(`{"command":"bogus"}`))
+	if code != 400 || !strings.Contains(body, `unknown verb \"bogus\"`) || !strings.Contains(body, " servers ") {
+		t.Errorf("unknown verb: %d %s", code, body)
+	}
+	code, body, _ = do(t, c, "POST", base+"/api/v1/pen", sec.Token, []byte(`{"command":"server 0 fail 1"}`))
+	if code != 422 || json.Unmarshal([]byte(body), &pr) != nil || pr.Output != "partial\n" || pr.Error != "server: unknown keyword 'fail'" {
+		t.Errorf("failed verb: %d %s", code, body)
 	}
 	fb.reloadErr = errors.New("lbd.toml:1:1: bad")
 	if code, body, _ = do(t, c, "POST", base+"/api/v1/reload", sec.Token, nil); code != 422 || !strings.Contains(body, "lbd.toml:1:1: bad") {
@@ -205,6 +219,8 @@ func TestAPI(t *testing.T) {
 		{"GET", "/nope", "", 404},
 		{"POST", "/api/v1/pen", `{"command":""}`, 400},
 		{"POST", "/api/v1/pen", `not json`, 400},
+		{"POST", "/api/v1/pen", `{"command":"bogus 1"}`, 400},
+		{"POST", "/api/v1/pen", `{"command":"server 1 fail"}`, 422},
 		{"POST", "/api/v1/pen", `{"command":"` + strings.Repeat("a", MaxBody) + `"}`, 413},
 		{"POST", "/api/v1/write", strings.Repeat("a", MaxBody+1), 413},
 	} {

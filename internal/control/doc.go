@@ -32,8 +32,11 @@
 //	                     → 200 {"output":"<Pen's text output>"}
 //	                     The command is one Pen control verb line, run by the
 //	                     same interpreter as lbd's -C listener (verbs that
-//	                     name files are refused). Errors of the verb itself
-//	                     are part of the output, as with Pen.
+//	                     name files are refused). An unknown verb is 400
+//	                     {"error":"unknown verb ...; Pen's verbs: ..."}; a
+//	                     command that fails (bad arguments, a change that
+//	                     cannot be applied) is 422 {"output":"...",
+//	                     "error":"..."}, with the running config unchanged.
 //	GET  /api/v1/status  → 200 Status (see the Status type for the fields)
 //	GET  /api/v1/history → 200 HistoryReply: the status page's chart data
 //	                     (see Status page), oldest point first:
@@ -43,7 +46,9 @@
 //	                     "sent_bytes_per_second":2048,
 //	                     "received_bytes_per_second":8192,
 //	                     "packets_per_second":0}]}]}
-//	GET  /api/v1/config  → 200 text/plain: the running config as TOML
+//	GET  /api/v1/config  → 200 text/plain: the running config as TOML; with
+//	                     ?format=json or "Accept: application/json", the
+//	                     same as a JSON object (the TOML's keys and tables)
 //	POST /api/v1/write   → 200 {"ok":true}: the running config was saved as
 //	                     TOML, atomically, to lbd's -config file;
 //	                     500 {"error":"..."} when it could not be

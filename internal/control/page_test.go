@@ -51,7 +51,7 @@ func (b *pageBackend) Status() Status {
 	return cloneStatus(b.st)
 }
 
-func (b *pageBackend) Pen(string) string           { b.changed(); return "" }
+func (b *pageBackend) Pen(string) (string, error)  { b.changed(); return "", nil }
 func (b *pageBackend) ConfigTOML() ([]byte, error) { return []byte("x = 1\n"), nil }
 func (b *pageBackend) Write() error                { b.changed(); return nil }
 func (b *pageBackend) Reload() error               { b.changed(); return nil }

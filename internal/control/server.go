@@ -17,11 +17,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pelletier/go-toml/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/nib-lb/nib/config"
 	"github.com/nib-lb/nib/internal/lograte"
+	"github.com/nib-lb/nib/internal/pen"
 )
 
 // Limits of the HTTPS server.
@@ -38,8 +40,9 @@ const (
 // are called from the server's goroutines, concurrently.
 type Backend interface {
 	// Pen runs one Pen control command as the -C listener does and
-	// returns its text output.
-	Pen(command string) string
+	// returns its text output and its error (which the -C listener
+	// writes after the output).
+	Pen(command string) (string, error)
 	// Status returns the live state.
 	Status() Status
 	// ConfigTOML returns the running config as TOML.
@@ -317,6 +320,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				writeError(w, http.StatusInternalServerError, err.Error())
 				return
 			}
+			if wantsJSON(r) {
+				var m map[string]any
+				if err := toml.Unmarshal(b, &m); err != nil {
+					writeError(w, http.StatusInternalServerError, "the running config as JSON: "+err.Error())
+					return
+				}
+				writeJSON(w, http.StatusOK, m)
+				return
+			}
 			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 			w.Header().Set("Cache-Control", "no-store")
 			w.Write(b)
@@ -354,6 +366,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// wantsJSON reports whether a read asks for JSON: ?format=json, or an Accept
+// header naming application/json.
+func wantsJSON(r *http.Request) bool {
+	return r.URL.Query().Get("format") == "json" || strings.Contains(r.Header.Get("Accept"), "application/json")
+}
+
 // method answers 405 unless r uses m.
 func method(w http.ResponseWriter, r *http.Request, m string) bool {
 	if r.Method == m {
@@ -387,9 +405,12 @@ type PenRequest struct {
 	Command string `json:"command"`
 }
 
-// PenReply is its reply.
+// PenReply is its reply: 200 with the output, or 422 when the command
+// failed (bad arguments, or a change that could not be applied), with the
+// output before the failure and the error.
 type PenReply struct {
 	Output string `json:"output"`
+	Error  string `json:"error,omitempty"`
 }
 
 // readJSON decodes r's body (bounded by ServeHTTP) into v, refusing
@@ -426,7 +447,17 @@ func (s *Server) pen(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "command must be one line")
 		return
 	}
-	writeJSON(w, http.StatusOK, PenReply{Output: s.o.Backend.Pen(req.Command)})
+	if !pen.IsVerb(req.Command) {
+		verb, _, _ := strings.Cut(strings.TrimSpace(req.Command), " ")
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("unknown verb %q; Pen's verbs: %s", verb, strings.Join(pen.Verbs(), " ")))
+		return
+	}
+	out, err := s.o.Backend.Pen(req.Command)
+	if err != nil {
+		writeJSON(w, http.StatusUnprocessableEntity, PenReply{Output: out, Error: strings.TrimSpace(err.Error())})
+		return
+	}
+	writeJSON(w, http.StatusOK, PenReply{Output: out})
 }
 
 // BackendRequest is the body of POST /api/v1/backend: one change to the

@@ -133,10 +133,10 @@ func certNames(listen string) []string {
 // apiBackend is what the API reads and changes.
 type apiBackend struct{ d *Daemon }
 
-func (b apiBackend) Pen(command string) string {
+func (b apiBackend) Pen(command string) (string, error) {
 	var out strings.Builder
-	b.d.ExecPen(command, &out, false)
-	return out.String()
+	err := b.d.execPen(command, &out, false)
+	return out.String(), err
 }
 
 func (b apiBackend) ConfigTOML() ([]byte, error) {

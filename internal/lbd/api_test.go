@@ -136,7 +136,7 @@ func TestControlAPI(t *testing.T) {
 		t.Errorf("servers: %d %s", code, body)
 	}
 	// Verbs that name files stay refused.
-	if code, body := a.do("POST", "/api/v1/pen", `{"command":"log /tmp/x"}`); code != 200 || !strings.Contains(body, "refused over the control socket") {
+	if code, body := a.do("POST", "/api/v1/pen", `{"command":"log /tmp/x"}`); code != 422 || !strings.Contains(body, "refused over the control socket") {
 		t.Errorf("log verb: %d %s", code, body)
 	}
 

@@ -261,16 +261,26 @@ func (d *Daemon) penAllowed(a net.Addr) bool {
 }
 
 // ExecPen runs one Pen command against the running configuration, applying
-// it when it changes something. startup allows verbs that touch files.
+// it when it changes something. startup allows verbs that touch files. As
+// Pen does, it writes errors to out with the command's output.
 func (d *Daemon) ExecPen(line string, out io.Writer, startup bool) {
+	if err := d.execPen(line, out, startup); err != nil {
+		io.WriteString(out, err.Error())
+		if !strings.HasSuffix(err.Error(), "\n") {
+			io.WriteString(out, "\n")
+		}
+	}
+}
+
+// execPen is ExecPen, returning the command's error instead of writing it.
+func (d *Daemon) execPen(line string, out io.Writer, startup bool) error {
 	// Host names in the line are resolved first, outside the daemon lock:
 	// a slow DNS server must not stall reloads and other control clients.
 	hosts := pen.LookupHosts(line)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
-		io.WriteString(out, errClosed.Error()+"\n")
-		return
+		return errClosed
 	}
 	in := &pen.Interp{Cfg: d.cfg.Clone(), RT: runtimeView{d}, ConfigFile: d.PenFile, Startup: startup, Validate: true, Hosts: hosts}
 	if d.TOMLFile != "" {
@@ -278,15 +288,10 @@ func (d *Daemon) ExecPen(line string, out io.Writer, startup bool) {
 	}
 	changed, err := in.Exec(line, out)
 	if err != nil {
-		io.WriteString(out, err.Error())
-		if !strings.HasSuffix(err.Error(), "\n") {
-			io.WriteString(out, "\n")
-		}
-		return
+		return err
 	}
 	if changed {
-		if err := d.applyLocked(in.Cfg); err != nil {
-			fmt.Fprintf(out, "%v\n", err)
-		}
+		return d.applyLocked(in.Cfg)
 	}
+	return nil
 }

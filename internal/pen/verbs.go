@@ -2,6 +2,8 @@ package pen
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/nib-lb/nib/config"
@@ -260,3 +262,25 @@ func trackingExpiry(s *config.Service) *time.Duration { return &s.TrackingExpiry
 func blacklist(s *config.Service) *time.Duration      { return &s.Blacklist }
 func connectTimeout(s *config.Service) *time.Duration { return &s.ConnectTimeout }
 func idleTimeout(s *config.Service) *time.Duration    { return &s.IdleTimeout }
+
+// Verbs returns the names of the control verbs, sorted ("no NAME" forms
+// are not listed).
+func Verbs() []string {
+	names := make([]string, 0, len(verbs))
+	for name := range verbs {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// IsVerb reports whether a command line starts with a known verb (or "no",
+// which Pen accepts before any word).
+func IsVerb(line string) bool {
+	f := strings.Fields(line)
+	if len(f) == 0 {
+		return false
+	}
+	_, ok := verbs[f[0]]
+	return ok || f[0] == "no"
+}

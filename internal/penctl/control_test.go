@@ -19,7 +19,7 @@ type ctlBackend struct {
 	reloadErr error
 }
 
-func (b *ctlBackend) Pen(cmd string) string { return "pen: " + cmd + "\n" }
+func (b *ctlBackend) Pen(cmd string) (string, error) { return "pen: " + cmd + "\n", nil }
 func (b *ctlBackend) Status() control.Status {
 	return control.Status{Version: "test", Services: []control.ServiceStatus{{Name: "web", Listen: ":80",
 		Backends: []control.BackendStatus{{Index: 0, Address: "10.0.0.9:80", State: "ok", Sent: 99}}}}}
@@ -53,7 +53,9 @@ func TestControlServer(t *testing.T) {
 	expect(t, runWith(nil, "-config", cfg, "-trust"), 0, []string{sec.Fingerprint}, nil)
 	expect(t, runWith(nil, "-config", cfg, "status"), 0, []string{"10.0.0.9:80", "99"}, nil)
 	expect(t, runWith(nil, "-config", cfg, "server", "0", "weight", "2"), 0, []string{"pen: server 0 weight 2\n"}, nil)
+	expect(t, runWith(nil, "-config", cfg, "bogus", "1"), 1, nil, []string{`unknown verb "bogus"`, " servers ", "penctl help"})
 	expect(t, runWith(nil, "-config", cfg, "config"), 0, []string{"# toml"}, nil)
+	expect(t, runWith(nil, "-config", cfg, "config", "-json"), 0, []string{"{}"}, nil)
 	expect(t, runWith(nil, "-config", cfg, "write"), 0, []string{"write: ok"}, nil)
 	expect(t, runWith(nil, "-config", cfg, "reload"), 1, nil, []string{"reload rejected", "lbd.toml:2:3: bad"})
 	r = runWith(map[string]string{"NIB_TOKEN": "wrong"}, "-config", cfg, "status")

@@ -4,6 +4,8 @@ import (
 	"io"
 	"strings"
 	"testing"
+
+	"github.com/nib-lb/nib/internal/control"
 )
 
 // FuzzParseArgs: the command-line reader never panics, and what it accepts
@@ -14,6 +16,8 @@ func FuzzParseArgs(f *testing.F) {
 		"lb:10080\x00servers", "/run/pen.ctl\x00server\x001\x00weight\x003",
 		"-trust", "-fingerprint\x00AB:CD\x00pen\x00status", "-s\x00[::1]\x00help",
 		"-s", "--", "-h", "pen", "-s=\x00x", "-json=maybe\x00status",
+		"backend\x00add\x00web\x0010.0.0.5:80\x003", "backend\x00blacklist\x00web\x0010.0.0.5\x0060",
+		"backend\x00weight\x00web\x00::1\x00-1", "-json\x00backend\x00drain\x00web\x0010.0.0.5",
 	} {
 		f.Add(s)
 	}
@@ -37,6 +41,16 @@ func FuzzParseArgs(f *testing.F) {
 		case o.help, o.verb == "" && o.trust:
 		case o.verb == "":
 			t.Fatalf("no verb: %+v", o)
+		}
+		if o.verb == "backend" {
+			// Accepted backend commands are what the API accepts.
+			req, err := backendRequest(o.args)
+			if err != nil {
+				t.Fatalf("parseArgs accepted %q, backendRequest refuses it: %v", args, err)
+			}
+			if err := control.CheckBackendRequest(req); err != nil {
+				t.Fatalf("%q makes a request the API refuses: %v", args, err)
+			}
 		}
 		if o.server != "" {
 			if hp, err := hostPort(o.server); err == nil {

@@ -57,7 +57,7 @@ type localVerb struct {
 
 var localVerbs = map[string]localVerb{
 	"status": {help: "services and backends with state and counters (-json: the server's JSON)"},
-	"config": {help: "print the running configuration as TOML"},
+	"config": {help: "print the running configuration as TOML (-json: as JSON)"},
 	"write":  {help: "save the running configuration to lbd's -config file (atomically)"},
 	"reload": {help: "re-read lbd's -config file; a broken file is rejected with its file:line:col errors and the old config stays"},
 	"help":   {help: "list the verbs"},
@@ -177,6 +177,10 @@ func runErr(args []string, stdout, stderr io.Writer, getenv func(string) string)
 	}
 
 	c := newClient(addr, token, pin, o.trust)
+	// Close the connection when done: lbd bounds each source's connections,
+	// and a program that runs penctl in-process would otherwise hold one
+	// per call.
+	defer func() { c.http.CloseIdleConnections() }()
 	if o.trust {
 		if err := trust(c, o, cfgPath, oldPin, stdout, stderr); err != nil {
 			return err
@@ -184,6 +188,7 @@ func runErr(args []string, stdout, stderr io.Writer, getenv func(string) string)
 		if o.verb == "" {
 			return nil
 		}
+		c.http.CloseIdleConnections()
 		c = newClient(addr, token, c.seenFingerprint(), false)
 	}
 	return runVerb(c, o, stdout)
@@ -262,9 +267,16 @@ func runVerb(c *client, o *options, stdout io.Writer) error {
 		}
 		return writeStatus(stdout, &st)
 	case "config":
-		b, err := c.do("GET", "/api/v1/config", nil)
+		path := "/api/v1/config"
+		if o.json {
+			path += "?format=json"
+		}
+		b, err := c.do("GET", path, nil)
 		if err != nil {
 			return withVerb("config", err)
+		}
+		if o.json {
+			return writeJSON(stdout, b)
 		}
 		_, err = stdout.Write(b)
 		return err
