@@ -11,11 +11,14 @@
 // The second form (first argument contains ':' or '/', no flags) is Pen's
 // penctl: the command goes over Pen's plain protocol (internal/pen.Send).
 //
-// Verbs: status (a table; -json prints the server's JSON), config (the
-// running TOML), write, reload, url (the status page's address; no
-// connection), help, pen ARGS (ARGS as a Pen command even when named like
-// a penctl verb, e.g. Pen's own status); any other word starts a Pen
-// command line sent to POST /api/v1/pen (penctl -s lb server 1 weight 3).
+// Verbs: status (a table; -json prints the server's JSON), backend OP
+// SERVICE ADDR [N] (POST /api/v1/backend: add, remove, drain, undrain,
+// weight, blacklist), config (the running TOML; -json as JSON), write,
+// reload, url (the status page's address; no connection), help, pen ARGS
+// (ARGS as a Pen command even when named like a penctl verb, e.g. Pen's own
+// status); any other word starts a Pen command line sent to POST
+// /api/v1/pen (penctl -s lb server 1 weight 3); an unknown one is refused
+// with the list of Pen's verbs.
 //
 // Settings, first found wins:
 //   - server: -s, NIB_HOST, the config file's address (port 9443 by default);
