@@ -1,14 +1,16 @@
-// Command setup will write the scripts that DSR backends need (VIP on
-// loopback, ARP suppression) and check them. DSR arrives with a later issue;
-// until then it only says so.
+// Command setup prepares and checks DSR backends: `setup script` prints the
+// shell script a backend runs to hold the VIP on its loopback without
+// answering ARP for it, and `setup check` finds what is wrong with a
+// backend from the load balancer's segment. The logic is in
+// internal/dsrsetup and internal/dsrcheck.
 package main
 
 import (
-	"fmt"
 	"os"
+
+	"github.com/nib-lb/nib/internal/dsrsetup"
 )
 
 func main() {
-	fmt.Fprintln(os.Stderr, "setup: DSR backend preparation is not available yet (it arrives with DSR support)")
-	os.Exit(2)
+	os.Exit(dsrsetup.Main(os.Args[1:], os.Stdout, os.Stderr))
 }
