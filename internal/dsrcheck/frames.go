@@ -1,0 +1,184 @@
+package dsrcheck
+
+import (
+	"encoding/binary"
+	"net/netip"
+
+	"github.com/mdlayher/arp"
+	"github.com/nib-lb/nib/internal/frame"
+)
+
+// The frames: ARP requests are marshalled and ARP packets parsed with
+// github.com/mdlayher/arp, behind an Ethernet header written and checked
+// here; the SYN and RST probes are built, and answers parsed, with nib's
+// internal/frame. Nothing here touches a socket.
+
+const (
+	ethHdrLen = 14
+	arpLen    = 28
+	minFrame  = 60 // shortest Ethernet frame without FCS; what we send is padded to it
+
+	etherTypeARP  = frame.EtherTypeARP
+	etherTypeIPv4 = frame.EtherTypeIPv4
+	htypeEthernet = 1
+)
+
+var broadcast = [6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+
+// appendARPRequest appends a broadcast "who-has target, tell ip" frame from
+// mac. ip and target must be IPv4.
+func appendARPRequest(b []byte, mac [6]byte, ip, target netip.Addr) []byte {
+	p, err := arp.NewPacket(arp.OperationRequest, mac[:], ip, make([]byte, 6), target)
+	if err != nil {
+		panic("dsrcheck: ARP request: " + err.Error()) // callers pass IPv4 addresses
+	}
+	body, _ := p.MarshalBinary() // never fails
+	start := len(b)
+	b = frame.AppendEthernet(b, broadcast, mac, nil, etherTypeARP)
+	b = append(b, body...)
+	return pad(b, start)
+}
+
+// pad pads the frame starting at b[start] with zeros to minFrame bytes.
+func pad(b []byte, start int) []byte {
+	for len(b)-start < minFrame {
+		b = append(b, 0)
+	}
+	return b
+}
+
+// arpPacket is a parsed Ethernet/IPv4 ARP packet.
+type arpPacket struct {
+	ethSrc [6]byte
+	op     arp.Operation
+	sha    [6]byte
+	spa    netip.Addr
+	tha    [6]byte
+	tpa    netip.Addr
+}
+
+// parseARP parses an untagged Ethernet frame carrying an Ethernet/IPv4 ARP
+// request or reply (trailing padding allowed). ok is false for anything
+// else, and for a sender MAC that is zero, multicast or broadcast.
+func parseARP(b []byte) (p arpPacket, ok bool) {
+	if len(b) < ethHdrLen+arpLen || binary.BigEndian.Uint16(b[12:14]) != etherTypeARP {
+		return p, false
+	}
+	var a arp.Packet
+	if err := a.UnmarshalBinary(b[ethHdrLen:]); err != nil {
+		return p, false
+	}
+	if a.HardwareType != htypeEthernet || a.ProtocolType != etherTypeIPv4 ||
+		a.HardwareAddrLength != 6 || a.IPLength != 4 ||
+		(a.Operation != arp.OperationRequest && a.Operation != arp.OperationReply) {
+		return p, false
+	}
+	p.op = a.Operation
+	copy(p.ethSrc[:], b[6:12])
+	copy(p.sha[:], a.SenderHardwareAddr)
+	copy(p.tha[:], a.TargetHardwareAddr)
+	p.spa, p.tpa = a.SenderIP, a.TargetIP
+	if p.sha == ([6]byte{}) || p.sha[0]&1 != 0 {
+		return p, false
+	}
+	return p, true
+}
+
+// synProbe is one SYN to the VIP, sent to one backend's MAC.
+type synProbe struct {
+	srcMAC, dstMAC [6]byte
+	src, dst       netip.Addr // our address, the VIP
+	sport, dport   uint16
+	seq            uint32 // our initial sequence number
+	id             uint16 // IPv4 identification
+}
+
+// mssOption is the SYN's one option: MSS 1460, as a real client would send.
+var mssOption = []byte{2, 4, 0x05, 0xb4}
+
+// appendSYN appends the probe's SYN frame, checksums filled in.
+func (p synProbe) appendSYN(b []byte) []byte {
+	return p.appendTCP(b, p.seq, frame.FlagSYN, 64240, mssOption)
+}
+
+// appendRST appends the RST that ends the half-open connection a SYN+ACK
+// answered (sequence number seq+1, as the backend expects), so that probes
+// do not leave connections in SYN-RECEIVED on the backend.
+func (p synProbe) appendRST(b []byte) []byte {
+	return p.appendTCP(b, p.seq+1, frame.FlagRST, 0, nil)
+}
+
+func (p synProbe) appendTCP(b []byte, seq uint32, flags uint8, window uint16, opts []byte) []byte {
+	start := len(b)
+	b = frame.AppendEthernet(b, p.dstMAC, p.srcMAC, nil, etherTypeIPv4)
+	tcpLen := 20 + len(opts)
+	b = frame.AppendIPv4(b, frame.IPv4Header{
+		ID: p.id, FlagsFragment: frame.IPv4DontFragment, TTL: 64, Proto: frame.ProtoTCP,
+		Src: p.src, Dst: p.dst,
+	}, tcpLen)
+	b = frame.AppendTCP(b, frame.TCPHeader{
+		SrcPort: p.sport, DstPort: p.dport, Seq: seq, Flags: flags, Window: window, Options: opts,
+	})
+	var f frame.Frame
+	if err := f.Parse(b[start:]); err != nil || !f.SetL4Checksum() {
+		panic("dsrcheck: building a TCP probe") // our own frame always parses
+	}
+	return pad(b, start)
+}
+
+// tcpAnswer is a parsed IPv4 TCP segment that may answer a probe.
+type tcpAnswer struct {
+	ethSrc       [6]byte
+	src, dst     netip.Addr
+	sport, dport uint16
+	flags        uint8
+	seq, ack     uint32
+}
+
+// parseTCPAnswer parses an Ethernet frame carrying an unfragmented IPv4 TCP
+// segment with a correct IPv4 header checksum. The TCP checksum is not
+// checked: a packet socket may see it not yet computed (checksum offload
+// on a veth, for instance); the acknowledgment number is what ties an
+// answer to our probe.
+func parseTCPAnswer(b []byte) (a tcpAnswer, ok bool) {
+	var f frame.Frame
+	if f.Parse(b) != nil || f.IPVersion() != 4 || f.Proto() != frame.ProtoTCP || !f.HasPorts() || f.Fragmented() {
+		return a, false
+	}
+	if ipOK, _ := f.VerifyChecksums(); !ipOK {
+		return a, false
+	}
+	a.ethSrc = f.SrcMAC()
+	a.src, a.dst = f.Src(), f.Dst()
+	a.sport, a.dport = f.SrcPort(), f.DstPort()
+	a.flags, a.seq, a.ack = f.TCPFlags(), f.TCPSeq(), f.TCPAck()
+	return a, true
+}
+
+// synKind is what became of a SYN probe.
+type synKind int
+
+const (
+	synNotSent  synKind = iota // no probe: no port, or the backend was not probed
+	synNoAnswer                // nothing answered before the timeout
+	synAccepted                // SYN+ACK: the VIP is bound and the port listens
+	synReset                   // RST: the VIP is bound, nothing listens on the port
+)
+
+// answerKind classifies a as an answer to p: synAccepted for a SYN+ACK,
+// synReset for a RST, both acknowledging our SYN; synNoAnswer when a does
+// not answer p (other addresses or ports, wrong acknowledgment, other
+// flags). The Ethernet source is the caller's business.
+func (p synProbe) answerKind(a tcpAnswer) synKind {
+	if a.src != p.dst || a.dst != p.src || a.sport != p.dport || a.dport != p.sport ||
+		a.flags&frame.FlagACK == 0 || a.ack != p.seq+1 {
+		return synNoAnswer
+	}
+	switch {
+	case a.flags&frame.FlagRST != 0:
+		return synReset
+	case a.flags&frame.FlagSYN != 0 && a.flags&frame.FlagFIN == 0:
+		return synAccepted
+	}
+	return synNoAnswer
+}
