@@ -175,7 +175,9 @@ func Script(o ScriptOptions) (string, error) {
 	b.WriteString(header(o))
 	b.WriteString("set -eu\n\n")
 	fmt.Fprintf(&b, "VIPS='%s'\n", strings.Join(vips, " "))
-	b.WriteString("ROOT=${NIB_DSR_ROOT:-} # prefix of every file path; empty on a backend (tests set it)\n")
+	if o.OS != OSFreeBSD { // FreeBSD's files are sysrc's business
+		b.WriteString("ROOT=${NIB_DSR_ROOT:-} # prefix of every file path; empty on a backend (tests set it)\n")
+	}
 	switch o.OS {
 	case OSLinux, OSLinuxPersistent:
 		fmt.Fprintf(&b, "IFACES='%s' # -iface; empty: every non-loopback interface that is up\n", strings.Join(o.Interfaces, " "))
