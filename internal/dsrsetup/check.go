@@ -28,7 +28,7 @@ one is not or the check cannot run, 2 for a bad command line. Needs root
 
 // checkMain is `setup check`.
 func checkMain(args []string, stdout, stderr io.Writer) int {
-	o, code := parseCheck(args, stderr)
+	o, code := parseCheck(args, stdout, stderr)
 	if code >= 0 {
 		return code
 	}
@@ -53,9 +53,10 @@ func checkMain(args []string, stdout, stderr io.Writer) int {
 }
 
 // parseCheck parses check's command line into valid options; code is -1
-// when the check should run, else the exit status (usage printed).
+// when the check should run, else the exit status (usage printed: on
+// stdout for -h, with the error on stderr otherwise).
 // Flags and backend addresses may be mixed.
-func parseCheck(args []string, stderr io.Writer) (o dsrcheck.Options, code int) {
+func parseCheck(args []string, stdout, stderr io.Writer) (o dsrcheck.Options, code int) {
 	fs := flag.NewFlagSet("setup check", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	iface := fs.String("i", "", "the interface on the backends' segment")
@@ -69,8 +70,8 @@ func parseCheck(args []string, stderr io.Writer) (o dsrcheck.Options, code int) 
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
-				fmt.Fprint(stderr, checkUsage)
-				return dsrcheck.Options{}, ExitUsage
+				fmt.Fprint(stdout, checkUsage)
+				return dsrcheck.Options{}, ExitOK
 			}
 			return usage(err)
 		}
