@@ -45,6 +45,18 @@ func (f *fakeBackend) Status() Status {
 func (f *fakeBackend) ConfigTOML() ([]byte, error) { return []byte("debug = 1\n"), nil }
 func (f *fakeBackend) Write() error                { return nil }
 func (f *fakeBackend) Reload() error               { return f.reloadErr }
+func (f *fakeBackend) CheckDSR(_ context.Context, service string) (CheckReply, error) {
+	switch service {
+	case "web":
+		return CheckReply{OK: false, Lines: []string{"198.51.100.22 02:00:c6:33:64:16: arp leak"}}, nil
+	case "proxy":
+		return CheckReply{}, ErrNotDSR
+	case "broken":
+		return CheckReply{}, errors.New("eth9: no such interface")
+	}
+	return CheckReply{}, fmt.Errorf("%w %q", config.ErrNoService, service)
+}
+
 func (f *fakeBackend) EditBackend(r BackendRequest) (int, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -472,5 +484,31 @@ func TestBackendEndpoint(t *testing.T) {
 	}
 	if code, _, _ := do(t, c, "GET", base+"/api/v1/backend", sec.Token, nil); code != 405 {
 		t.Errorf("GET /api/v1/backend: %d, want 405", code)
+	}
+}
+
+// POST /api/v1/check: lbd's report, its errors as status codes.
+func TestCheckEndpoint(t *testing.T) {
+	s, base := start(t, Options{})
+	sec := s.o.Secrets
+	c := client(sec.Fingerprint, "")
+	code, body, _ := do(t, c, "POST", base+"/api/v1/check", sec.Token, []byte(`{"service":"web"}`))
+	var rep CheckReply
+	if code != 200 || json.Unmarshal([]byte(body), &rep) != nil || rep.OK || len(rep.Lines) != 1 || !strings.Contains(rep.Lines[0], "arp leak") {
+		t.Errorf("check web: %d %s", code, body)
+	}
+	for _, tc := range []struct {
+		body string
+		want int
+	}{
+		{`{"service":"nope"}`, 404},
+		{`{"service":"proxy"}`, 400},
+		{`{"service":"broken"}`, 500},
+		{`{"service":""}`, 400},
+		{`{"service":"web","x":1}`, 400},
+	} {
+		if code, body, _ := do(t, c, "POST", base+"/api/v1/check", sec.Token, []byte(tc.body)); code != tc.want {
+			t.Errorf("%s: %d %s, want %d", tc.body, code, body, tc.want)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package control
 
 import (
 	"bytes"
+	"context"
 	"crypto/subtle"
 	"crypto/tls"
 	"encoding/json"
@@ -57,7 +58,15 @@ type Backend interface {
 	// ErrNoBackend (404), ErrExists (409) or ErrBadBackend (400); any
 	// other error means the change could not be applied (422).
 	EditBackend(BackendRequest) (int, error)
+	// CheckDSR checks the backends of a DSR service from lbd's interface
+	// (internal/dsrcheck: ARP leak, VIP bound and listening, reachable).
+	// Its errors wrap config.ErrNoService (404) or ErrNotDSR (400); any
+	// other error means the check could not run (500).
+	CheckDSR(ctx context.Context, service string) (CheckReply, error)
 }
+
+// ErrNotDSR refuses a DSR check of a proxy service.
+var ErrNotDSR = errors.New("not a DSR service: the DSR check is for mode \"dsr\" services (a proxy's backends are checked by connecting to them)")
 
 // Status is the reply of GET /api/v1/status.
 type Status struct {
@@ -353,6 +362,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if method(w, r, http.MethodPost) {
 			s.backend(w, r)
 		}
+	case "/api/v1/check":
+		if method(w, r, http.MethodPost) {
+			s.check(w, r)
+		}
 	case "/api/v1/history":
 		if method(w, r, http.MethodGet) {
 			s.history(w, r)
@@ -537,5 +550,47 @@ func (s *Server) backend(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 	default:
 		writeError(w, http.StatusUnprocessableEntity, err.Error())
+	}
+}
+
+// CheckRequest is the body of POST /api/v1/check.
+type CheckRequest struct {
+	Service string `json:"service"`
+}
+
+// CheckReply is its reply: the report of internal/dsrcheck, one line per
+// backend (and warnings), and whether every backend is ready.
+type CheckReply struct {
+	OK    bool     `json:"ok"`
+	Lines []string `json:"lines"`
+}
+
+// checkTimeout bounds a DSR check (it waits for ARP and SYN answers).
+const checkTimeout = 30 * time.Second
+
+func (s *Server) check(w http.ResponseWriter, r *http.Request) {
+	var req CheckRequest
+	if !readJSON(w, r, &req) {
+		return
+	}
+	if req.Service == "" {
+		writeError(w, http.StatusBadRequest, "missing service")
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), checkTimeout)
+	defer cancel()
+	rep, err := s.o.Backend.CheckDSR(ctx, req.Service)
+	switch {
+	case err == nil:
+		if rep.Lines == nil {
+			rep.Lines = []string{}
+		}
+		writeJSON(w, http.StatusOK, rep)
+	case errors.Is(err, config.ErrNoService):
+		writeError(w, http.StatusNotFound, err.Error())
+	case errors.Is(err, ErrNotDSR):
+		writeError(w, http.StatusBadRequest, err.Error())
+	default:
+		writeError(w, http.StatusInternalServerError, "the DSR check could not run: "+err.Error())
 	}
 }

@@ -3,6 +3,7 @@ package lbd
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nib-lb/nib/internal/control"
 	"github.com/nib-lb/nib/internal/netnstest"
 )
 
@@ -220,4 +222,86 @@ func ownerAddr(t *testing.T, tp *netnstest.Topology, name string) string {
 	}
 	t.Fatalf("no backend %q", name)
 	return ""
+}
+
+// The DSR check through the API, run by lbd from its own interface: a good
+// backend, one that leaks ARP for the VIP, one without the VIP; penctl
+// check prints a line per backend and exits 1. lbd's own ARP replies for
+// the VIP (it serves the VIP) are not taken for a leak.
+func TestLinuxDSRCheckThroughAPI(t *testing.T) {
+	netnstest.SkipUnprivileged(t)
+	tp := netnstest.New(t, netnstest.Options{Backends: 3, NoBackendVIP: true})
+	vip := tp.VIP()
+	bes := tp.Backends()
+	for i, be := range bes {
+		for _, k := range []string{"all", "eth0"} {
+			be.Sysctl(t, "net.ipv4.conf."+k+".arp_ignore", map[bool]string{true: "0", false: "1"}[i == 1])
+			be.Sysctl(t, "net.ipv4.conf."+k+".arp_announce", "2")
+		}
+		if i != 2 {
+			be.Run(t, "ip", "addr", "add", vip.String()+"/32", "dev", "lo")
+			nameEcho(t, be, vip.String()+":80")
+		}
+	}
+	lb := tp.LB()
+	dir := t.TempDir()
+	file, state := filepath.Join(dir, "config.toml"), filepath.Join(dir, "state")
+	apiAddr := "127.0.0.1:9443"
+	putFile(t, file, []byte(fmt.Sprintf(`[control]
+listen = %q
+
+[[service]]
+name = "web"
+listen = "%s:80"
+mode = "dsr"
+interface = "eth0"
+
+[[service.backend]]
+address = %q
+
+[[service.backend]]
+address = %q
+
+[[service.backend]]
+address = %q
+
+[[service]]
+name = "local"
+listen = "127.0.0.1:8080"
+
+[[service.backend]]
+address = "127.0.0.1:8081"
+`, apiAddr, vip, bes[0].Addr(), bes[1].Addr(), bes[2].Addr())))
+	out := lbdIn(t, lb, "-config", file, "-state", state)
+	out.waitFor(t, "forwarding", 10*time.Second)
+	a := newAPIClient(t, apiAddr, state)
+	a.c.Transport.(*http.Transport).DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return lb.Dial(ctx, network, addr)
+	}
+
+	code, body := a.do("POST", "/api/v1/check", `{"service":"web"}`)
+	var rep control.CheckReply
+	if code != 200 || json.Unmarshal([]byte(body), &rep) != nil {
+		t.Fatalf("check: %d %s", code, body)
+	}
+	t.Logf("report:\n%s", strings.Join(rep.Lines, "\n"))
+	if rep.OK || len(rep.Lines) < 3 {
+		t.Fatalf("report says ok %v with %d lines", rep.OK, len(rep.Lines))
+	}
+	for i, want := range []string{" ok: ", " arp leak: ", " vip not bound: "} {
+		if line := rep.Lines[i]; !strings.HasPrefix(line, bes[i].Addr().String()+" ") || !strings.Contains(line, want) {
+			t.Errorf("line %d: %q, want %s and %q", i, line, bes[i].Addr(), want)
+		}
+	}
+	for _, l := range rep.Lines {
+		if strings.Contains(l, lb.MAC().String()) {
+			t.Errorf("lbd's own MAC reported: %q", l)
+		}
+	}
+	if code, body := a.do("POST", "/api/v1/check", `{"service":"local"}`); code != 400 || !strings.Contains(body, "not a DSR service") {
+		t.Errorf("check of a proxy service: %d %s", code, body)
+	}
+	if code, body := a.do("POST", "/api/v1/check", `{"service":"nope"}`); code != 404 {
+		t.Errorf("check of no service: %d %s", code, body)
+	}
 }

@@ -123,6 +123,9 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 			return nil, usagef("penctl: a command is one line: %q has a line break or NUL", a)
 		}
 	}
+	if o.verb == "check" && len(o.args) != 1 {
+		return nil, usagef("penctl: check takes one DSR service name: penctl check SERVICE")
+	}
 	if o.verb == "backend" {
 		if _, err := backendRequest(o.args); err != nil {
 			return nil, err

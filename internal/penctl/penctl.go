@@ -66,11 +66,13 @@ var localVerbs = map[string]localVerb{
 	"help":   {help: "list the verbs"},
 	"url":    {help: "print the address of lbd's status page for a browser (no connection is made)"},
 	"pen":    {help: "send ARGS as a Pen command line, even one named like a penctl verb (penctl pen status)", takesArgs: true},
+	"check": {help: "check a DSR service's backends from lbd's interface (ARP leak, VIP bound and listening, reachable); exit 1 when one is not ready",
+		takesArgs: true},
 	"backend": {help: "change a backend by name: backend add|remove|drain|undrain SERVICE ADDR, backend add SERVICE ADDR [WEIGHT], " +
 		"backend weight SERVICE ADDR N, backend blacklist SERVICE ADDR SECONDS (0 clears); ADDR is ip:port, or ip when unique", takesArgs: true},
 }
 
-var verbOrder = []string{"status", "backend", "config", "write", "reload", "url", "help", "pen"}
+var verbOrder = []string{"status", "backend", "check", "config", "write", "reload", "url", "help", "pen"}
 
 func writeVerbs(w io.Writer) {
 	for _, v := range verbOrder {
@@ -302,6 +304,29 @@ func runVerb(c *client, o *options, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "%s: %s backend %s of service %s (index %d); penctl write saves it\n", req.Op, backendDone[req.Op], req.Backend, req.Service, r.Index)
 		if req.Op == control.OpBlacklist {
 			fmt.Fprintf(stdout, "(blacklists are not saved by write)\n")
+		}
+		return nil
+	case "check":
+		b, err := c.do("POST", "/api/v1/check", control.CheckRequest{Service: o.args[0]})
+		if err != nil {
+			return withVerb("check", err)
+		}
+		if o.json {
+			if err := writeJSON(stdout, b); err != nil {
+				return err
+			}
+		}
+		var r control.CheckReply
+		if err := json.Unmarshal(b, &r); err != nil {
+			return &serverError{fmt.Sprintf("penctl: check: the server's reply is not a check report: %q", truncate(b))}
+		}
+		if !o.json {
+			for _, l := range r.Lines {
+				fmt.Fprintln(stdout, l)
+			}
+		}
+		if !r.OK {
+			return &serverError{fmt.Sprintf("penctl: check: some backends of %s are not ready", o.args[0])}
 		}
 		return nil
 	case "write", "reload":

@@ -136,6 +136,17 @@ func (f *fake) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		reply(w, 200, control.BackendReply{OK: true, Index: 1})
+	case "POST /api/v1/check":
+		var req control.CheckRequest
+		json.NewDecoder(r.Body).Decode(&req)
+		switch req.Service {
+		case "good":
+			reply(w, 200, control.CheckReply{OK: true, Lines: []string{"10.0.0.1 02:00:00:00:00:01 ok: VIP bound"}})
+		case "bad":
+			reply(w, 200, control.CheckReply{OK: false, Lines: []string{"10.0.0.1 02:00:00:00:00:01 arp leak: answers ARP"}})
+		default:
+			reply(w, 404, map[string]string{"error": `no such service "` + req.Service + `"`})
+		}
 	case "GET /api/v1/config":
 		w.Header().Set("Content-Type", "text/plain")
 		w.Write([]byte("[service.web]\nlisten = \":80\"\n"))
@@ -517,4 +528,14 @@ func TestBackendVerb(t *testing.T) {
 	if len(f.edits) != n {
 		t.Errorf("bad command lines reached the server: %q", f.edits[n:])
 	}
+}
+
+func TestCheckVerb(t *testing.T) {
+	f := newFake(t)
+	expect(t, f.run("check", "good"), 0, []string{"ok: VIP bound"}, nil)
+	expect(t, f.run("check", "bad"), 1, []string{"arp leak"}, []string{"some backends of bad are not ready"})
+	expect(t, f.run("-json", "check", "bad"), 1, []string{`"ok": false`}, nil)
+	expect(t, f.run("check", "mail"), 1, nil, []string{`no such service "mail"`})
+	expect(t, f.run("check"), 2, nil, []string{"check takes one DSR service"})
+	expect(t, f.run("check", "a", "b"), 2, nil, []string{"check takes one DSR service"})
 }
