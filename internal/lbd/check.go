@@ -67,4 +67,3 @@ func (d *Daemon) checkOptions(service string) (dsrcheck.Options, error) {
 	}
 	return dsrcheck.Options{}, fmt.Errorf("%w %q", config.ErrNoService, service)
 }
-
