@@ -67,6 +67,15 @@
 //	                     404 no such service or backend, 409 add of an
 //	                     existing backend, 400 a bad request, 422 the
 //	                     change could not be applied (the config stays)
+//	POST /api/v1/check   body {"service":"web"} → 200 {"ok":false,
+//	                     "lines":["198.51.100.22 02:00:... arp leak: ..."]}
+//	                     Checks a DSR service's backends from lbd's own
+//	                     interface (internal/dsrcheck, as setup check):
+//	                     one line per backend (ok, arp leak, vip not bound,
+//	                     not listening, unreachable) and warnings; ok is
+//	                     true when every backend is ready. Takes up to a
+//	                     few seconds. 404 no such service, 400 not a DSR
+//	                     service, 500 the check could not run
 //	POST /api/v1/reload  → 200 {"ok":true}: lbd's -config file was re-read
 //	                     and applied; 422 {"error":"<errors>"} when it is
 //	                     invalid or cannot be applied (the errors are
