@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/mdlayher/packet"
-	"github.com/vishvananda/netlink"
 	"golang.org/x/net/bpf"
 )
 
@@ -48,24 +47,9 @@ func openLink(name string, vip netip.Addr, near []netip.Addr) (link, error) {
 	if ifi.Flags&net.FlagUp == 0 {
 		return link{}, fmt.Errorf("dsrcheck: interface %s is down", name)
 	}
-	nl, err := netlink.LinkByName(name)
+	prefixes, err := interfacePrefixes(ifi)
 	if err != nil {
-		return link{}, fmt.Errorf("dsrcheck: interface %s: %w", name, err)
-	}
-	addrs, err := netlink.AddrList(nl, netlink.FAMILY_V4)
-	if err != nil {
-		return link{}, fmt.Errorf("dsrcheck: addresses of %s: %w", name, err)
-	}
-	var prefixes []netip.Prefix
-	for _, a := range addrs {
-		if a.IPNet == nil {
-			continue
-		}
-		ip, ok := netip.AddrFromSlice(a.IPNet.IP)
-		ones, _ := a.IPNet.Mask.Size()
-		if ok {
-			prefixes = append(prefixes, netip.PrefixFrom(ip.Unmap(), ones))
-		}
+		return link{}, err
 	}
 	ip, ok := pickSource(prefixes, vip, near)
 	if !ok {
