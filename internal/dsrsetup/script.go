@@ -203,7 +203,7 @@ func Script(o ScriptOptions) (string, error) {
 		case o.OS == OSLinux:
 			b.WriteString(linuxDown + "\nlinux_down\nsay \"done\"\n")
 		case !o.Undo:
-			b.WriteString(linuxUp + persistUp + "\npreflight\npersist_up\nlinux_up\nrp_note\nsay \"done: ready for DSR to $VIPS, also after a reboot\"\n")
+			b.WriteString(linuxUp + persistUp + "\npreflight\nKIND=$(net_kind)\npersist_up\nlinux_up\nrp_note\nsay \"done: ready for DSR to $VIPS, also after a reboot\"\n")
 		default:
 			b.WriteString(linuxDown + persistDown + "\npersist_down\nlinux_down\nsay \"done\"\n")
 		}
@@ -565,8 +565,8 @@ networkd_lo() {
 	echo "${found:-$NETWORKD_LO}"
 }
 
-# write FILE CONTENT: write FILE unless it holds CONTENT already.
-write() {
+# write_file FILE CONTENT: write FILE unless it holds CONTENT already.
+write_file() {
 	if [ -f "$1" ] && [ "$(cat "$1")" = "$2" ]; then
 		say "$1 is up to date"
 		return
@@ -588,16 +588,15 @@ persist_up() {
 net/ipv4/conf/$i/arp_ignore = 1
 net/ipv4/conf/$i/arp_announce = 2"
 	done
-	write "$SYSCTL_CONF" "$conf_text"
+	write_file "$SYSCTL_CONF" "$conf_text"
 
-	kind=$(net_kind)
-	say "VIPs on lo at boot: $kind"
+	say "VIPs on lo at boot: $KIND"
 	for vip in $VIPS; do
-		case $kind in
+		case $KIND in
 		networkd)
 			lo_file=$(networkd_lo)
 			if [ "$lo_file" = "$NETWORKD_LO" ]; then
-				write "$NETWORKD_LO" "# nib DSR: lo for systemd-networkd, as no other .network file matches lo.
+				write_file "$NETWORKD_LO" "# nib DSR: lo for systemd-networkd, as no other .network file matches lo.
 # Written by setup script -os linux-persistent; its -undo removes it with the last VIP.
 # The VIPs are in the drop-ins of ${NETWORKD_LO##*/}.d/.
 [Match]
@@ -606,7 +605,7 @@ Name=lo
 [Network]
 KeepConfiguration=yes"
 			fi
-			write "$ROOT/etc/systemd/network/${lo_file##*/}.d/nib-dsr-$(dashed "$vip").conf" "# nib DSR: VIP $vip on lo.
+			write_file "$ROOT/etc/systemd/network/${lo_file##*/}.d/nib-dsr-$(dashed "$vip").conf" "# nib DSR: VIP $vip on lo.
 # Written by setup script -os linux-persistent; its -undo removes this file.
 [Address]
 Address=$vip/32"
@@ -615,7 +614,7 @@ Address=$vip/32"
 			if ! grep -Eqs '^[[:space:]]*source(-directory)?[[:space:]]+(/etc/network/)?interfaces\.d' "$ROOT/etc/network/interfaces"; then
 				say "warning: /etc/network/interfaces does not read $IFUPDOWN_DIR: add the line: source /etc/network/interfaces.d/*"
 			fi
-			write "$IFUPDOWN_DIR/nib-dsr-$(dashed "$vip")" "# nib DSR: VIP $vip on lo.
+			write_file "$IFUPDOWN_DIR/nib-dsr-$(dashed "$vip")" "# nib DSR: VIP $vip on lo.
 # Written by setup script -os linux-persistent; its -undo removes this file.
 iface lo inet static
 	address $vip/32"
@@ -627,8 +626,8 @@ iface lo inet static
 
 // persistDown: linux-persistent's undo of its files.
 const persistDown = `
-# remove FILE: remove FILE if it exists.
-remove() {
+# remove_file FILE: remove FILE if it exists.
+remove_file() {
 	if [ -f "$1" ]; then
 		rm -f "$1"
 		say "removed $1"
@@ -638,16 +637,16 @@ remove() {
 persist_down() {
 	for vip in $VIPS; do
 		for f in "$ROOT"/etc/systemd/network/*.network.d/nib-dsr-"$(dashed "$vip")".conf; do
-			remove "$f"
+			remove_file "$f"
 			rmdir "${f%/*}" 2>/dev/null || true
 		done
-		remove "$IFUPDOWN_DIR/nib-dsr-$(dashed "$vip")"
+		remove_file "$IFUPDOWN_DIR/nib-dsr-$(dashed "$vip")"
 	done
 	if [ ! -d "$NETWORKD_LO.d" ]; then
-		remove "$NETWORKD_LO"
+		remove_file "$NETWORKD_LO"
 	fi
 	if [ -z "$(others_left)" ]; then
-		remove "$SYSCTL_CONF"
+		remove_file "$SYSCTL_CONF"
 	fi
 }
 `

@@ -376,3 +376,38 @@ func TestLinuxPersistentScript(t *testing.T) {
 		})
 	}
 }
+
+// TestLinuxPersistentScriptDetects: without -net the script picks ifupdown
+// where /etc/network/interfaces exists, and where nothing tells it stops
+// before changing anything. (Skipped where systemd-networkd runs, since
+// the script would rightly pick it.)
+func TestLinuxPersistentScriptDetects(t *testing.T) {
+	if exec.Command("systemctl", "is-active", "--quiet", "systemd-networkd").Run() == nil {
+		t.Skip("systemd-networkd runs here")
+	}
+	h := newLinuxHost(t)
+	up := ScriptOptions{VIPs: []netip.Addr{vipA}, OS: OSLinuxPersistent}
+	before := h.snapshot(t)
+	out := h.run(t, up, 1)
+	if !strings.Contains(out, "nib-dsr: error: cannot tell what configures the network here") {
+		t.Errorf("output:\n%s", out)
+	}
+	if after := h.snapshot(t); after != before {
+		t.Fatalf("a refused run changed something:\n%s", after)
+	}
+
+	// Without the source line: a warning, and the stanza all the same.
+	if err := os.WriteFile(filepath.Join(h.root, "etc/network/interfaces"), []byte("auto lo\niface lo inet loopback\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out = h.run(t, up, 0)
+	for _, want := range []string{"VIPs on lo at boot: ifupdown\n", "warning: /etc/network/interfaces does not read", "wrote " + h.root + "/etc/network/interfaces.d/nib-dsr-198-51-100-100\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	h.run(t, ScriptOptions{VIPs: []netip.Addr{vipA}, OS: OSLinuxPersistent, Undo: true}, 0)
+	if h.exists("etc/network/interfaces.d/nib-dsr-198-51-100-100") || h.exists(SysctlConfPath[1:]) {
+		t.Fatal("undo left the files")
+	}
+}
