@@ -245,7 +245,8 @@ func header(o ScriptOptions) string {
 			"Written by `"+o.commandLine()+"`.", "")
 	} else {
 		p("nib: prepare this backend for Direct Server Return (DSR).",
-			"Written by `"+o.commandLine()+"`; undo with `"+undo+"`.",
+			"Written by `"+o.commandLine()+"`;",
+			"undo with `"+undo+"`.",
 			"",
 			"With DSR the load balancer passes each request to a backend unchanged,",
 			"still addressed to the VIP, and the backend answers the client itself.",
@@ -315,11 +316,13 @@ func header(o ScriptOptions) string {
 				"  if /etc/network/interfaces exists, else it stops and says so):",
 				"  systemd-networkd: a drop-in [Address] file nib-dsr-<VIP>.conf in the",
 				"    .d directory of the .network file that matches lo (Name=lo), or of",
-				"    "+NetworkdLoFile+", which it creates when none does;",
+				"    "+NetworkdLoFile+",",
+				"    which it creates when none does;",
 				"    networkd reads it at the next boot or `networkctl reload`;",
 				"  ifupdown: a stanza `iface lo inet static` with `address VIP/32` in",
-				"    "+IfupdownDir+"/nib-dsr-<VIP> (needs `source "+IfupdownDir+"/*`",
-				"    in /etc/network/interfaces, as Debian has by default).",
+				"    "+IfupdownDir+"/nib-dsr-<VIP> (read where",
+				"    /etc/network/interfaces has `source "+IfupdownDir+"/*`, as",
+				"    Debian's has by default).",
 				"(<VIP> with dashes for dots.) It applies everything at once with ip and",
 				"/proc/sys: no service is restarted.")
 		}
@@ -328,23 +331,30 @@ func header(o ScriptOptions) string {
 	case OSFreeBSD, OSOpenBSD:
 		p("FreeBSD and OpenBSD answer ARP on an interface only for that interface's",
 			"own addresses, never for aliases on lo0, so no sysctl is needed: the VIPs",
-			"only go on lo0.")
-		persist := "/etc/rc.conf: ifconfig_lo0_aliasN=\"inet VIP/32\" (set with sysrc, N the next free number; rc.conf needs the numbers without gaps)"
-		runtime := "ifconfig lo0 alias VIP/32"
-		undoRuntime := "ifconfig lo0 inet VIP -alias"
-		undoPersist := "removes the ifconfig_lo0_aliasN of the VIPs from /etc/rc.conf and renumbers the others"
-		if o.OS == OSOpenBSD {
-			persist = OpenBSDHostnameLo0 + ": a line `inet alias VIP 255.255.255.255` (netstart reads it at boot; a line `!ifconfig lo0 alias VIP/32` in another /etc/hostname.IF, as in relayd's DSR example, counts as there already)"
-			undoPersist = "removes the VIPs' `inet alias` lines from " + OpenBSDHostnameLo0 + " (and the file, if that leaves it empty)"
+			"only go on lo0.", "")
+		switch {
+		case o.OS == OSFreeBSD && !o.Undo:
+			p("For each VIP it runs `ifconfig lo0 alias VIP/32` (unless lo0 has it) and",
+				"keeps it for the next boot in /etc/rc.conf, as",
+				"ifconfig_lo0_aliasN=\"inet VIP/32\" (set with sysrc; N is the next free",
+				"number, as rc.conf stops at the first gap), unless rc.conf has it.")
+		case o.OS == OSFreeBSD:
+			p("For each VIP it runs `ifconfig lo0 inet VIP -alias` and removes its",
+				"ifconfig_lo0_aliasN from /etc/rc.conf, renumbering the aliases that stay",
+				"(rc.conf stops at the first gap). It removes the VIPs whoever added them.")
+		case !o.Undo:
+			p("For each VIP it runs `ifconfig lo0 alias VIP/32` (unless lo0 has it) and",
+				"keeps it for the next boot with a line `inet alias VIP 255.255.255.255` in",
+				OpenBSDHostnameLo0+" (created mode 0640, as netstart wants), unless a",
+				"line `!ifconfig lo0 alias VIP/32` in an /etc/hostname.IF (the form of",
+				"relayd's DSR example) or "+OpenBSDHostnameLo0+" has it already.")
+		default:
+			p("For each VIP it runs `ifconfig lo0 inet VIP -alias` and removes its line",
+				"`inet alias VIP 255.255.255.255` from "+OpenBSDHostnameLo0+" (and the",
+				"file, if that leaves it empty); it warns about a `!ifconfig lo0 alias`",
+				"line in another /etc/hostname.IF. It removes the VIPs whoever added them.")
 		}
-		if o.Undo {
-			p("It removes each VIP from lo0 ("+undoRuntime+") and "+undoPersist+".",
-				"It removes the VIPs whoever added them. Running it again changes nothing.")
-		} else {
-			p("For each VIP it runs `"+runtime+"` (unless lo0 has it) and keeps it",
-				"for the next boot in "+persist+".",
-				"Running it again changes nothing.")
-		}
+		p("Running it again changes nothing.")
 	}
 	b.WriteString("\n")
 	return b.String()

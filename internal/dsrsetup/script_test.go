@@ -106,7 +106,7 @@ func TestScriptContent(t *testing.T) {
 			"$2 != \"lo\"", // the VIP on another interface is refused
 			"rp_filter (reverse path filtering) is left alone",
 			"\npreflight\nlinux_up\nrp_note\n",
-			"# Written by `setup script -vip 198.51.100.100,198.51.100.101 -os linux`; undo with `setup script -vip 198.51.100.100,198.51.100.101 -os linux -undo`.",
+			"# Written by `setup script -vip 198.51.100.100,198.51.100.101 -os linux`;\n# undo with `setup script -vip 198.51.100.100,198.51.100.101 -os linux -undo`.\n",
 			"lost at reboot",
 		}, []string{`ip addr del "$vip/32"`, "/etc/", "sysrc", "lo0"}},
 		{ScriptOptions{VIPs: one, OS: OSLinux, Interfaces: []string{"eth1", "eth0", "eth1"}}, []string{
