@@ -136,6 +136,9 @@ type ServerStats struct {
 	// Connects counts successful connects, Failures failed or timed-out
 	// ones, since the server joined the pool.
 	Connects, Failures uint64
+	// Down is set while an active health check holds the server down
+	// (SetDown).
+	Down bool
 	// BlacklistedUntil is when the blacklist ends; zero if the slot is not
 	// blacklisted now.
 	BlacklistedUntil time.Time
@@ -202,6 +205,7 @@ type Pool struct {
 type slot struct {
 	Server
 	used       bool
+	down       bool   // held down by a health check (SetDown)
 	id         uint64 // unique in the pool's life; kept with the address
 	conns      int
 	sent, recv uint64
@@ -296,7 +300,7 @@ func (p *Pool) rebuildMaglev() {
 	ws := make([]int, len(p.slots))
 	for i, s := range p.slots {
 		keys[i] = s.Addr.String()
-		if s.used && s.weight > 0 {
+		if s.used && s.weight > 0 && !s.down && !s.Drain {
 			ws[i] = s.weight
 		}
 	}
@@ -410,10 +414,11 @@ func (p *Pool) algorithm(client netip.AddrPort, ce *clientEntry, now time.Time) 
 }
 
 // eligible reports whether slot i is a server the algorithms may choose at
-// all: used, not drained, and not of weight 0 under Weight or Maglev.
+// all: used, not drained, not held down, and not of weight 0 under Weight
+// or Maglev.
 func (p *Pool) eligible(i int) bool {
 	s := &p.slots[i]
-	if !s.used || s.Drain {
+	if !s.used || s.Drain || s.down {
 		return false
 	}
 	if (p.opt.Algorithm == Weight || p.opt.Algorithm == Maglev) && s.weight <= 0 {
@@ -582,13 +587,29 @@ func (p *Pool) SetBlacklist(index int, d time.Duration, now time.Time) {
 	p.slots[index].until = now.Add(d)
 }
 
+// SetDown holds the servers at addr out of the choice (down) or lets them
+// back (an active health check's verdict): like Drain, their connections
+// stay. The state stays with the address through Update. Whether every
+// server being down should rather leave them all usable (fail open) is
+// the caller's decision.
+func (p *Pool) SetDown(addr netip.AddrPort, down bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i := range p.slots {
+		if p.slots[i].Addr == addr {
+			p.slots[i].down = down
+		}
+	}
+	p.rebuildMaglev()
+}
+
 // Stats returns each slot's counters, in slot order.
 func (p *Pool) Stats(now time.Time) []ServerStats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	st := make([]ServerStats, len(p.slots))
 	for i, s := range p.slots {
-		st[i] = ServerStats{Conns: s.conns, Sent: s.sent, Recv: s.recv, Connects: s.connects, Failures: s.failures}
+		st[i] = ServerStats{Conns: s.conns, Sent: s.sent, Recv: s.recv, Connects: s.connects, Failures: s.failures, Down: s.down}
 		if now.Before(s.until) {
 			st[i].BlacklistedUntil = s.until
 		}

@@ -948,3 +948,45 @@ func BenchmarkPick(b *testing.B) {
 		})
 	}
 }
+
+// SetDown holds a server out of every algorithm like Drain, through an
+// Update, until it is let back.
+func TestSetDown(t *testing.T) {
+	for _, alg := range []Algorithm{RoundRobin, Hash, Weight, Prio, Maglev} {
+		s := servers(3)
+		p := New(Options{Algorithm: alg, Tracking: true}, s)
+		held := p.Pick(ap(cA), t0)
+		p.Connected(held, ap(cA), t0)
+		p.SetDown(held.Addr, true)
+		p.Update(Options{Algorithm: alg, Tracking: true}, []Server{s[2], s[1], s[0]}) // the state follows the address
+		count := func() (n int) {
+			for _, c := range []string{cA, cB, cC, cD} {
+				for port := uint16(1); port < 20; port++ {
+					client := netip.AddrPortFrom(ap(c).Addr(), port)
+					got := p.Pick(client, t0)
+					if got.Addr == held.Addr {
+						n++
+					}
+					p.Done(got, 0, 0)
+				}
+			}
+			return n
+		}
+		if n := count(); n != 0 {
+			t.Errorf("%v: the down server got %d clients", alg, n)
+		}
+		var st ServerStats
+		for i, x := range p.Stats(t0) {
+			if p.slots[i].Addr == held.Addr {
+				st = x
+			}
+		}
+		if !st.Down || st.Conns != 1 {
+			t.Errorf("%v: down server stats %+v, want Down and its connection", alg, st)
+		}
+		p.SetDown(held.Addr, false)
+		if n := count(); n == 0 && alg != Prio {
+			t.Errorf("%v: the server did not come back", alg)
+		}
+	}
+}

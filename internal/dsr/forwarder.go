@@ -35,7 +35,7 @@ type Forwarder struct {
 	cfg     Config
 	mac     atomic.Uint64 // the interface's MAC in the low 48 bits (SetMAC)
 	nb      Neighbors
-	down    func(netip.Addr) bool
+	down    func(service string, backend netip.Addr) bool
 	logf    func(string, ...any)
 	table   atomic.Pointer[table]
 	mu      sync.Mutex // serialises Update
@@ -49,7 +49,7 @@ type Forwarder struct {
 // New opens the forwarder's sockets on cfg.Interface for services. nb
 // resolves backend MACs; down (may be nil) reports backends that must not
 // get flows.
-func New(cfg Config, services []ServiceConfig, tp Tarpit, nb Neighbors, down func(netip.Addr) bool, logf func(string, ...any)) (*Forwarder, error) {
+func New(cfg Config, services []ServiceConfig, tp Tarpit, nb Neighbors, down func(service string, backend netip.Addr) bool, logf func(string, ...any)) (*Forwarder, error) {
 	if cfg.Workers <= 0 {
 		cfg.Workers = 1
 	}

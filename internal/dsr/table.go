@@ -135,7 +135,7 @@ func (t *table) lookup(addr netip.Addr, proto uint8, port uint16) *service {
 // buildTable makes a snapshot from configs. prev supplies the live backend
 // state and counters to carry over (by service name and backend address);
 // down reports backends that must not get flows.
-func buildTable(cfgs []ServiceConfig, prev *table, down func(netip.Addr) bool) *table {
+func buildTable(cfgs []ServiceConfig, prev *table, down func(service string, backend netip.Addr) bool) *table {
 	t := &table{services: make(map[vipKey]*service, len(cfgs))}
 	old := map[string]*service{}
 	if prev != nil {
@@ -164,7 +164,7 @@ func buildTable(cfgs []ServiceConfig, prev *table, down func(netip.Addr) bool) *
 			if b == nil {
 				b = &backend{addr: bc.Addr}
 			}
-			isDown := down != nil && down(bc.Addr)
+			isDown := down != nil && down(c.Name, bc.Addr)
 			b.gone.Store(isDown)
 			kept[b] = true
 			s.backends = append(s.backends, b)

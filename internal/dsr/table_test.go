@@ -120,7 +120,7 @@ func TestDownBackendGetsNoFlows(t *testing.T) {
 			break
 		}
 	}
-	tb2 := buildTable(cfg, tb, func(a netip.Addr) bool { return a == be2 })
+	tb2 := buildTable(cfg, tb, func(_ string, a netip.Addr) bool { return a == be2 })
 	if ft.get(onBe2, 2) != nil {
 		t.Fatal("flow kept a dead backend")
 	}
@@ -131,7 +131,7 @@ func TestDownBackendGetsNoFlows(t *testing.T) {
 		}
 	}
 	// All down: no backend.
-	tb3 := buildTable(cfg, tb2, func(netip.Addr) bool { return true })
+	tb3 := buildTable(cfg, tb2, func(string, netip.Addr) bool { return true })
 	if b := tb3.lookup(vip, ProtoTCP, 80).choose(1); b != nil {
 		t.Fatalf("chose %v with every backend down", b.addr)
 	}
@@ -160,5 +160,27 @@ func TestFlowTableBoundedAndIdle(t *testing.T) {
 	ft.expire(100, 0)
 	if ft.len() != 0 {
 		t.Fatalf("%d entries after expiring everything", ft.len())
+	}
+}
+
+// down is per service: a backend held down for one service (its health
+// check) still gets the flows of another service on the same VIP.
+func TestDownPerService(t *testing.T) {
+	tb := buildTable([]ServiceConfig{
+		svcCfg(80, true, BackendConfig{be1, 1}, BackendConfig{be2, 1}),
+		svcCfg(443, true, BackendConfig{be1, 1}, BackendConfig{be2, 1}),
+	}, nil, func(service string, a netip.Addr) bool { return service == "s80" && a == be1 })
+	count := map[string]map[netip.Addr]int{"s80": {}, "s443": {}}
+	for _, port := range []uint16{80, 443} {
+		s := tb.lookup(vip, ProtoTCP, port)
+		for i := range 1000 {
+			count[s.cfg.Name][s.choose(hashFlow(client(i))).addr]++
+		}
+	}
+	if count["s80"][be1] != 0 || count["s80"][be2] != 1000 {
+		t.Errorf("port 80 (be1 down): %v", count["s80"])
+	}
+	if count["s443"][be1] == 0 || count["s443"][be2] == 0 {
+		t.Errorf("port 443 (both up): %v", count["s443"])
 	}
 }

@@ -38,18 +38,37 @@ type dsrPort struct {
 
 	mu        sync.Mutex
 	blacklist map[netip.Addr]time.Time // penctl "server N blacklist T"
+	// healthDown is, per service, the backends its health check holds
+	// down (setHealthDown).
+	healthDown map[string]map[netip.Addr]bool
 	services  []config.Service
 	// spec is what the port runs: what a failed reload gives its
 	// forwarder back.
 	spec *dsrSpec
 }
 
-// down reports backends that must get no flows: not answering ARP, or
-// blacklisted by the operator.
-func (p *dsrPort) down(a netip.Addr) bool {
+// down reports backends that must get no new flows of a service: not
+// answering ARP, blacklisted by the operator, or held down by the
+// service's health check.
+func (p *dsrPort) down(service string, a netip.Addr) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.downLocked(a)
+	return p.downLocked(a) || p.healthDown[service][a]
+}
+
+// setHealthDown replaces the backends a service's health check holds down
+// (fail open already decided by the caller) and moves their flows.
+func (p *dsrPort) setHealthDown(service string, down map[netip.Addr]bool) {
+	p.mu.Lock()
+	if p.healthDown == nil {
+		p.healthDown = map[string]map[netip.Addr]bool{}
+	}
+	same := sameSet(p.healthDown[service], down)
+	p.healthDown[service] = down
+	p.mu.Unlock()
+	if !same {
+		p.fwd.Refresh()
+	}
 }
 
 // dsrSpec is what one interface's services turn into.
@@ -219,9 +238,17 @@ func (p *dsrPort) start(d *Daemon) {
 }
 
 func (p *dsrPort) downLocked(a netip.Addr) bool {
-	if p.arp.Down(a) {
-		return true
-	}
+	return p.arp.Down(a) || p.blacklistedLocked(a)
+}
+
+// blacklisted reports whether the operator blacklisted a for now.
+func (p *dsrPort) blacklisted(a netip.Addr) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.blacklistedLocked(a)
+}
+
+func (p *dsrPort) blacklistedLocked(a netip.Addr) bool {
 	until, ok := p.blacklist[a]
 	return ok && time.Now().Before(until)
 }
@@ -333,7 +360,7 @@ func (p *dsrPort) backendState(a netip.Addr, b config.Backend) string {
 	switch {
 	case p.arp.Down(a):
 		state = "down"
-	case p.down(a):
+	case p.blacklisted(a):
 		state = "blacklisted"
 	case weight == 0:
 		state = "drained"
