@@ -41,7 +41,7 @@ type dsrPort struct {
 	// healthDown is, per service, the backends its health check holds
 	// down (setHealthDown).
 	healthDown map[string]map[netip.Addr]bool
-	services  []config.Service
+	services   []config.Service
 	// spec is what the port runs: what a failed reload gives its
 	// forwarder back.
 	spec *dsrSpec
