@@ -425,13 +425,17 @@ others_left() {
 }
 
 # lb_ifaces: the interfaces that face the load balancer: -iface, or every
-# non-loopback interface that is up.
+# non-loopback interface that is up and has IPv4 settings.
 lb_ifaces() {
 	if [ -n "$IFACES" ]; then
 		echo "$IFACES"
 		return
 	fi
-	ip -o link show up | awk -F': ' '{ sub(/@.*/, "", $2); if ($2 != "lo") { printf "%s%s", s, $2; s = " " } }'
+	found=
+	for i in $(ip -o link show up | awk -F': ' '{ sub(/@.*/, "", $2); if ($2 != "lo") print $2 }'); do
+		[ ! -d "/proc/sys/net/ipv4/conf/$i" ] || found="$found${found:+ }$i"
+	done
+	echo "$found"
 }
 
 # preflight: refuse before changing anything if a VIP is on another

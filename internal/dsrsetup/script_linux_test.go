@@ -152,6 +152,10 @@ func (h *linuxHost) wantARP(t *testing.T, ignore, announce string, ifs ...string
 func TestLinuxScriptApplyAgainUndo(t *testing.T) {
 	h := newLinuxHost(t)
 	h.be.Run(t, "ip", "link", "add", "spare0", "type", "veth", "peer", "name", "spare1") // down: not facing the LB
+	// Up, and named like a VLAN (a dot: net.ipv4.conf.eth1/100 for sysctl(8)).
+	h.be.Run(t, "ip", "link", "add", "eth1.100", "type", "veth", "peer", "name", "eth2.100")
+	h.be.Run(t, "ip", "link", "set", "eth1.100", "up")
+	h.be.Run(t, "ip", "link", "set", "eth2.100", "up")
 	before := h.snapshot(t)
 	up := ScriptOptions{VIPs: []netip.Addr{vipA, vipB}, OS: OSLinux}
 
@@ -159,10 +163,9 @@ func TestLinuxScriptApplyAgainUndo(t *testing.T) {
 	if got, want := h.loAddrs(t), []string{"127.0.0.1/8", "198.51.100.100/32", "198.51.100.101/32"}; !slices.Equal(got, want) {
 		t.Fatalf("lo: %v, want %v\n%s", got, want, out)
 	}
-	h.wantARP(t, "1", "2", "all", "eth0")
-	h.wantARP(t, "0", "0", "spare0", "default", "lo")
+	h.wantARP(t, "1", "2", "all", "eth0", "eth1.100", "eth2.100")
+	h.wantARP(t, "0", "0", "spare0", "spare1", "default", "lo")
 	for _, want := range []string{
-		"ARP settings for all and the interfaces that face the load balancer: eth0\n",
 		"net.ipv4.conf.all.arp_ignore: 0 -> 1\n",
 		"net.ipv4.conf.eth0.arp_announce: 0 -> 2\n",
 		"added 198.51.100.101/32 to lo\n",
@@ -172,10 +175,15 @@ func TestLinuxScriptApplyAgainUndo(t *testing.T) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
 	}
+	// (In the order of the interfaces' indexes, which the test does not fix.)
+	if _, line, _ := strings.Cut(out, "the interfaces that face the load balancer: "); !sameFields(strings.SplitN(line, "\n", 2)[0], "eth0 eth1.100 eth2.100") {
+		t.Errorf("interfaces facing the load balancer: %q, want eth0 eth1.100 eth2.100", line)
+	}
 	state := "# nib-dsr: what setup script changed, for its -undo. Do not edit.\n" +
 		"sysctl all/arp_ignore 0\nsysctl all/arp_announce 0\nsysctl eth0/arp_ignore 0\nsysctl eth0/arp_announce 0\n" +
+		"sysctl eth1.100/arp_ignore 0\nsysctl eth1.100/arp_announce 0\nsysctl eth2.100/arp_ignore 0\nsysctl eth2.100/arp_announce 0\n" +
 		"addr 198.51.100.100 added\naddr 198.51.100.101 added\n"
-	if got := h.file(t, StatePath); got != state {
+	if got := h.file(t, StatePath); !sameFields(got, state) {
 		t.Errorf("state file:\n%s\nwant:\n%s", got, state)
 	}
 
@@ -410,4 +418,18 @@ func TestLinuxPersistentScriptDetects(t *testing.T) {
 	if h.exists("etc/network/interfaces.d/nib-dsr-198-51-100-100") || h.exists(SysctlConfPath[1:]) {
 		t.Fatal("undo left the files")
 	}
+}
+
+// sameFields reports whether a and b have the same lines, or the same
+// words in one line, in any order.
+func sameFields(a, b string) bool {
+	split := func(s string) []string {
+		f := strings.Split(strings.TrimSpace(s), "\n")
+		if len(f) == 1 {
+			f = strings.Fields(f[0])
+		}
+		slices.Sort(f)
+		return f
+	}
+	return slices.Equal(split(a), split(b))
 }
