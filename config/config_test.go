@@ -1092,7 +1092,7 @@ func TestNewDefaults(t *testing.T) {
 		Name: "x", Listen: ap("127.0.0.1:1"), Protocol: TCP,
 		Algorithm: RoundRobin, Tracking: true, TrackingSize: 2048,
 		Blacklist: 30 * time.Second, ConnectTimeout: 3 * time.Second,
-		MaxConnections: 4096, Backlog: 500,
+		MaxConnections: 4096, Backlog: 500, Health: NewHealth(),
 	}
 	if diff := cmp.Diff(want, NewService("x", ap("127.0.0.1:1"), TCP), cmpOpts...); diff != "" {
 		t.Errorf("NewService tcp (-want +got):\n%s", diff)
@@ -1499,6 +1499,7 @@ func TestNewDSRService(t *testing.T) {
 		Algorithm: Maglev, Tracking: true, TrackingSize: 2048,
 		Blacklist: 30 * time.Second, ConnectTimeout: 3 * time.Second,
 		IdleTimeout: 300 * time.Second, MaxConnections: 65536, Backlog: 500,
+		Health: NewHealth(),
 	}
 	if diff := cmp.Diff(want, NewDSRService("vip", "eth0", ap("192.0.2.100:0"), UDP), cmpOpts...); diff != "" {
 		t.Errorf("NewDSRService (-want +got):\n%s", diff)

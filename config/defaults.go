@@ -38,6 +38,20 @@ const (
 	// Pi's Ethernet, where gokrazy's DHCP client runs.
 	DefaultNetworkInterface = "eth0"
 
+	// DefaultHealthInterval is the time between two health checks of a
+	// backend. Pen has no active health checks.
+	DefaultHealthInterval = 5 * time.Second
+	// DefaultHealthTimeout bounds one health check.
+	DefaultHealthTimeout = 2 * time.Second
+	// DefaultHealthRise is the number of consecutive successful checks
+	// that bring a down backend up.
+	DefaultHealthRise = 2
+	// DefaultHealthFall is the number of consecutive failed checks that
+	// take an up backend down.
+	DefaultHealthFall = 3
+	// DefaultHealthPath is an http(s) check's request path.
+	DefaultHealthPath = "/"
+
 	// DefaultDSRFlows is a DSR service's flow-table size (its
 	// max_connections): flows beyond it are still forwarded by Maglev,
 	// but lose their backend when the backend set changes.
@@ -59,6 +73,7 @@ func NewService(name string, listen netip.AddrPort, p Protocol) Service {
 		ConnectTimeout: DefaultConnectTimeout,
 		MaxConnections: DefaultMaxConnections,
 		Backlog:        DefaultBacklog,
+		Health:         NewHealth(),
 	}
 	if p == UDP {
 		s.IdleTimeout = DefaultUDPIdleTimeout
@@ -80,6 +95,23 @@ func NewDSRService(name, iface string, vip netip.AddrPort, p Protocol) Service {
 	s.IdleTimeout = DefaultDSRIdleTimeout
 	s.MaxConnections = DefaultDSRFlows
 	return s
+}
+
+// NewHealth returns the default [service.health]: check "none" (no active
+// checks, as Pen), and for when a check is chosen: every 5s with a 2s
+// timeout, up after 2 successes and down after 3 failures, http(s) GET of
+// "/" accepting status 200-399; the backend's (or DSR service's) port; fail
+// open; new backends start up.
+func NewHealth() Health {
+	return Health{
+		Check:        CheckNone,
+		Interval:     DefaultHealthInterval,
+		Timeout:      DefaultHealthTimeout,
+		Rise:         DefaultHealthRise,
+		Fall:         DefaultHealthFall,
+		Path:         DefaultHealthPath,
+		ExpectStatus: StatusRange{Lo: 200, Hi: 399},
+	}
 }
 
 // NewBackend returns a backend at addr with the default weight (1) and no

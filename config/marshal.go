@@ -107,6 +107,7 @@ func rawServiceOf(errs *errList, key string, s *Service) rawService {
 	if s.TLS != nil {
 		rs.TLS = rawTLSOf(errs, key+".tls", s.TLS)
 	}
+	rs.Health = rawHealthOf(errs, key+".health", &s.Health)
 	for _, b := range s.Backends {
 		addr := formatAddrPort(b.Address)
 		if s.Mode == ModeDSR {

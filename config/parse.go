@@ -163,6 +163,9 @@ func (rs *rawService) service(errs *errList, key string) Service {
 	if rs.TLS != nil {
 		s.TLS = rs.TLS.tls(errs, key+".tls")
 	}
+	if rs.Health != nil {
+		s.Health = rs.Health.health(errs, key+".health")
+	}
 	for i, rb := range rs.Backend {
 		bkey := fmt.Sprintf("%s.backend[%d]", key, i)
 		var b Backend

@@ -67,6 +67,7 @@ type rawService struct {
 	WebStats      string `toml:"web_stats,omitempty"`
 
 	TLS     *rawTLS      `toml:"tls,omitempty"`
+	Health  *rawHealth   `toml:"health,omitempty"`
 	Backend []rawBackend `toml:"backend,omitempty"`
 }
 

@@ -189,6 +189,10 @@ type Service struct {
 	Abuse netip.AddrPort
 	// ClientACL names the ACL clients must pass; "" permits all.
 	ClientACL string
+	// Health configures active health checks of the backends
+	// ([service.health]); NewService and NewDSRService set it to
+	// NewHealth(), which checks nothing (CheckNone, as Pen).
+	Health Health
 
 	// HTTP appends X-Forwarded-For and sets X-Forwarded-Proto on every
 	// request (Pen -H).

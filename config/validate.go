@@ -248,6 +248,7 @@ func (v *validator) service(key string, s *Service) {
 	v.intRange(key+".max_connections", s.MaxConnections, 1, maxTableSize)
 	v.aclRef(key+".client_acl", s.ClientACL)
 	v.intRange(key+".backlog", s.Backlog, 1, maxBacklog)
+	v.health(key+".health", s)
 	if s.Mode == ModeDSR {
 		v.dsrBackends(key, s)
 		return
