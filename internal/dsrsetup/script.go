@@ -208,7 +208,7 @@ func Script(o ScriptOptions) (string, error) {
 			b.WriteString(linuxDown + persistDown + "\npersist_down\nlinux_down\nsay \"done\"\n")
 		}
 	case OSFreeBSD:
-		b.WriteString(shCommon + bsdCommon)
+		b.WriteString(shCommon + bsdCommon + freebsdCommon)
 		if o.Undo {
 			b.WriteString(freebsdDown)
 		} else {
@@ -672,8 +672,8 @@ const bsdCommon = `command -v ifconfig >/dev/null 2>&1 || die "ifconfig is neede
 on_lo0() { ifconfig lo0 | awk -v a="$1" '$1 == "inet" && $2 == a { f = 1 } END { exit !f }'; }
 `
 
-// freebsdUp: the FreeBSD aliases, now and in rc.conf.
-const freebsdUp = `command -v sysrc >/dev/null 2>&1 || die "sysrc is needed"
+// freebsdCommon: rc.conf's aliases of lo0.
+const freebsdCommon = `command -v sysrc >/dev/null 2>&1 || die "sysrc is needed"
 
 # rc_aliases: the values of ifconfig_lo0_alias0, 1, ... up to the first gap.
 rc_aliases() {
@@ -683,7 +683,10 @@ rc_aliases() {
 		n=$((n + 1))
 	done
 }
+`
 
+// freebsdUp: the FreeBSD aliases, now and in rc.conf.
+const freebsdUp = `
 for vip in $VIPS; do
 	if on_lo0 "$vip"; then
 		say "$vip is on lo0 already"
@@ -704,17 +707,7 @@ say "done: ready for DSR to $VIPS, also after a reboot"
 `
 
 // freebsdDown: the FreeBSD undo.
-const freebsdDown = `command -v sysrc >/dev/null 2>&1 || die "sysrc is needed"
-
-# rc_aliases: the values of ifconfig_lo0_alias0, 1, ... up to the first gap.
-rc_aliases() {
-	n=0
-	while v=$(sysrc -n "ifconfig_lo0_alias$n" 2>/dev/null); do
-		printf '%s\n' "$v"
-		n=$((n + 1))
-	done
-}
-
+const freebsdDown = `
 for vip in $VIPS; do
 	if on_lo0 "$vip"; then
 		ifconfig lo0 inet "$vip" -alias
