@@ -673,7 +673,8 @@ on_lo0() { ifconfig lo0 | awk -v a="$1" '$1 == "inet" && $2 == a { f = 1 } END {
 `
 
 // freebsdCommon: rc.conf's aliases of lo0.
-const freebsdCommon = `command -v sysrc >/dev/null 2>&1 || die "sysrc is needed"
+const freebsdCommon = `
+command -v sysrc >/dev/null 2>&1 || die "sysrc is needed"
 
 # rc_aliases: the values of ifconfig_lo0_alias0, 1, ... up to the first gap.
 rc_aliases() {
