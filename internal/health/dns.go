@@ -3,7 +3,6 @@ package health
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -85,10 +84,11 @@ func DNS(addr netip.AddrPort, network, name string) Probe {
 		for {
 			n, err := conn.Read(buf)
 			if err != nil {
-				if errors.Is(err, net.ErrClosed) || mismatch == "" || ctx.Err() == nil {
-					return fail(ctx, start, err)
+				r := fail(ctx, start, err)
+				if mismatch != "" && r.Reason == "timeout" {
+					r.Reason = mismatch
 				}
-				return Result{Reason: mismatch, Latency: time.Since(start)}
+				return r
 			}
 			r, ours := judgeDNS(buf[:n], id, q)
 			if ours {

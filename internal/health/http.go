@@ -207,6 +207,8 @@ func readHTTPResponse(r io.Reader, want string) (status int, found bool, err err
 	}
 	body := make([]byte, 0, 4<<10)
 	switch {
+	case h.unknownTE:
+		return status, false, errBadEncoding
 	case h.chunked:
 		body, err = readChunked(br, body)
 	case h.length >= 0:
@@ -224,6 +226,9 @@ func readHTTPResponse(r io.Reader, want string) (status int, found bool, err err
 type respHeader struct {
 	length  int64 // Content-Length, -1 when absent
 	chunked bool
+	// unknownTE: a transfer coding other than chunked last, whose body we
+	// cannot delimit.
+	unknownTE bool
 }
 
 // readLine reads one line ending in LF, of at most max bytes (LF
@@ -315,10 +320,8 @@ func readHeaders(br *bufio.Reader, budget *int) (respHeader, error) {
 		case strings.EqualFold(name, "Transfer-Encoding"):
 			codings := strings.Split(value, ",")
 			last := strings.TrimSpace(codings[len(codings)-1])
-			if !strings.EqualFold(last, "chunked") {
-				return h, errBadEncoding
-			}
-			h.chunked = true
+			h.chunked = strings.EqualFold(last, "chunked")
+			h.unknownTE = !h.chunked
 		}
 	}
 }
