@@ -1471,6 +1471,12 @@ func FuzzParse(f *testing.F) {
 	for _, tt := range badTests {
 		f.Add([]byte(tt.in))
 	}
+	for _, tt := range healthGoodTests {
+		f.Add([]byte(tt.in))
+	}
+	for _, tt := range healthBadTests {
+		f.Add([]byte(tt.in))
+	}
 	if ref, err := os.ReadFile("reference.toml"); err == nil {
 		f.Add(ref)
 	}
