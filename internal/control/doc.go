@@ -139,6 +139,14 @@
 //	lbd_backend_bytes_received_total{service,backend,index}  counter (proxy)
 //	lbd_backend_packets_total{service,backend,index}         counter (DSR)
 //	lbd_backend_up{service,backend,index}          1 when its state is ok
+//	lbd_backend_health_up{service,backend,index}   1 while it passes its
+//	                                               service's health check
+//	lbd_backend_health_check_latency_seconds{service,backend,index} gauge
+//	lbd_backend_health_checks_total{service,backend,index}          counter
+//	lbd_backend_health_check_failures_total{service,backend,index}  counter
+//	lbd_backend_health_transitions_total{service,backend,index}     counter
+//	                                               (health metrics only for
+//	                                               services with a check)
 //	lbd_dsr_frames_received_total{interface}       counter
 //	lbd_dsr_frames_forwarded_total{interface}      counter
 //	lbd_dsr_frames_dropped_total{interface,reason} counter

@@ -34,6 +34,11 @@ var (
 	mBeSent     = desc("lbd_backend_bytes_sent_total", "Bytes sent to a backend (DSR: bytes forwarded).", beL...)
 	mBeReceived = desc("lbd_backend_bytes_received_total", "Bytes received from a backend (proxy services; DSR replies bypass lbd).", beL...)
 	mBePackets  = desc("lbd_backend_packets_total", "Frames forwarded to a backend (DSR services).", beL...)
+	mBeHealthUp = desc("lbd_backend_health_up", "1 while the backend passes its service's active health check, else 0 (only backends of services with a check).", beL...)
+	mBeLatency  = desc("lbd_backend_health_check_latency_seconds", "Duration of the backend's last health check.", beL...)
+	mBeChecks   = desc("lbd_backend_health_checks_total", "Health checks of the backend.", beL...)
+	mBeCheckErr = desc("lbd_backend_health_check_failures_total", "Failed health checks of the backend.", beL...)
+	mBeTrans    = desc("lbd_backend_health_transitions_total", "Up/down transitions of the backend's health.", beL...)
 	mBeUp       = desc("lbd_backend_up", "1 when the backend's state is ok, else 0 (blacklisted, drained, down, unresolved).", beL...)
 
 	mDSRReceived  = desc("lbd_dsr_frames_received_total", "Frames the DSR machinery received on an interface.", ifL...)
@@ -52,7 +57,7 @@ var (
 
 	allDescs = []*prometheus.Desc{
 		mBuildInfo, mSvcActive, mSvcTotal, mSvcRefused, mSvcLocalErrors, mSvcFlowLimited,
-		mReloads, mBeActive, mBeTotal, mBeFailures, mBeSent, mBeReceived, mBePackets, mBeUp,
+		mReloads, mBeHealthUp, mBeLatency, mBeChecks, mBeCheckErr, mBeTrans, mBeActive, mBeTotal, mBeFailures, mBeSent, mBeReceived, mBePackets, mBeUp,
 		mDSRReceived, mDSRForwarded, mDSRDropped, mDSRPartial, mDSRSuper, mDSRReadErrs, mTarpit,
 		mARPRequests, mARPReplies, mARPLearned, mARPUnsolicited, mARPConflicts,
 	}
@@ -114,6 +119,17 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 				up = 1
 			}
 			gauge(mBeUp, up, l...)
+			if h := b.Health; h != nil {
+				hu := 0.0
+				if h.Up {
+					hu = 1
+				}
+				gauge(mBeHealthUp, hu, l...)
+				gauge(mBeLatency, h.LatencyMs/1000, l...)
+				counter(mBeChecks, h.Checks, l...)
+				counter(mBeCheckErr, h.Failures, l...)
+				counter(mBeTrans, h.Transitions, l...)
+			}
 		}
 		if d := s.DSR; d != nil && !ifaces[d.Interface] {
 			ifaces[d.Interface] = true

@@ -19,7 +19,8 @@ func fixedStatus() Status {
 		{Name: "web", Mode: "proxy", Active: 3, Accepted: 1000, Refused: 7, LocalErrors: 2, FlowLimited: 1,
 			Backends: []BackendStatus{
 				{Index: 0, Address: "10.0.0.1:80", State: "ok", Active: 2, Sent: 500, Received: 9000, Connects: 900, Failures: 3},
-				{Index: 1, Address: "10.0.0.2:80", State: "blacklisted", Active: 1, Sent: 10, Received: 20, Connects: 100, Failures: 5},
+				{Index: 1, Address: "10.0.0.2:80", State: "blacklisted", Active: 1, Sent: 10, Received: 20, Connects: 100, Failures: 5,
+					Health: &HealthStatus{Up: false, LatencyMs: 250, Checks: 40, Failures: 7, Transitions: 3}},
 			}},
 		// Two DSR services on one interface share its counters: one set.
 		{Name: "dns", Mode: "dsr", DSR: dsr, Backends: []BackendStatus{
@@ -71,6 +72,21 @@ lbd_backend_connections_active{backend="10.0.0.2:80",index="1",service="web"} 1
 # TYPE lbd_backend_connections_total counter
 lbd_backend_connections_total{backend="10.0.0.1:80",index="0",service="web"} 900
 lbd_backend_connections_total{backend="10.0.0.2:80",index="1",service="web"} 100
+# HELP lbd_backend_health_check_failures_total Failed health checks of the backend.
+# TYPE lbd_backend_health_check_failures_total counter
+lbd_backend_health_check_failures_total{backend="10.0.0.2:80",index="1",service="web"} 7
+# HELP lbd_backend_health_check_latency_seconds Duration of the backend's last health check.
+# TYPE lbd_backend_health_check_latency_seconds gauge
+lbd_backend_health_check_latency_seconds{backend="10.0.0.2:80",index="1",service="web"} 0.25
+# HELP lbd_backend_health_checks_total Health checks of the backend.
+# TYPE lbd_backend_health_checks_total counter
+lbd_backend_health_checks_total{backend="10.0.0.2:80",index="1",service="web"} 40
+# HELP lbd_backend_health_transitions_total Up/down transitions of the backend's health.
+# TYPE lbd_backend_health_transitions_total counter
+lbd_backend_health_transitions_total{backend="10.0.0.2:80",index="1",service="web"} 3
+# HELP lbd_backend_health_up 1 while the backend passes its service's active health check, else 0 (only backends of services with a check).
+# TYPE lbd_backend_health_up gauge
+lbd_backend_health_up{backend="10.0.0.2:80",index="1",service="web"} 0
 # HELP lbd_backend_packets_total Frames forwarded to a backend (DSR services).
 # TYPE lbd_backend_packets_total counter
 lbd_backend_packets_total{backend="10.0.1.1:123",index="0",service="ntp"} 0

@@ -96,6 +96,27 @@ type ServiceStatus struct {
 	// DSR holds the DSR machinery's counters of the service's interface
 	// (shared by the DSR services on it); nil for proxy services.
 	DSR *DSRStatus `json:"dsr,omitempty"`
+	// HealthCheck is the kind of active health check ("" for none);
+	// AllDown is set while every backend fails it (the service then uses
+	// them all, or none with fail_closed: FailClosed).
+	HealthCheck string `json:"health_check,omitempty"`
+	AllDown     bool   `json:"all_down,omitempty"`
+	FailClosed  bool   `json:"fail_closed,omitempty"`
+}
+
+// HealthStatus is a backend's active health check state.
+type HealthStatus struct {
+	Up bool `json:"up"`
+	// Since is the last transition (or when checks began), RFC 3339.
+	Since string `json:"since"`
+	// Reason is the last transition's ("http 503", "timeout", "vip not
+	// bound"); LastFailure the last failed check's.
+	Reason      string  `json:"reason,omitempty"`
+	LastFailure string  `json:"last_failure,omitempty"`
+	LatencyMs   float64 `json:"latency_ms"` // of the last check
+	Checks      uint64  `json:"checks"`
+	Failures    uint64  `json:"failures"`
+	Transitions uint64  `json:"transitions"`
 }
 
 // BackendStatus is one backend of a service.
@@ -109,9 +130,11 @@ type BackendStatus struct {
 	// Drain is the backend's drain setting (no new clients or flows).
 	Drain bool `json:"drain"`
 	// State is "ok", "blacklisted", "drained" (drain, or weight 0 where
-	// the algorithm uses weights) or, for DSR, "down" (no ARP reply) or
-	// "unresolved".
+	// the algorithm uses weights), "down" (its health check fails; for
+	// DSR also: no ARP reply) or, for DSR, "unresolved".
 	State string `json:"state"`
+	// Health is the active health check's state; nil without checks.
+	Health *HealthStatus `json:"health,omitempty"`
 	// BlacklistedUntil is set while blacklisted (RFC 3339).
 	BlacklistedUntil string `json:"blacklisted_until,omitempty"`
 	// Active is the current connections (proxy services).

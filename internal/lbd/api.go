@@ -239,8 +239,19 @@ func (b apiBackend) Status() control.Status {
 			Mode:     sc.Mode.String(),
 			Backends: []control.BackendStatus{},
 		}
+		if sc.Health.Check != config.CheckNone {
+			ss.HealthCheck, ss.FailClosed = sc.Health.Check.String(), sc.Health.FailClosed
+			if sh := d.hc.services[sc.Name]; sh != nil {
+				ss.AllDown = sh.allDown
+			}
+		}
 		if p, dsc, ok := d.dsrService(sc.Name); ok {
 			ss.DSR, ss.Backends = dsrStatus(p, dsc)
+			for i := range ss.Backends {
+				if i < len(dsc.Backends) {
+					d.addHealth(&ss.Backends[i], sc, dsc.Backends[i])
+				}
+			}
 		} else if r := d.services[sc.Name]; r != nil {
 			c := r.svc.Counters()
 			ss.Active, ss.Accepted, ss.Refused, ss.LocalErrors, ss.FlowLimited = c.Active, c.Accepted, c.Refused, c.LocalErrors, c.FlowLimited
@@ -256,12 +267,30 @@ func (b apiBackend) Status() control.Status {
 				if bs.State == "blacklisted" {
 					bs.BlacklistedUntil = s.BlacklistedUntil.UTC().Format(time.RFC3339)
 				}
+				d.addHealth(&bs, sc, bc)
 				ss.Backends = append(ss.Backends, bs)
 			}
 		}
 		st.Services = append(st.Services, ss)
 	}
 	return st
+}
+
+// addHealth adds a backend's health check state to its status; a failing
+// check makes an ok or drained backend "down".
+func (d *Daemon) addHealth(bs *control.BackendStatus, sc config.Service, b config.Backend) {
+	hs, ok := d.backendHealth(sc, b)
+	if !ok {
+		return
+	}
+	bs.Health = &control.HealthStatus{
+		Up: hs.Up, Since: hs.Since.UTC().Format(time.RFC3339), Reason: hs.Reason, LastFailure: hs.LastFailure,
+		LatencyMs: float64(hs.LastLatency) / float64(time.Millisecond),
+		Checks:    hs.Checks, Failures: hs.Failures, Transitions: hs.Transitions,
+	}
+	if !hs.Up && (bs.State == "ok" || bs.State == "drained") {
+		bs.State = "down"
+	}
 }
 
 // proxyBackendState is a proxied backend's state, for the status page and

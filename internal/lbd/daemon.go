@@ -53,6 +53,7 @@ type Daemon struct {
 	penACL    atomic.Pointer[ctlACL] // control ACL of the running config
 	api       apiState               // the HTTPS control API (api.go)
 	reloads   reloadCounts           // config file re-reads by outcome
+	hc        healthRun              // active health checks (health.go)
 	// DebugBoost is lbd's -d count, added to the debug level of every
 	// config loaded from a file and taken off again when one is saved.
 	DebugBoost int
@@ -195,6 +196,7 @@ func (d *Daemon) Close() {
 		}
 		d.hangUpControl()
 		d.closeAPI()
+		d.closeHealth()
 		for _, r := range d.services {
 			d.stop(r, true)
 		}
@@ -221,6 +223,7 @@ func (d *Daemon) Close() {
 	}
 	d.mu.Unlock()
 	d.ctlWG.Wait()
+	d.waitHealth()
 }
 
 // SetRoot sets the directory that request log paths are relative to: Pen's

@@ -471,6 +471,7 @@ func (t *txn) commit() {
 	d.debug.Store(int32(cfg.Debug))
 	t.commitControl()
 	t.commitAPI()
+	d.syncHealth(cfg)
 }
 
 // serve starts a new service on its prepared socket.

@@ -24,6 +24,7 @@ func (v runtimeView) ServerStats(service string) []pen.ServerStat {
 		out := make([]pen.ServerStat, len(sc.Backends))
 		for i, b := range sc.Backends {
 			out[i].Sent = bs[b.Address.Addr()].Bytes
+			out[i].Health = v.d.healthWord(sc, b)
 		}
 		return out
 	}
@@ -35,6 +36,9 @@ func (v runtimeView) ServerStats(service string) []pen.ServerStat {
 	out := make([]pen.ServerStat, len(st))
 	for i, s := range st {
 		out[i] = pen.ServerStat{Conns: s.Conns, Sent: s.Sent, Recv: s.Recv}
+		if i < len(r.cfg.Backends) {
+			out[i].Health = v.d.healthWord(r.cfg, r.cfg.Backends[i])
+		}
 	}
 	return out
 }

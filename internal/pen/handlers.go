@@ -608,8 +608,12 @@ func (st *state) servers([]string) error {
 		if b.Used() {
 			addr, port = b.Address.Addr().String(), int(b.Address.Port())
 		}
-		st.printf("%d addr %s port %d conn %d max %d hard %d weight %d prio %d sx %d rx %d\n",
+		st.printf("%d addr %s port %d conn %d max %d hard %d weight %d prio %d sx %d rx %d",
 			i, addr, port, ss.Conns, b.Max, b.Hard, b.Weight, b.Prio, ss.Sent, ss.Recv)
+		if ss.Health != "" {
+			st.printf(" health %s", ss.Health) // nib: Pen has no health checks
+		}
+		st.printf("\n")
 	}
 	return nil
 }

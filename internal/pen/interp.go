@@ -22,6 +22,9 @@ type ServerStat struct {
 	Conns int
 	// Sent is bytes sent to the server, Recv bytes received from it.
 	Sent, Recv uint64
+	// Health is "up" or "down" when the service has an active health
+	// check (nib only: servers appends " health WORD"), else "".
+	Health string
 }
 
 // ClientStat is the live state of one recent client.

@@ -117,8 +117,20 @@
     return sec;
   }
 
+  // healthCell shows a backend's active health check: up, or down with the
+  // reason; "–" without checks.
+  function healthCell(h) {
+    if (!h) return el("td", { class: "be-health", "data-value": "", text: "–" });
+    const word = h.up ? "up" : "down";
+    const td = el("td", { class: "be-health health-" + word, "data-value": word,
+      text: h.up ? "up" : "down: " + (h.reason || h.last_failure || "failing") });
+    td.title = `since ${h.since}; last check ${h.latency_ms.toFixed(1)} ms; ${h.checks} checks, ${h.failures} failed, ${h.transitions} transitions` +
+      (h.last_failure ? `; last failure: ${h.last_failure}` : "");
+    return td;
+  }
+
   function renderBackends(backends, dsr) {
-    const cols = [["#", ""], ["address", ""], ["state", ""], ["weight", "num"], ["active", "num"],
+    const cols = [["#", ""], ["address", ""], ["state", ""], ["health", ""], ["weight", "num"], ["active", "num"],
       ["connects", "num"], ["failed", "num"], ["sent", "num"], ["received", "num"], ["packets", "num"]];
     const rows = backends.map((b) => {
       const state = el("td", { class: "be-state state-" + b.state, "data-value": b.state, text: b.state });
@@ -127,6 +139,7 @@
         el("td", { class: "be-index", "data-value": b.index, text: b.index }),
         el("td", { class: "be-address", text: b.address }),
         state,
+        healthCell(b.health),
         el("td", { class: "be-weight num", "data-value": b.weight, text: b.weight }),
         el("td", { class: "be-active num", "data-value": b.active, text: dsr ? "–" : fmtCount(b.active) }),
         el("td", { class: "be-connects num", "data-value": b.connects || 0, text: dsr ? "–" : fmtCount(b.connects) }),
