@@ -158,7 +158,6 @@ func TestHealthProxyDownAndUp(t *testing.T) {
 	}
 }
 
-
 // Every backend down: the service uses them all (fail open), or none with
 // fail_closed, where the emergency server takes the clients.
 func TestHealthAllDown(t *testing.T) {
