@@ -352,7 +352,7 @@ health = {expect_status = 2.5}
 		},
 	},
 	{
-		name: "wrong types and unknown keys",
+		name: "wrong type",
 		in: proxyTCP + `[service.health]
 rise = "2"
 `,
