@@ -713,7 +713,7 @@ func TestHealthRoundTripRandom(t *testing.T) {
 		return []Service{p, u, d, a, du}
 	}
 	pick := func(l ...string) string { return l[r.IntN(len(l))] }
-	for i := range 500 {
+	for i := range 200 {
 		c := &Config{Services: services()}
 		for j := range c.Services {
 			s := &c.Services[j]
