@@ -324,7 +324,8 @@ func (c *Checker) check(t *target, p Probe, lim *Limiter, timeout time.Duration)
 		r = p(ctx)
 	}
 	elapsed := time.Since(start)
-	timedOut := errors.Is(ctx.Err(), context.DeadlineExceeded)
+	// ctx's timer may not have fired yet on a busy machine: time decides.
+	timedOut := elapsed >= timeout || errors.Is(ctx.Err(), context.DeadlineExceeded)
 	cancel()
 	<-lim.sem
 	if r.Latency <= 0 {

@@ -56,6 +56,7 @@ func (r *recorder) count() int {
 type switchable struct {
 	reason atomic.Pointer[string]
 	checks atomic.Int64
+	run    atomic.Int64 // consecutive results like the last: >0 successes, <0 failures
 }
 
 func (s *switchable) set(reason string) { s.reason.Store(&reason) }
@@ -63,8 +64,16 @@ func (s *switchable) set(reason string) { s.reason.Store(&reason) }
 func (s *switchable) probe(ctx context.Context) Result {
 	s.checks.Add(1)
 	if r := s.reason.Load(); r != nil && *r != "" {
+		if s.run.Load() > 0 {
+			s.run.Store(0)
+		}
+		s.run.Add(-1)
 		return Result{Reason: *r}
 	}
+	if s.run.Load() < 0 {
+		s.run.Store(0)
+	}
+	s.run.Add(1)
 	return Result{OK: true}
 }
 
@@ -83,7 +92,14 @@ func TestCheckerFallRise(t *testing.T) {
 	const iv = 20 * time.Millisecond
 	rec := newRecorder()
 	var p switchable
-	c := New(Options{Interval: iv, Timeout: 10 * time.Millisecond, Rise: 2, Fall: 3, OnChange: rec.onChange},
+	// The results the probe gave in a row when a transition is reported:
+	// no other check of the backend runs until OnChange returns.
+	runs := make(chan int64, 10)
+	onChange := func(key string, up bool, r Result) {
+		runs <- p.run.Load()
+		rec.onChange(key, up, r)
+	}
+	c := New(Options{Interval: iv, Timeout: 10 * time.Millisecond, Rise: 2, Fall: 3, OnChange: onChange},
 		[]Target{{Key: "10.0.0.1:80", Probe: p.probe}})
 	defer c.Close()
 	eventually(t, "checks", func() bool { return p.checks.Load() >= 3 })
@@ -98,8 +114,11 @@ func TestCheckerFallRise(t *testing.T) {
 	if e.key != "10.0.0.1:80" || e.up || e.r.OK || e.r.Reason != "http 503" {
 		t.Errorf("event %+v", e)
 	}
-	// The first failure comes within an interval, the third two later.
-	if d < 2*iv-5*time.Millisecond || d > 3*iv+300*time.Millisecond {
+	if n := <-runs; n != -3 {
+		t.Errorf("down after %d results in a row, want 3 failures", n)
+	}
+	// Three checks of an interval each (and slack for a busy machine).
+	if d > 4*iv+500*time.Millisecond {
 		t.Errorf("down after %v, want about %v", d, 3*iv)
 	}
 	if c.Up("10.0.0.1:80") {
@@ -122,7 +141,10 @@ func TestCheckerFallRise(t *testing.T) {
 	if !e.up || !e.r.OK || e.r.Reason != "ok" {
 		t.Errorf("event %+v", e)
 	}
-	if d < iv-5*time.Millisecond || d > 2*iv+300*time.Millisecond {
+	if n := <-runs; n != 2 {
+		t.Errorf("up after %d results in a row, want 2 successes", n)
+	}
+	if d > 3*iv+500*time.Millisecond {
 		t.Errorf("up after %v, want about %v", d, 2*iv)
 	}
 	st, _ = c.Status("10.0.0.1:80")
@@ -194,17 +216,15 @@ func TestCheckerSpread(t *testing.T) {
 	eventually(t, "first checks", func() bool { mu.Lock(); defer mu.Unlock(); return len(first) == n })
 	mu.Lock()
 	defer mu.Unlock()
-	// Target i's first check at i×iv/n: in order, and each offset close
-	// to its slot (late by scheduling at most).
+	// Target i's first check at i×iv/n: never before its slot (so by
+	// then at most i checks have started), and not long after it (late by
+	// scheduling at most, generous for a busy machine).
 	for i := range n {
 		off := first[i].Sub(start)
 		slot := time.Duration(i) * iv / n
-		if off < slot-2*time.Millisecond || off > slot+iv/n+100*time.Millisecond {
+		if off < slot-time.Millisecond || off > slot+150*time.Millisecond {
 			t.Errorf("target %d first checked at %v, slot %v", i, off, slot)
 		}
-	}
-	if span := first[n-1].Sub(first[0]); span < iv/2 {
-		t.Errorf("first checks span %v of an interval of %v", span, iv)
 	}
 }
 
@@ -279,7 +299,7 @@ func TestCheckerOneInFlight(t *testing.T) {
 	if m := f.max.Load(); m != 1 {
 		t.Errorf("%d checks of one backend in flight", m)
 	}
-	if n := checks.Load(); n < 2 || n > 5 {
+	if n := checks.Load(); n < 1 || n > 5 {
 		t.Errorf("%d checks in 200ms of 50ms each", n)
 	}
 	st, _ := c.Status("a")
@@ -464,13 +484,15 @@ func TestCheckerUpdateKeepsPhase(t *testing.T) {
 	time.Sleep(iv / 3)
 	c.Update(o, []Target{{Key: "k", Probe: p}, {Key: "new", Probe: func(context.Context) Result { return Result{OK: true} }}})
 	next := <-checks
-	if d := next.Sub(last); d < iv-10*time.Millisecond || d > iv+60*time.Millisecond {
-		t.Errorf("next check %v after the last, want %v", d, iv)
+	// A round may be skipped on a busy machine (the previous check not
+	// over yet when the next is due), but the phase stays.
+	if d := next.Sub(last); d < iv-10*time.Millisecond || d%iv > 60*time.Millisecond && d%iv < iv-10*time.Millisecond {
+		t.Errorf("next check %v after the last, want a multiple of %v", d, iv)
 	}
 	// A shorter interval keeps the phase within it.
 	o.Interval = iv / 2
 	c.Update(o, []Target{{Key: "k", Probe: p}})
-	if d := (<-checks).Sub(next); d > iv+60*time.Millisecond {
+	if d := (<-checks).Sub(next); d > iv+200*time.Millisecond {
 		t.Errorf("next check %v after the last", d)
 	}
 }
