@@ -121,7 +121,8 @@ type HealthStatus struct {
 
 // BackendStatus is one backend of a service.
 type BackendStatus struct {
-	Index   int    `json:"index"`
+	Index int `json:"index"`
+	// Address is ip:port (proxy) or ip (DSR: no port).
 	Address string `json:"address"`
 	Weight  int    `json:"weight"`
 	Prio    int    `json:"prio"`

@@ -329,7 +329,7 @@ func dsrStatus(p *dsrPort, sc config.Service) (*control.DSRStatus, []control.Bac
 		a := b.Address.Addr()
 		state := p.backendState(a, b)
 		bs := bstats[a]
-		out = append(out, control.BackendStatus{Index: i, Address: b.Address.String(), Weight: b.Weight, Prio: b.Prio, Max: b.Max, Hard: b.Hard,
+		out = append(out, control.BackendStatus{Index: i, Address: b.Address.Addr().String(), Weight: b.Weight, Prio: b.Prio, Max: b.Max, Hard: b.Hard,
 			Drain: b.Drain, State: state, Sent: bs.Bytes, Packets: bs.Packets})
 	}
 	return ds, out

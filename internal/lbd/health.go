@@ -95,9 +95,11 @@ func vipProbe(p *dsrPort, vip netip.Addr, port uint16, be netip.Addr) health.Pro
 		if !ok {
 			return health.Result{Reason: "no MAC for the backend (no ARP reply)"}
 		}
+		// No answer means "vip not bound": conclude that before the
+		// check's own deadline, which would only say "timeout".
 		timeout := time.Second
 		if dl, ok := ctx.Deadline(); ok {
-			timeout = time.Until(dl)
+			timeout = time.Until(dl) * 3 / 4
 		}
 		v, _, err := dsrcheck.ProbeVIP(ctx, iface, vip, port, mac[:], timeout)
 		switch {
