@@ -43,11 +43,12 @@ type Options struct {
 	// bound them together. nil is a process-wide Limiter of DefaultLimit.
 	Limit *Limiter
 	// OnChange, when set, is called on each transition of a backend, after
-	// Up reports the new state, without the Checker's locks held, in order
-	// for each key. r is the check that made the transition; its Reason is
-	// the failure's for a down transition, the probe's note or "ok" for an
-	// up one. It must not call Close; while it runs, the backend is not
-	// checked again.
+	// Up reports the new state, without the Checker's locks held: in order
+	// for each key, concurrently for different keys. r is the check that
+	// made the transition; its Reason is the failure's for a down
+	// transition, the probe's note or "ok" for an up one. New and Update
+	// call it for nothing (a new backend's first state is no transition).
+	// It must not call Close; while it runs, the backend is not checked.
 	OnChange func(key string, up bool, r Result)
 }
 

@@ -379,3 +379,29 @@ func TestAll(t *testing.T) {
 		t.Errorf("none: %+v", r)
 	}
 }
+
+func TestHTTPIPv6(t *testing.T) {
+	ln, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Skip("no IPv6 loopback:", err)
+	}
+	defer ln.Close()
+	hosts := make(chan string, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		req, _ := readRequest(c)
+		hosts <- req
+		c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"))
+	}()
+	addr := netip.MustParseAddrPort(ln.Addr().String())
+	if r := run(HTTP(addr, HTTPOptions{}), time.Second); !r.OK {
+		t.Fatalf("%+v", r)
+	}
+	if req := <-hosts; !strings.Contains(req, "\r\nHost: [::1]:"+fmt.Sprint(addr.Port())+"\r\n") {
+		t.Errorf("request %q", req)
+	}
+}
