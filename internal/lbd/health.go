@@ -311,3 +311,13 @@ func (d *Daemon) healthWord(sc config.Service, b config.Backend) string {
 	}
 	return "down"
 }
+
+// healthNote is what Pen's status page says of a backend its health check
+// holds down ("down (health: http 503)"); "" otherwise.
+func (d *Daemon) healthNote(sc config.Service, b config.Backend) string {
+	hs, ok := d.backendHealth(sc, b)
+	if !ok || hs.Up || !b.Used() {
+		return ""
+	}
+	return "down (health: " + hs.Reason + ")"
+}

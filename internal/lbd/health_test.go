@@ -138,6 +138,10 @@ func TestHealthProxyDownAndUp(t *testing.T) {
 		!strings.Contains(out.String(), " health up\n") {
 		t.Errorf("servers:\n%s", out.String())
 	}
+	var page strings.Builder
+	if err := (runtimeView{d}).StatusHTML("web", &page); err != nil || !strings.Contains(page.String(), "<td>down (health: connection refused)</td>") {
+		t.Errorf("status page (%v):\n%s", err, page.String())
+	}
 
 	b.start()
 	start = time.Now()
