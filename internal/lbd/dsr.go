@@ -21,6 +21,19 @@ import (
 	"github.com/nib-lb/nib/internal/dsr"
 )
 
+// forwarder is a DSR data path: internal/dsr's AF_PACKET forwarder (and,
+// later, an XDP program with the same methods).
+type forwarder interface {
+	SetMAC([6]byte)
+	Update([]dsr.ServiceConfig, dsr.Tarpit) error
+	Refresh()
+	Run(context.Context) error
+	Stats() dsr.Stats
+	Close()
+}
+
+var _ forwarder = (*dsr.Forwarder)(nil)
+
 // dsrPort is the DSR machinery on one interface: the ARP daemon that
 // answers for its VIPs and resolves its backends, and the forwarder.
 //
@@ -32,7 +45,7 @@ type dsrPort struct {
 	ifi     *net.Interface // as read when the port was opened
 	workers int
 	arp     *arpd.Daemon
-	fwd     *dsr.Forwarder
+	fwd     forwarder
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 
