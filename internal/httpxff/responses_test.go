@@ -186,11 +186,15 @@ func TestResponsesHoldNothingBetweenResponses(t *testing.T) {
 	r := New(client4, "http", 0)
 	r.Feed(nil, []byte("GET / HTTP/1.1\r\n\r\n"))
 	resp := r.Responses()
-	resp.Feed([]byte("HTTP/1.1 200 OK\r\nContent-Le"))
-	if len(resp.line) == 0 {
-		t.Fatal("split line not held")
+	// A header line longer than keepBuf, split: held while incomplete,
+	// and its buffer dropped once the response head is done, so an idle
+	// connection keeps nothing that size.
+	pad := strings.Repeat("a", 2*keepBuf)
+	resp.Feed([]byte("HTTP/1.1 200 OK\r\nX-Pad: " + pad[:keepBuf]))
+	if len(resp.line) <= keepBuf/2 || cap(resp.line) < len(resp.line) {
+		t.Fatalf("split line not held: len %d", len(resp.line))
 	}
-	resp.Feed([]byte("ngth: " + strings.Repeat("9", 17) + "\r\n\r\n"))
+	resp.Feed([]byte(pad[keepBuf:] + "\r\nContent-Length: 0\r\n\r\n"))
 	if len(resp.line) != 0 || cap(resp.line) > keepBuf {
 		t.Fatalf("line buffer kept: len %d cap %d", len(resp.line), cap(resp.line))
 	}
