@@ -1,0 +1,293 @@
+//go:build linux
+
+package xdp
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+
+	"github.com/nib-lb/nib/internal/balance"
+	"github.com/nib-lb/nib/internal/dsr"
+)
+
+// Limits of the program's maps (dsr.h; the tests check them against the
+// compiled object).
+const (
+	// MaxServices bounds the services of one forwarder (IPv4 VIPs).
+	MaxServices = 256
+	// MaxBackends bounds the backends of all services together (a backend
+	// of two services counts twice).
+	MaxBackends = 4096
+	// MaxTarpitPrefixes bounds the tarpit's IPv4 prefixes.
+	MaxTarpitPrefixes = 1024
+
+	maglevSize  = balance.MaglevSize
+	serviceKeys = 2 * 3 * MaxServices
+	noTable     = ^uint32(0)
+)
+
+// Bits of the program's map values (dsr.h).
+const (
+	kindGen = 1
+	kindAny = 2
+
+	beResolved = 1
+	beGone     = 2
+
+	cfgTarpit = 1
+)
+
+// Counter indexes (enum counter): the drop reasons follow cntDrops in
+// dsr.DropReason's order.
+const (
+	cntReceived = iota
+	cntForwarded
+	cntTarpitReplies
+	cntDrops
+	numDropReasons = int(dsr.DropNotForUs) + 1
+	numCounters    = cntDrops + numDropReasons
+)
+
+// backendState is one backend of one service, as the maps know it: id is
+// its slot in backends and be_stats, stable across reloads while the
+// backend stays in its service; gen changes whenever the slot is given to
+// another backend.
+type backendState struct {
+	addr     netip.Addr
+	id, gen  uint32
+	down     bool // the forwarder's down func says so: no flows at all
+	mac      [6]byte
+	resolved bool
+}
+
+// serviceState is one service in a snapshot; id is its slot in svc_stats,
+// stable across reloads by name.
+type serviceState struct {
+	cfg      dsr.ServiceConfig
+	id       uint32
+	backends []*backendState
+	// table is the Maglev lookup table (slot → backend id) over the
+	// backends that take new flows; nil when none does.
+	table []uint32
+}
+
+// snapshot is what one Update or Refresh writes into the maps.
+type snapshot struct {
+	services []*serviceState
+	tarpit   []netip.Prefix // IPv4 prefixes only
+	// fresh are ids given out by this build, whose counters start at zero;
+	// released backends left the configuration: their flows move.
+	freshServices, freshBackends []uint32
+	released                     []*backendState
+}
+
+// registry hands out the stable ids across snapshots.
+type registry struct {
+	services map[string]uint32
+	freeSvc  []uint32
+	nextSvc  uint32
+	backends map[beKey]*backendState
+	freeBe   []uint32
+	nextBe   uint32
+	gen      uint32
+}
+
+type beKey struct {
+	service string
+	addr    netip.Addr
+}
+
+func newRegistry() *registry {
+	return &registry{services: map[string]uint32{}, backends: map[beKey]*backendState{}}
+}
+
+// check says whether cfgs and tp fit the maps. Services with a VIP that is
+// not IPv4 are left out of the program (their frames pass to the stack;
+// dsr counts them as unsupported) and counted in skipped.
+func check(cfgs []dsr.ServiceConfig, tp dsr.Tarpit) (skipped int, err error) {
+	n, b, t := 0, 0, 0
+	for _, c := range cfgs {
+		if !c.VIP.Is4() {
+			skipped++
+			continue
+		}
+		n++
+		b += len(c.Backends)
+		for _, bc := range c.Backends {
+			if bc.Weight < 0 {
+				return 0, fmt.Errorf("xdp: service %s: backend %s has a negative weight", c.Name, bc.Addr)
+			}
+		}
+	}
+	for _, p := range tp.Prefixes {
+		if p.Addr().Is4() {
+			t++
+		}
+	}
+	switch {
+	case n > MaxServices:
+		return 0, fmt.Errorf("xdp: %d IPv4 services, at most %d", n, MaxServices)
+	case b > MaxBackends:
+		return 0, fmt.Errorf("xdp: %d backends over all services, at most %d", b, MaxBackends)
+	case t > MaxTarpitPrefixes:
+		return 0, fmt.Errorf("xdp: %d tarpit prefixes, at most %d", t, MaxTarpitPrefixes)
+	}
+	return skipped, nil
+}
+
+// build makes the snapshot for cfgs (checked by check), carrying over the
+// ids, and the MACs known so far, of the services and backends that stay.
+// down (may be nil) reports backends that must not get new flows; their
+// established flows move too (dsr's gone flag).
+func (r *registry) build(cfgs []dsr.ServiceConfig, tp dsr.Tarpit, down func(string, netip.Addr) bool) *snapshot {
+	s := &snapshot{}
+	keepSvc := map[string]bool{}
+	keepBe := map[beKey]bool{}
+	for _, c := range cfgs {
+		if !c.VIP.Is4() {
+			continue
+		}
+		keepSvc[c.Name] = true
+		for _, bc := range c.Backends {
+			keepBe[beKey{c.Name, bc.Addr}] = true
+		}
+	}
+	// Release first, so that the ids are free for the newcomers.
+	for name, id := range r.services {
+		if !keepSvc[name] {
+			delete(r.services, name)
+			r.freeSvc = append(r.freeSvc, id)
+		}
+	}
+	for k, b := range r.backends {
+		if !keepBe[k] {
+			delete(r.backends, k)
+			r.freeBe = append(r.freeBe, b.id)
+			s.released = append(s.released, b)
+		}
+	}
+	for _, c := range cfgs {
+		if !c.VIP.Is4() {
+			continue
+		}
+		id, ok := r.services[c.Name]
+		if !ok {
+			id = r.allocSvc()
+			r.services[c.Name] = id
+			s.freshServices = append(s.freshServices, id)
+		}
+		ss := &serviceState{cfg: c, id: id}
+		var keys []string
+		var weights []int
+		var pick []*backendState
+		for _, bc := range c.Backends {
+			k := beKey{c.Name, bc.Addr}
+			b := r.backends[k]
+			if b == nil {
+				b = &backendState{addr: bc.Addr, id: r.allocBe()}
+				r.gen++
+				b.gen = r.gen
+				r.backends[k] = b
+				s.freshBackends = append(s.freshBackends, b.id)
+			}
+			b.down = down != nil && down(c.Name, bc.Addr)
+			ss.backends = append(ss.backends, b)
+			if bc.Weight > 0 && !b.down {
+				pick = append(pick, b)
+				keys = append(keys, bc.Addr.String())
+				weights = append(weights, bc.Weight)
+			}
+		}
+		if len(pick) > 0 {
+			m := balance.NewMaglev(keys, weights, maglevSize)
+			ss.table = make([]uint32, maglevSize)
+			for i := range ss.table {
+				ss.table[i] = pick[m.Lookup(uint64(i))].id
+			}
+		}
+		s.services = append(s.services, ss)
+	}
+	for _, p := range tp.Prefixes {
+		if p.Addr().Is4() {
+			s.tarpit = append(s.tarpit, p.Masked())
+		}
+	}
+	return s
+}
+
+func (r *registry) allocSvc() uint32 {
+	if n := len(r.freeSvc); n > 0 {
+		id := r.freeSvc[n-1]
+		r.freeSvc = r.freeSvc[:n-1]
+		return id
+	}
+	r.nextSvc++
+	return r.nextSvc - 1
+}
+
+func (r *registry) allocBe() uint32 {
+	if n := len(r.freeBe); n > 0 {
+		id := r.freeBe[n-1]
+		r.freeBe = r.freeBe[:n-1]
+		return id
+	}
+	r.nextBe++
+	return r.nextBe - 1
+}
+
+// addr32 is an IPv4 address as the program holds it: the frame's bytes
+// read as a native-endian word.
+func addr32(a netip.Addr) uint32 {
+	b := a.As4()
+	return binary.NativeEndian.Uint32(b[:])
+}
+
+// serviceEntries are the services map's entries for generation gen: a
+// service's own key (later services win a duplicate key, as in dsr's
+// table), the VIP's marker (protocol and port 0) and, per VIP and protocol,
+// the any-port entry naming the first service (dsr's lookupAny).
+func (s *snapshot) serviceEntries(gen uint8) map[dsrSvcKey]dsrSvcVal {
+	out := make(map[dsrSvcKey]dsrSvcVal, 3*len(s.services))
+	for i, ss := range s.services {
+		c := ss.cfg
+		v := dsrSvcVal{Id: ss.id, Table: noTable, Port: c.Port}
+		if ss.table != nil {
+			v.Table = tableIndex(gen, i)
+		}
+		if c.PerFlow {
+			v.PerFlow = 1
+		}
+		vip := addr32(c.VIP)
+		out[dsrSvcKey{Vip: vip, Port: c.Port, Proto: c.Proto, Kind: gen}] = v
+		out[dsrSvcKey{Vip: vip, Kind: gen}] = dsrSvcVal{Table: noTable}
+		anyKey := dsrSvcKey{Vip: vip, Proto: c.Proto, Kind: gen | kindAny}
+		if _, ok := out[anyKey]; !ok {
+			out[anyKey] = v
+		}
+	}
+	return out
+}
+
+// tableIndex is service i's Maglev table in the maglev map: each generation
+// has a half of its own.
+func tableIndex(gen uint8, i int) uint32 { return uint32(gen)*MaxServices + uint32(i) }
+
+// tarpitKey is the tarpit map's key for prefix p in generation gen.
+func tarpitKey(gen uint8, p netip.Prefix) dsrTarpitKey {
+	a := p.Addr().As4()
+	return dsrTarpitKey{Prefixlen: 8 + uint32(p.Bits()), Data: [8]uint8{gen, a[0], a[1], a[2], a[3]}}
+}
+
+// backendValue is a backend's entry in the backends map.
+func backendValue(b *backendState, gone bool) dsrBackend {
+	v := dsrBackend{Gen: b.gen}
+	if b.resolved {
+		v.Mac = b.mac
+		v.Flags |= beResolved
+	}
+	if gone || b.down {
+		v.Flags |= beGone
+	}
+	return v
+}
