@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nib-lb/nib/internal/hosttool"
 	"github.com/nib-lb/nib/internal/initspec"
 )
 
@@ -69,7 +70,7 @@ func Build(o Options) (*Result, error) {
 	if o.Log == nil {
 		o.Log = io.Discard
 	}
-	if err := CheckTools(RequiredTools); err != nil {
+	if err := hosttool.Missing(RequiredTools...); err != nil {
 		return nil, err
 	}
 	in, err := LoadInstance(filepath.Join(o.InstanceDir, "config.json"))

@@ -16,8 +16,9 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/nib-lb/nib/internal/needs"
 	"time"
+
+	"github.com/nib-lb/nib/internal/needs"
 )
 
 // testDisk assembles a small but real appliance disk: MBR, a FAT16 boot

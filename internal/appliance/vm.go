@@ -15,6 +15,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/nib-lb/nib/internal/hosttool"
 )
 
 // Forward is a QEMU user-network port forward: host ADDR:PORT → guest port.
@@ -75,7 +77,7 @@ func RunVM(ctx context.Context, o VMOptions) error {
 	if o.CPUs == 0 {
 		o.CPUs = 2
 	}
-	if err := CheckTools([][2]string{{"qemu-system-aarch64", "qemu-system-arm"}}); err != nil {
+	if err := hosttool.Missing("qemu-system-aarch64"); err != nil {
 		return err
 	}
 	dir, err := os.MkdirTemp("", "nib-vm-")

@@ -21,11 +21,10 @@ package needs
 import (
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
+
+	"github.com/nib-lb/nib/internal/hosttool"
 )
 
 // CI reports whether the tests run under CI (CI=true, or another value
@@ -60,11 +59,11 @@ func Root(t testing.TB) {
 }
 
 // Tool needs the command name and returns its path. A name without a slash
-// is looked up in PATH, then in /usr/sbin and /sbin (which are not in a
-// normal user's PATH); a name with a slash must be that executable file.
+// is looked up in PATH, then in the sbin directories (hosttool.Look); a
+// name with a slash must be that executable file.
 func Tool(t testing.TB, name string) string {
 	t.Helper()
-	p, err := lookPath(name)
+	p, err := hosttool.Look(name)
 	if err != nil {
 		Unmet(t, "needs %s, which is not installed%s", name, installHint(name))
 	}
@@ -79,40 +78,8 @@ func Tools(t testing.TB, names ...string) {
 	}
 }
 
-// sbinDirs are searched after PATH; this package's tests replace them.
-var sbinDirs = []string{"/usr/sbin", "/sbin"}
-
-func lookPath(name string) (string, error) {
-	if p, err := exec.LookPath(name); err == nil {
-		return p, nil
-	}
-	if strings.Contains(name, "/") {
-		return "", fmt.Errorf("%s is not an executable file", name)
-	}
-	for _, dir := range sbinDirs {
-		p := filepath.Join(dir, name)
-		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("%s not found in PATH or %s", name, strings.Join(sbinDirs, ", "))
-}
-
-// debianPackage names the Debian package that installs each command the
-// tests use (.ci/run installs them all; a test checks that it does).
-var debianPackage = map[string]string{
-	"pen": "pen", "penctl": "pen",
-	"curl": "curl", "dig": "dnsutils",
-	"ip": "iproute2", "ping": "iputils-ping", "ethtool": "ethtool",
-	"haproxy": "haproxy", "nginx": "nginx", "wrk": "wrk", "iperf3": "iperf3", "tcpdump": "tcpdump",
-	"openssl": "openssl", "mksquashfs": "squashfs-tools", "unsquashfs": "squashfs-tools",
-	"mkfs.fat": "dosfstools", "mcopy": "mtools", "mdel": "mtools",
-	"sfdisk": "fdisk", "mke2fs": "e2fsprogs", "debugfs": "e2fsprogs",
-	"qemu-system-aarch64": "qemu-system-arm", "chromium": "chromium",
-}
-
 func installHint(name string) string {
-	if pkg, ok := debianPackage[filepath.Base(name)]; ok {
+	if pkg := hosttool.Package(name); pkg != "" {
 		return fmt.Sprintf(" (Debian package %s: apt-get install %s; .ci/run installs it)", pkg, pkg)
 	}
 	return ""

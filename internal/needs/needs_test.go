@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nib-lb/nib/internal/hosttool"
 )
 
 func TestCI(t *testing.T) {
@@ -40,9 +42,9 @@ func TestToolLooksInPathThenSbin(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv("PATH", bin)
-	saved := sbinDirs
-	sbinDirs = []string{sbin}
-	t.Cleanup(func() { sbinDirs = saved })
+	saved := hosttool.SbinDirs
+	hosttool.SbinDirs = []string{sbin}
+	t.Cleanup(func() { hosttool.SbinDirs = saved })
 
 	for _, tc := range []struct{ name, want string }{
 		{"nibtool-a", inPath},
@@ -54,8 +56,8 @@ func TestToolLooksInPathThenSbin(t *testing.T) {
 		}
 	}
 	for _, name := range []string{"nibtool-noexec", "nibtool-dir", "nibtool-missing", filepath.Join(bin, "nibtool-b"), "/nonexistent/nibtool-a"} {
-		if p, err := lookPath(name); err == nil {
-			t.Errorf("lookPath(%q) = %q, want an error", name, p)
+		if p, err := hosttool.Look(name); err == nil {
+			t.Errorf("Look(%q) = %q, want an error", name, p)
 		}
 	}
 }
@@ -85,7 +87,7 @@ func TestCIInstallsEveryKnownTool(t *testing.T) {
 		t.Fatal(".ci/run: no PKGS=(...) list")
 	}
 	pkgs := strings.Fields(string(m[1]))
-	for tool, pkg := range debianPackage {
+	for tool, pkg := range hosttool.Packages() {
 		if !slices.Contains(pkgs, pkg) {
 			t.Errorf("%s comes from Debian package %s, which .ci/run does not install (PKGS: %v)", tool, pkg, pkgs)
 		}

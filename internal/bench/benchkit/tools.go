@@ -9,21 +9,15 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nib-lb/nib/internal/hosttool"
 )
 
 // LookTool finds a command in PATH or in the sbin directories (root's PATH
 // may lack them when run through sudo or make).
 func LookTool(name string) (string, bool) {
-	if p, err := exec.LookPath(name); err == nil {
-		return p, true
-	}
-	for _, d := range []string{"/usr/sbin", "/sbin", "/usr/local/sbin"} {
-		p := filepath.Join(d, name)
-		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
-			return p, true
-		}
-	}
-	return "", false
+	p, err := hosttool.Look(name)
+	return p, err == nil
 }
 
 // EnsureTools installs the Debian packages of the missing commands.
