@@ -45,7 +45,7 @@ var packages = map[string]string{
 	"haproxy": "haproxy", "nginx": "nginx", "wrk": "wrk", "iperf3": "iperf3", "tcpdump": "tcpdump",
 	"openssl": "openssl", "mksquashfs": "squashfs-tools", "unsquashfs": "squashfs-tools",
 	"mkfs.fat": "dosfstools", "mcopy": "mtools", "mmd": "mtools", "mdel": "mtools",
-	"sfdisk": "fdisk", "mke2fs": "e2fsprogs", "debugfs": "e2fsprogs",
+	"sfdisk": "fdisk", "mke2fs": "e2fsprogs", "debugfs": "e2fsprogs", "e2fsck": "e2fsprogs",
 	"qemu-system-aarch64": "qemu-system-arm", "chromium": "chromium",
 }
 

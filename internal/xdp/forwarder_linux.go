@@ -63,7 +63,7 @@ func New(cfg dsr.Config, services []dsr.ServiceConfig, tp dsr.Tarpit, nb dsr.Nei
 	if err != nil {
 		return nil, err
 	}
-	if err := f.attach(); err != nil {
+	if err := f.attach(0); err != nil {
 		f.Close()
 		return nil, err
 	}
@@ -150,27 +150,43 @@ func load(cfg dsr.Config, services []dsr.ServiceConfig, tp dsr.Tarpit, nb dsr.Ne
 	return f, nil
 }
 
-func (f *Forwarder) attach() error {
-	opts := link.XDPOptions{Program: f.objs.XdpDsr, Interface: f.cfg.Interface.Index, Flags: link.XDPDriverMode}
+// attach attaches the program in mode, or with 0 natively if the driver
+// can and generically if not.
+func (f *Forwarder) attach(mode link.XDPAttachFlags) error {
+	opts := link.XDPOptions{Program: f.objs.XdpDsr, Interface: f.cfg.Interface.Index, Flags: mode}
+	var native error
+	if mode == 0 {
+		opts.Flags = link.XDPDriverMode
+		l, err := link.AttachXDP(opts)
+		if err == nil {
+			f.link, f.mode = l, "native"
+			return nil
+		}
+		native = err
+		opts.Flags = link.XDPGenericMode
+	}
 	l, err := link.AttachXDP(opts)
-	if err == nil {
-		f.link, f.mode = l, "native"
-		return nil
-	}
-	native := err
-	opts.Flags = link.XDPGenericMode
-	l, err = link.AttachXDP(opts)
 	if err != nil {
-		return fmt.Errorf("xdp: attaching to %s: native mode: %v; generic mode: %w", f.cfg.Interface.Name, native, err)
+		if native != nil {
+			return fmt.Errorf("xdp: attaching to %s: native mode: %v; generic mode: %w", f.cfg.Interface.Name, native, err)
+		}
+		return fmt.Errorf("xdp: attaching to %s: %w", f.cfg.Interface.Name, err)
 	}
-	f.link, f.mode = l, fmt.Sprintf("generic (native mode: %v)", native)
+	f.link = l
+	switch {
+	case native != nil:
+		f.mode = fmt.Sprintf("generic (native mode: %v)", native)
+	case mode == link.XDPGenericMode:
+		f.mode = "generic"
+	default:
+		f.mode = "native"
+	}
 	return nil
 }
 
 // Mode says how the program is attached: "native" (in the driver, before
 // any socket buffer exists) or "generic (native mode: <why not>)" (after
-// the driver, on socket buffers: slower, but any interface has it); empty
-// when not attached.
+// the driver, on socket buffers: slower, but every interface has it).
 func (f *Forwarder) Mode() string { return f.mode }
 
 // MAC is the interface's MAC as the forwarder knows it: frames to it are
