@@ -19,10 +19,11 @@ import (
 	"github.com/nib-lb/nib/internal/acl"
 	"github.com/nib-lb/nib/internal/arpd"
 	"github.com/nib-lb/nib/internal/dsr"
+	"github.com/nib-lb/nib/internal/xdp"
 )
 
-// forwarder is a DSR data path: internal/dsr's AF_PACKET forwarder (and,
-// later, an XDP program with the same methods).
+// forwarder is a DSR data path: internal/dsr's AF_PACKET forwarder or
+// internal/xdp's XDP program, which has the same methods.
 type forwarder interface {
 	SetMAC([6]byte)
 	Update([]dsr.ServiceConfig, dsr.Tarpit) error
@@ -32,7 +33,10 @@ type forwarder interface {
 	Close()
 }
 
-var _ forwarder = (*dsr.Forwarder)(nil)
+var (
+	_ forwarder = (*dsr.Forwarder)(nil)
+	_ forwarder = (*xdp.Forwarder)(nil)
+)
 
 // dsrPort is the DSR machinery on one interface: the ARP daemon that
 // answers for its VIPs and resolves its backends, and the forwarder.
@@ -165,12 +169,35 @@ func (d *Daemon) openDSR(iface string, sp *dsrSpec) (*dsrPort, error) {
 	if p.workers <= 0 {
 		p.workers = runtime.GOMAXPROCS(0)
 	}
-	p.fwd, err = dsr.New(dsr.Config{Interface: ifi, Workers: p.workers, FlowTableSize: sp.flows, FlowIdle: sp.idle}, sp.services, sp.tarpit, a, p.down, logf)
+	p.fwd, err = d.newForwarder(dsr.Config{Interface: ifi, Workers: p.workers, FlowTableSize: sp.flows, FlowIdle: sp.idle}, sp, a, p.down, logf)
 	if err != nil {
 		a.Close()
 		return nil, err
 	}
 	return p, nil
+}
+
+// The DSR data paths (lbd -dsr-path).
+const (
+	DSRPacket = "packet" // internal/dsr: AF_PACKET, in lbd (the default)
+	DSRXDP    = "xdp"    // internal/xdp: an XDP program; an error if it cannot attach
+	DSRAuto   = "auto"   // XDP, else AF_PACKET with the reason logged
+)
+
+// newForwarder opens the data path d.DSRPath asks for.
+func (d *Daemon) newForwarder(cfg dsr.Config, sp *dsrSpec, a *arpd.Daemon, down func(string, netip.Addr) bool, logf func(string, ...any)) (forwarder, error) {
+	if d.DSRPath == DSRXDP || d.DSRPath == DSRAuto {
+		f, err := xdp.New(cfg, sp.services, sp.tarpit, a, down, logf)
+		if err == nil {
+			logf("XDP forwarder attached (%s)", f.Mode())
+			return f, nil
+		}
+		if d.DSRPath == DSRXDP {
+			return nil, fmt.Errorf("dsr %s: XDP (-dsr-path xdp): %w", cfg.Interface.Name, err)
+		}
+		logf("XDP is not available (%v): using the AF_PACKET forwarder", err)
+	}
+	return dsr.New(cfg, sp.services, sp.tarpit, a, down, logf)
 }
 
 func (d *Daemon) dsrLogf(iface string) func(string, ...any) {

@@ -34,6 +34,7 @@ type invocation struct {
 	tomlFile   string // -config: re-read on SIGHUP
 	stateDir   string // -state: appliance mode, cfg is chosen at start
 	debug      int    // -d count (appliance mode adds it to the config chosen)
+	dsrPath    string // -dsr-path: packet, xdp or auto
 	native     bool   // lbd's own flags, not Pen's command line
 	penFile    string // Pen -F: re-applied on SIGHUP
 	foreground bool
@@ -152,6 +153,7 @@ func mainNative(args []string, stdout, stderr io.Writer) int {
 	fs.Lookup("d").DefValue = ""
 	boolFlag(fs, "d")
 	foreground := fs.Bool("f", true, "stay in the foreground (always true with -config)")
+	dsrPath := fs.String("dsr-path", DSRPacket, "DSR data path: `packet` (AF_PACKET, in lbd), xdp (an XDP program in the kernel; fails if it cannot attach) or auto (XDP, else AF_PACKET with the reason logged)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -181,7 +183,13 @@ func mainNative(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "lbd: -state needs -config")
 		return 2
 	}
-	inv := &invocation{foreground: *foreground, native: true, debug: debug}
+	switch *dsrPath {
+	case DSRPacket, DSRXDP, DSRAuto:
+	default:
+		fmt.Fprintf(stderr, "lbd: -dsr-path %q: want packet, xdp or auto\n", *dsrPath)
+		return 2
+	}
+	inv := &invocation{foreground: *foreground, native: true, debug: debug, dsrPath: *dsrPath}
 	switch {
 	case *stateDir != "":
 		inv.tomlFile, inv.stateDir = *configFile, *stateDir
@@ -224,6 +232,7 @@ func run(inv *invocation, args []string, stderr io.Writer) int {
 	d.SetRoot(inv.chroot) // Pen opens its log inside the jail
 	d.PenFile = inv.penFile
 	d.TOMLFile = inv.tomlFile
+	d.DSRPath = inv.dsrPath
 	d.DebugBoost = inv.debug
 	st := &status{}
 	d.Facts = st.fact
