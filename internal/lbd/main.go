@@ -93,6 +93,11 @@ Usage:
   lbd -config FILE -state DIR [-d]
                            appliance mode: serve FILE, or else the last good
                            config or a built-in one, never refusing to start
+  lbd -config FILE -dsr-path packet|xdp|auto ...
+                           the DSR data path: packet (AF_PACKET in lbd, the
+                           default), xdp (an XDP program in the kernel; an
+                           error if it cannot attach) or auto (XDP, else
+                           AF_PACKET with the reason logged)
   lbd -check FILE          validate a TOML config; exit 0 if valid, 1 if not
   lbd -print-toml ARGS...  print the TOML equivalent of a Pen command line
   lbd -version             print the version
