@@ -1,7 +1,9 @@
 package xdp
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -18,82 +20,98 @@ import (
 	"github.com/nib-lb/nib/internal/netnstest"
 )
 
+// startLab builds the topology with offloads off, HTTP servers on the
+// backends' VIP:80 that name themselves, and the forwarder on the LB's eth0
+// attached in mode (0: as New does, natively if it can). The client is told
+// the VIP's MAC (arpd's job in lbd).
+func startLab(t *testing.T, off map[string]netnstest.Offloads, mode link.XDPAttachFlags, peerXDP bool) (*netnstest.Topology, *Forwarder) {
+	t.Helper()
+	tp := netnstest.New(t, netnstest.Options{Offloads: off})
+	nb := newNeighbors()
+	var bs []dsr.BackendConfig
+	for _, be := range tp.Backends() {
+		// The topology's MACs are 02:00 + the address, as macOf's.
+		if [6]byte(be.MAC()) != macOf(be.Addr()) {
+			t.Fatalf("%s has MAC %s", be, be.MAC())
+		}
+		name := be.Name()
+		netnstest.ServeHTTP(t, be, tp.VIP().String()+":80", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, name)
+		}))
+		nb.add(be.Addr())
+		bs = append(bs, dsr.BackendConfig{Addr: be.Addr(), Weight: 1})
+	}
+	if peerXDP {
+		passOn(t, tp.SwitchNS(), "lb")
+	}
+	lb := tp.LB()
+	var f *Forwarder
+	err := lb.Do(func() error {
+		ifi, err := net.InterfaceByName("eth0")
+		if err != nil {
+			return err
+		}
+		svcs := []dsr.ServiceConfig{
+			{Name: "web", VIP: tp.VIP(), Port: 80, Proto: dsr.ProtoTCP, PerFlow: true, Backends: bs},
+			{Name: "upload", VIP: tp.VIP(), Port: 81, Proto: dsr.ProtoTCP, PerFlow: true, Backends: bs},
+		}
+		if mode == 0 {
+			f, err = New(dsr.Config{Interface: ifi}, svcs, dsr.Tarpit{}, nb, nil, t.Logf)
+			return err
+		}
+		f, err = load(dsr.Config{Interface: ifi}, svcs, dsr.Tarpit{}, nb, nil, t.Logf)
+		if err != nil {
+			return err
+		}
+		if err := f.attach(mode); err != nil {
+			f.Close()
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("mode: %s", f.Mode())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	tp.Client().Run(t, "ip", "neigh", "replace", tp.VIP().String(), "lladdr", lb.MAC().String(), "dev", "eth0", "nud", "permanent")
+	return tp, f
+}
+
 // HTTP through the VIP with the program on the LB's eth0 (a veth): in
-// generic mode, and in native mode, where veth needs NAPI on the peer for
-// XDP_TX (an XDP program there; without, the frames are lost).
+// generic mode, and in native mode (New's choice on veth), where veth
+// delivers XDP_TX frames only to a peer with NAPI: an XDP program there
+// (without, the frames are lost; GRO on the peer did not do on 6.18).
 func TestLinuxXDPHTTP(t *testing.T) {
 	netnstest.SkipUnprivileged(t)
 	for _, tc := range []struct {
-		name string
-		mode link.XDPAttachFlags
-		off  map[string]netnstest.Offloads
+		name    string
+		mode    link.XDPAttachFlags
+		peerXDP bool
+		off     map[string]netnstest.Offloads
 	}{
-		{"generic", link.XDPGenericMode, map[string]netnstest.Offloads{"*": {}}},
-		{"generic, client csum offload, lb GRO", link.XDPGenericMode, map[string]netnstest.Offloads{
+		{"generic", link.XDPGenericMode, false, map[string]netnstest.Offloads{"*": {}}},
+		{"generic, client csum offload, lb GRO", link.XDPGenericMode, false, map[string]netnstest.Offloads{
 			"client": {TxChecksum: true, TSO: true, GSO: true},
 			"lb":     {TxChecksum: true, GRO: true},
 			"*":      {TxChecksum: true, TSO: true, GSO: true},
 		}},
-		{"native, XDP on the peer", link.XDPDriverMode, map[string]netnstest.Offloads{"*": {}}},
+		{"New (native), XDP on the peer", 0, true, map[string]netnstest.Offloads{"*": {}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			start := time.Now()
-			tp := netnstest.New(t, netnstest.Options{Offloads: tc.off})
-			nb := newNeighbors()
-			var bs []dsr.BackendConfig
-			for _, be := range tp.Backends() {
-				name := be.Name()
-				netnstest.ServeHTTP(t, be, tp.VIP().String()+":80", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-					io.WriteString(w, name)
-				}))
-				nb.add(be.Addr())
-				bs = append(bs, dsr.BackendConfig{Addr: be.Addr(), Weight: 1})
+			tp, f := startLab(t, tc.off, tc.mode, tc.peerXDP)
+			if tc.mode == 0 && f.Mode() != "native" {
+				t.Errorf("mode %q on veth, want native", f.Mode())
 			}
-			// The neighbours of the topology: 02:00 + the address, as macOf.
-			for _, be := range tp.Backends() {
-				if [6]byte(be.MAC()) != macOf(be.Addr()) {
-					t.Fatalf("%s has MAC %s", be, be.MAC())
-				}
-			}
-			if tc.mode == link.XDPDriverMode {
-				// veth delivers XDP_TX frames only to a peer with NAPI: an
-				// XDP program there (GRO on the peer should do, but did
-				// not on 6.18).
-				passOn(t, tp.SwitchNS(), "lb")
-			}
-			lb := tp.LB()
-			var f *Forwarder
-			err := lb.Do(func() error {
-				ifi, err := net.InterfaceByName("eth0")
-				if err != nil {
-					return err
-				}
-				f, err = load(dsr.Config{Interface: ifi}, []dsr.ServiceConfig{{Name: "web", VIP: tp.VIP(), Port: 80, Proto: dsr.ProtoTCP, PerFlow: true, Backends: bs}}, dsr.Tarpit{}, nb, nil, t.Logf)
-				if err != nil {
-					return err
-				}
-				if err := f.attach(tc.mode); err != nil {
-					f.Close()
-					return err
-				}
-				return nil
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Logf("mode: %s", f.Mode())
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- f.Run(ctx) }()
-			t.Cleanup(func() {
-				cancel()
-				if err := <-done; err != nil {
-					t.Errorf("Run: %v", err)
-				}
-			})
-			// No ARP for the VIP in this test (arpd's job): the client
-			// is told where it is.
-			tp.Client().Run(t, "ip", "neigh", "replace", tp.VIP().String(), "lladdr", lb.MAC().String(), "dev", "eth0", "nud", "permanent")
 			seen := map[string]int{}
 			for i := range 40 {
 				c := tp.Client().HTTPClient(t)
@@ -118,6 +136,55 @@ func TestLinuxXDPHTTP(t *testing.T) {
 			t.Logf("stats: %+v (%v)", st, time.Since(start).Round(time.Millisecond))
 		})
 	}
+}
+
+// An upload through the VIP with the client's offloads on and GRO on the
+// LB: generic XDP sees the super-frames, and what it sends on must arrive
+// intact (the backend counts what it got).
+func TestLinuxXDPUploadWithOffloads(t *testing.T) {
+	netnstest.SkipUnprivileged(t)
+	tp, f := startLab(t, map[string]netnstest.Offloads{
+		"*":  {TxChecksum: true, TSO: true, GSO: true},
+		"lb": {TxChecksum: true, GRO: true, TSO: true, GSO: true},
+	}, link.XDPGenericMode, false)
+	payload := bytes.Repeat([]byte("upload!"), 1<<19) // 3.5 MiB
+	for _, be := range tp.Backends() {
+		ln, err := be.Listen("tcp", tp.VIP().String()+":81")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				go func() {
+					defer c.Close()
+					n, _ := io.Copy(io.Discard, c)
+					fmt.Fprintf(c, "%d", n)
+				}()
+			}
+		}()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	c, err := tp.Client().Dial(ctx, "tcp", tp.VIP().String()+":81")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(15 * time.Second))
+	if _, err := c.Write(payload); err != nil {
+		t.Fatalf("upload: %v (stats %+v)", err, f.Stats())
+	}
+	c.(*net.TCPConn).CloseWrite()
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != fmt.Sprint(len(payload)) {
+		t.Fatalf("backend received %q bytes, want %d: %v (stats %+v)", got, len(payload), err, f.Stats())
+	}
+	t.Logf("stats: %+v", f.Stats())
 }
 
 // passOn attaches an XDP program that passes every frame to dev in the
