@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/nib-lb/nib/internal/balance"
 	"github.com/nib-lb/nib/internal/dsr"
@@ -67,11 +68,16 @@ func (n *neighbors) add(a netip.Addr) {
 
 // loaded loads the program for services without attaching it; it skips
 // (fails under CI) without the privileges.
-func loaded(t *testing.T, nb dsr.Neighbors, down func(string, netip.Addr) bool, tp dsr.Tarpit, services ...dsr.ServiceConfig) *Forwarder {
+func loaded(t testing.TB, nb dsr.Neighbors, down func(string, netip.Addr) bool, tp dsr.Tarpit, services ...dsr.ServiceConfig) *Forwarder {
+	t.Helper()
+	return loadedCfg(t, dsr.Config{FlowTableSize: 1 << 14}, nb, down, tp, services...)
+}
+
+func loadedCfg(t testing.TB, cfg dsr.Config, nb dsr.Neighbors, down func(string, netip.Addr) bool, tp dsr.Tarpit, services ...dsr.ServiceConfig) *Forwarder {
 	t.Helper()
 	netnstest.SkipUnprivileged(t)
-	ifi := &net.Interface{Name: "test0", HardwareAddr: lbMAC[:]}
-	f, err := load(dsr.Config{Interface: ifi, FlowTableSize: 1 << 14}, services, tp, nb, down, t.Logf)
+	cfg.Interface = &net.Interface{Name: "test0", HardwareAddr: lbMAC[:]}
+	f, err := load(cfg, services, tp, nb, down, t.Logf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -508,4 +514,48 @@ func TestProgSetMAC(t *testing.T) {
 	if ret != xdpTX || [6]byte(out[6:12]) != otherMAC {
 		t.Errorf("frame to the new MAC: %s from %x", verdicts[ret], out[6:12])
 	}
+}
+
+// Flows idle for longer than FlowIdle are forgotten (and chosen anew).
+func TestProgFlowIdle(t *testing.T) {
+	nb := newNeighbors(be1)
+	f := loadedCfg(t, dsr.Config{FlowIdle: 200 * time.Millisecond}, nb, nil, dsr.Tarpit{}, web(true, w(be1, 1)))
+	newFlows := func() uint64 { return f.Stats().Services[0].NewFlows }
+	forwarded(t, f, tcp(1, 80))
+	forwarded(t, f, tcp(1, 80))
+	if n := newFlows(); n != 1 {
+		t.Fatalf("%d new flows, want 1", n)
+	}
+	time.Sleep(300 * time.Millisecond)
+	forwarded(t, f, tcp(1, 80))
+	if n := newFlows(); n != 2 {
+		t.Fatalf("%d new flows after the idle time, want 2", n)
+	}
+}
+
+// The cost of the program per frame (BPF_PROG_RUN: no driver, no copy to
+// the wire) for a frame of an established flow, and for the LB's own
+// traffic. The run repeats on the frame it rewrote, so the backend has the
+// LB's MAC here: every run forwards.
+func BenchmarkProg(b *testing.B) {
+	nb := newNeighbors()
+	m := map[netip.Addr][6]byte{be1: lbMAC}
+	nb.macs.Store(&m)
+	f := loaded(b, nb, nil, dsr.Tarpit{}, web(true, w(be1, 1)))
+	b.Run("established", func(b *testing.B) {
+		in := pkt{sport: 1, dport: 80, flags: frame.FlagACK, payload: string(make([]byte, 1400))}.build()
+		ret, d, err := f.objs.XdpDsr.Benchmark(in, b.N, b.ResetTimer)
+		if err != nil || ret != xdpTX {
+			b.Fatalf("%v %s", err, verdicts[ret])
+		}
+		b.ReportMetric(float64(d.Nanoseconds()), "ns/frame")
+	})
+	b.Run("pass", func(b *testing.B) {
+		in := pkt{dst: be1, sport: 1, dport: 22, flags: frame.FlagACK}.build()
+		ret, d, err := f.objs.XdpDsr.Benchmark(in, b.N, b.ResetTimer)
+		if err != nil || ret != xdpPass {
+			b.Fatalf("%v %s", err, verdicts[ret])
+		}
+		b.ReportMetric(float64(d.Nanoseconds()), "ns/frame")
+	})
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 
 	"github.com/nib-lb/nib/internal/balance"
 	"github.com/nib-lb/nib/internal/dsr"
@@ -58,6 +59,23 @@ func TestMapLayout(t *testing.T) {
 	}
 	if in := spec.Maps["maglev"].InnerMap; in == nil || in.MaxEntries != balance.MaglevSize || in.Type != ebpf.Array {
 		t.Errorf("maglev's tables: %+v", in)
+	}
+}
+
+// The target kernels have no BTF of their own: the program must need none
+// (no CO-RE relocations, no kfuncs, no kernel symbols).
+func TestNoKernelBTFNeeded(t *testing.T) {
+	spec, err := loadDsr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, p := range spec.Programs {
+		for i := range p.Instructions {
+			ins := &p.Instructions[i]
+			if btf.CORERelocationMetadata(ins) != nil || ins.IsKfuncCall() || ins.IsLoadFromMap() && ins.Reference() != "" && spec.Maps[ins.Reference()] == nil {
+				t.Errorf("%s: instruction %d (%v) needs the kernel's BTF", name, i, ins)
+			}
+		}
 	}
 }
 
