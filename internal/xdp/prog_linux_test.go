@@ -295,7 +295,7 @@ func TestProgUpdate(t *testing.T) {
 	if st := f.Stats(); !st.Services[0].Backends[0].Down || st.Services[0].Backends[1].Down {
 		t.Errorf("down flags %+v", st.Services[0].Backends)
 	}
-	// be2 back, be1 back as a new backend (reusing the removed one's slot):
+	// be2 back, be1 back as a new backend (a new generation):
 	// be3's flows stay.
 	downBe.Store(nil)
 	if err := f.Update([]dsr.ServiceConfig{web(true, w(be2, 1), w(be3, 1), w(be1, 1))}, dsr.Tarpit{}); err != nil {

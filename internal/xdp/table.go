@@ -82,13 +82,17 @@ type snapshot struct {
 	released                     []*backendState
 }
 
-// registry hands out the stable ids across snapshots.
+// registry hands out the stable ids across snapshots. A backend id
+// released by one build is given out again only from the next build on:
+// until the snapshot that released it is in force, the tables the program
+// reads may still name it, and must not lead to a stranger.
 type registry struct {
 	services map[string]uint32
 	freeSvc  []uint32
 	nextSvc  uint32
 	backends map[beKey]*backendState
 	freeBe   []uint32
+	resting  []uint32 // released by the last build
 	nextBe   uint32
 	gen      uint32
 }
@@ -153,7 +157,10 @@ func (r *registry) build(cfgs []dsr.ServiceConfig, tp dsr.Tarpit, down func(stri
 			keepBe[beKey{c.Name, bc.Addr}] = true
 		}
 	}
-	// Release first, so that the ids are free for the newcomers.
+	// Release first, so that the service ids are free for the newcomers;
+	// backend ids rest for one build.
+	r.freeBe = append(r.freeBe, r.resting...)
+	r.resting = r.resting[:0]
 	for name, id := range r.services {
 		if !keepSvc[name] {
 			delete(r.services, name)
@@ -163,7 +170,7 @@ func (r *registry) build(cfgs []dsr.ServiceConfig, tp dsr.Tarpit, down func(stri
 	for k, b := range r.backends {
 		if !keepBe[k] {
 			delete(r.backends, k)
-			r.freeBe = append(r.freeBe, b.id)
+			r.resting = append(r.resting, b.id)
 			s.released = append(s.released, b)
 		}
 	}
@@ -232,8 +239,17 @@ func (r *registry) allocBe() uint32 {
 		r.freeBe = r.freeBe[:n-1]
 		return id
 	}
-	r.nextBe++
-	return r.nextBe - 1
+	if r.nextBe < MaxBackends {
+		r.nextBe++
+		return r.nextBe - 1
+	}
+	// Every slot is taken (check keeps the live backends within
+	// MaxBackends): a resting id, at the cost of a moment in which the old
+	// tables' flows for it may reach its new owner (a new generation).
+	n := len(r.resting)
+	id := r.resting[n-1]
+	r.resting = r.resting[:n-1]
+	return id
 }
 
 // addr32 is an IPv4 address as the program holds it: the frame's bytes

@@ -151,8 +151,8 @@ func TestBuild(t *testing.T) {
 	if len(s2.released) != 1 || s2.released[0] != old2 {
 		t.Errorf("released %v", s2.released)
 	}
-	if b3 := web2.backends[1]; b3.id != old2.id || b3.gen == old2.gen {
-		t.Errorf("be3 %+v should reuse be2's id %d with a new generation (be2's %d)", b3, old2.id, old2.gen)
+	if b3 := web2.backends[1]; b3.id == old2.id || b3.gen == old2.gen {
+		t.Errorf("be3 %+v reuses be2's id %d at once (or its generation %d)", b3, old2.id, old2.gen)
 	}
 	for _, id := range web2.table {
 		if id != web2.backends[1].id {
@@ -161,6 +161,34 @@ func TestBuild(t *testing.T) {
 	}
 	if len(s2.freshServices) != 0 || len(s2.freshBackends) != 1 {
 		t.Errorf("fresh %v %v", s2.freshServices, s2.freshBackends)
+	}
+	// One build later be2's id is free again, with a new generation.
+	s3 := r.build([]dsr.ServiceConfig{svc("web", 80, true, dsr.BackendConfig{Addr: be2, Weight: 1})}, dsr.Tarpit{}, nil)
+	if b := s3.services[0].backends[0]; b.id != old2.id || b.gen <= web2.backends[1].gen {
+		t.Errorf("be2 back: %+v, want id %d and a new generation", b, old2.id)
+	}
+}
+
+// With every backend slot taken, a reload that replaces them all still
+// gets ids.
+func TestBuildFullRegistry(t *testing.T) {
+	r := newRegistry()
+	mk := func(base byte) []dsr.ServiceConfig {
+		bs := make([]dsr.BackendConfig, MaxBackends)
+		for i := range bs {
+			bs[i] = dsr.BackendConfig{Addr: netip.AddrFrom4([4]byte{10, base, byte(i >> 8), byte(i)}), Weight: 0}
+		}
+		return []dsr.ServiceConfig{svc("big", 80, true, bs...)}
+	}
+	for i := range 3 {
+		s := r.build(mk(byte(i)), dsr.Tarpit{}, nil)
+		seen := map[uint32]bool{}
+		for _, b := range s.services[0].backends {
+			if b.id >= MaxBackends || seen[b.id] {
+				t.Fatalf("build %d: id %d", i, b.id)
+			}
+			seen[b.id] = true
+		}
 	}
 }
 
