@@ -41,6 +41,7 @@ type Forwarder struct {
 	nbVer   uint64
 	nbKnown bool
 	closed  bool
+	active  bool // Run started: the program forwards
 
 	link      link.Link
 	mode      string
@@ -52,7 +53,7 @@ var errClosed = errors.New("xdp: forwarder closed")
 
 // New loads the program and its maps for services on cfg.Interface and
 // attaches it there: in native (driver) mode where the driver supports XDP,
-// else in generic mode (Mode says which, and why). nb resolves backend
+// else in generic mode (Mode says which, and why). It forwards from Run on. nb resolves backend
 // MACs; down (may be nil) reports backends that must not get flows.
 // cfg.Workers and cfg.Batch do not apply (the kernel runs the program on
 // every CPU that receives); cfg.FlowTableSize bounds the one flow table
@@ -235,10 +236,15 @@ func (f *Forwarder) Refresh() {
 	}
 }
 
-// Run keeps the backend MACs up to date as the neighbour cache resolves
-// them, until ctx is done (then it detaches, like dsr's Run) or the
-// forwarder is closed. The program forwards without it.
+// Run starts forwarding (until then the attached program passes every
+// frame to the stack, as if it were not there: like dsr's sockets, which
+// only fill until Run reads them) and keeps the backend MACs up to date as
+// the neighbour cache resolves them, until ctx is done (then it detaches,
+// like dsr's Run) or the forwarder is closed.
 func (f *Forwarder) Run(ctx context.Context) error {
+	if err := f.activate(); err != nil {
+		return err
+	}
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
 	for {
@@ -256,6 +262,18 @@ func (f *Forwarder) Run(ctx context.Context) error {
 			f.mu.Unlock()
 		}
 	}
+}
+
+// activate lets the program forward.
+func (f *Forwarder) activate() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return nil
+	}
+	f.active = true
+	f.refreshMACs(false)
+	return f.writeConfig()
 }
 
 // Close detaches the program and frees its maps; Run returns.
@@ -429,6 +447,9 @@ func (f *Forwarder) writeConfig() error {
 	c := dsrConfig{IdleNs: uint64(f.cfg.FlowIdle), Secret: f.secret, Mac: f.MAC(), Gen: f.gen}
 	if f.snap != nil && len(f.snap.tarpit) > 0 {
 		c.Flags |= cfgTarpit
+	}
+	if f.active {
+		c.Flags |= cfgActive
 	}
 	if err := f.objs.Config.Put(uint32(0), c); err != nil {
 		return fmt.Errorf("xdp: config: %w", err)

@@ -82,11 +82,17 @@ func loadedCfg(t testing.TB, cfg dsr.Config, nb dsr.Neighbors, down func(string,
 		t.Fatal(err)
 	}
 	t.Cleanup(f.Close)
+	if ret, _ := run(t, f, tcp(1, 80)); ret != xdpPass {
+		t.Fatalf("before Run: %s, want pass", verdicts[ret])
+	}
+	if err := f.activate(); err != nil {
+		t.Fatal(err)
+	}
 	return f
 }
 
 // run runs the program on a copy of in and returns the verdict and frame.
-func run(t *testing.T, f *Forwarder, in []byte) (uint32, []byte) {
+func run(t testing.TB, f *Forwarder, in []byte) (uint32, []byte) {
 	t.Helper()
 	ret, out, err := f.objs.XdpDsr.Test(append([]byte(nil), in...))
 	if err != nil {

@@ -36,6 +36,7 @@ const (
 	beGone     = 2
 
 	cfgTarpit = 1
+	cfgActive = 2
 )
 
 // Counter indexes (enum counter): the drop reasons follow cntDrops in
@@ -104,6 +105,14 @@ type beKey struct {
 
 func newRegistry() *registry {
 	return &registry{services: map[string]uint32{}, backends: map[beKey]*backendState{}}
+}
+
+// Check says whether services and tp fit the program's maps (MaxServices,
+// MaxBackends, MaxTarpitPrefixes, no negative weights): what New and Update
+// check first, for a reload to check before it commits.
+func Check(services []dsr.ServiceConfig, tp dsr.Tarpit) error {
+	_, err := check(services, tp)
+	return err
 }
 
 // check says whether cfgs and tp fit the maps. Services with a VIP that is

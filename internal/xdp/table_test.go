@@ -251,7 +251,7 @@ func TestCheck(t *testing.T) {
 		{"too many prefixes", nil, dsr.Tarpit{Prefixes: prefixes}, false},
 		{"negative weight", []dsr.ServiceConfig{svc("a", 80, true, dsr.BackendConfig{Addr: be1, Weight: -1})}, dsr.Tarpit{}, false},
 	} {
-		if _, err := check(tc.svcs, tc.tp); (err == nil) != tc.ok {
+		if err := Check(tc.svcs, tc.tp); (err == nil) != tc.ok {
 			t.Errorf("%s: %v", tc.name, err)
 		}
 	}

@@ -318,7 +318,7 @@ static __always_inline int process(struct xdp_md *ctx, const __u32 l3)
 		return XDP_PASS;
 	__u32 zero = 0;
 	struct config *cfg = bpf_map_lookup_elem(&config, &zero);
-	if (!cfg)
+	if (!cfg || !(cfg->flags & CFG_ACTIVE))
 		return XDP_PASS;
 	__u8 gen = cfg->gen & 1;
 	__u32 daddr;

@@ -28,6 +28,7 @@
 
 /* config.flags */
 #define CFG_TARPIT 1 /* the tarpit map has prefixes */
+#define CFG_ACTIVE 2 /* forward (Run started); else every frame passes */
 
 struct config {
 	__u64 idle_ns; /* flows idle this long are forgotten */
