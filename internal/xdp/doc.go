@@ -17,16 +17,33 @@
 //     interface's MAC. Everything else (ARP, IPv6, the LB's own traffic)
 //     passes to the stack untouched; frames to a VIP for another MAC pass
 //     too, counted as "not-for-us".
+//
 //   - A flow keeps its backend (an LRU flow table keyed by the 5-tuple, or
 //     by client, VIP, protocol and service port for client-sticky services
 //     and for fragmented datagrams) until the backend is removed or goes
 //     down, or the flow idles out; new flows get the backend dsr's Maglev
 //     table gives for dsr's flow hash, so both paths choose alike.
+//
 //   - ICMP errors about a flow go to the flow's backend.
+//
 //   - Frames not forwarded are dropped (XDP_DROP) and counted by dsr's drop
 //     reasons: malformed headers, no service, no backend, backend MAC not
 //     resolved yet, ...; non-first fragments go where the datagram's
 //     client-keyed flow goes.
+//
+//   - SYNs to tarpit addresses get tarpit.Reply's zero-window SYN+ACK,
+//     built in place. The program knows the tarpit by dsr.Tarpit.Prefixes
+//     alone (Match is Go): it is exact when the tarpit ACL's prefixes are
+//     its permit rules and it has no deny rules.
+//
+// Where it differs from dsr: one flow table for all CPUs (dsr has one per
+// worker), bounded by Config.FlowTableSize and evicting the least recently
+// used flow; backend MACs are looked up again within 100 ms of a change of
+// dsr.Neighbors.Version (Run polls it), not per frame; the counters that
+// concern AF_PACKET (PartialChecksums, SuperFrames, ReadErrors) stay zero;
+// frames it does not forward are dropped, where dsr's sockets only took a
+// copy. New attaches the program, but it passes every frame until Run
+// starts, as dsr forwards nothing before Run.
 //
 // The configuration lives in two generations in the maps: Update and
 // Refresh write the one the program does not read and then switch it over
