@@ -1,0 +1,154 @@
+package sockmap
+
+import (
+	"errors"
+	"fmt"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+)
+
+// Relay is a loaded verdict program attached to its sockmap. Pairs of
+// connected TCP sockets added to it relay each other's data in the kernel.
+type Relay struct {
+	objs relayObjects
+}
+
+// ErrUnsupported wraps every reason the kernel cannot run the relay (no
+// BPF, no sockmap, no verdict-only attach): the caller relays in userspace.
+var ErrUnsupported = errors.New("sockmap relay unsupported")
+
+// New loads the program and attaches it to the map as a verdict-only
+// program (BPF_SK_SKB_VERDICT). Any failure wraps ErrUnsupported.
+func New() (*Relay, error) {
+	r := &Relay{}
+	if err := loadRelayObjects(&r.objs, nil); err != nil {
+		return nil, fmt.Errorf("%w: load: %w", ErrUnsupported, err)
+	}
+	// A program attached to a map (not a link: sockmap links need 6.10).
+	err := link.RawAttachProgram(link.RawAttachProgramOptions{
+		Target:  r.objs.Peers.FD(),
+		Program: r.objs.Relay,
+		Attach:  ebpf.AttachSkSKBVerdict,
+	})
+	if err != nil {
+		r.objs.Close()
+		return nil, fmt.Errorf("%w: attach: %w", ErrUnsupported, err)
+	}
+	return r, nil
+}
+
+// Close detaches the program and frees the map; sockets still in it leave
+// it (any data the kernel holds for them in flight is dropped).
+func (r *Relay) Close() error {
+	link.RawDetachProgram(link.RawDetachProgramOptions{
+		Target: r.objs.Peers.FD(), Program: r.objs.Relay, Attach: ebpf.AttachSkSKBVerdict,
+	})
+	return r.objs.Close()
+}
+
+// Pair is two sockets relayed by the kernel, with their counters as they
+// were when the pair was added.
+type Pair struct {
+	r      *Relay
+	fd     [2]int
+	cookie [2]uint64
+	base   [2]Counts
+}
+
+// Add puts the connected TCP sockets a and b in the map as a pair: from
+// now on what arrives on one is sent on the other by the kernel. Everything
+// either has received so far must have been written to the other (the
+// counters of the pair start there).
+func (r *Relay) Add(a, b int) (*Pair, error) {
+	p := &Pair{r: r, fd: [2]int{a, b}}
+	for i, fd := range p.fd {
+		var err error
+		if p.cookie[i], err = Cookie(fd); err != nil {
+			return nil, err
+		}
+		if p.base[i], err = Count(fd); err != nil {
+			return nil, err
+		}
+	}
+	if err := r.objs.Peers.Update(p.cookie[0], uint64(b), ebpf.UpdateNoExist); err != nil {
+		return nil, fmt.Errorf("sockmap: add: %w", err)
+	}
+	if err := r.objs.Peers.Update(p.cookie[1], uint64(a), ebpf.UpdateNoExist); err != nil {
+		r.objs.Peers.Delete(p.cookie[0])
+		return nil, fmt.Errorf("sockmap: add: %w", err)
+	}
+	return p, nil
+}
+
+// Remove takes the pair out of the map. (Closing a socket removes it too.)
+func (p *Pair) Remove() error {
+	var errs []error
+	for _, c := range p.cookie {
+		if err := p.r.objs.Peers.Delete(c); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Moved reports the bytes socket i (0: a, 1: b) received since Add and
+// whether its peer's send queue has taken all of them: only then may the
+// peer's write side be shut down (shutdown(2) before that loses what the
+// kernel still holds). fin tells that socket i has read its peer's FIN
+// (read returned 0), which TCP counts as one byte received.
+func (p *Pair) Moved(i int, fin bool) (n uint64, flushed bool, err error) {
+	src, err := Count(p.fd[i])
+	if err != nil {
+		return 0, false, err
+	}
+	dst, err := Count(p.fd[1-i])
+	if err != nil {
+		return 0, false, err
+	}
+	n = src.Received - p.base[i].Received
+	if fin {
+		n--
+	}
+	return n, dst.Written-p.base[1-i].Written == n, nil
+}
+
+// Cookie is the socket's cookie (SO_COOKIE), its key in the map.
+func Cookie(fd int) (uint64, error) {
+	var c uint64
+	l := uint32(unsafe.Sizeof(c))
+	_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_COOKIE,
+		uintptr(unsafe.Pointer(&c)), uintptr(unsafe.Pointer(&l)), 0)
+	if e != 0 {
+		return 0, fmt.Errorf("getsockopt SO_COOKIE: %w", e)
+	}
+	return c, nil
+}
+
+// Counts are a socket's byte counters as TCP keeps them (TCP_INFO), which
+// the kernel relay does not bypass.
+type Counts struct {
+	// Received is every byte that arrived in order (tcpi_bytes_received),
+	// the peer's FIN included as one byte once it came.
+	Received uint64
+	// Written is every byte queued for sending: acknowledged
+	// (tcpi_bytes_acked) plus still in the send queue (SIOCOUTQ). The
+	// acknowledged count includes the SYN of a connecting socket and the
+	// FIN once sent: compare differences, as Pair does.
+	Written uint64
+}
+
+// Count reads fd's counters.
+func Count(fd int) (Counts, error) {
+	ti, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+	if err != nil {
+		return Counts{}, err
+	}
+	outq, err := unix.IoctlGetInt(fd, unix.SIOCOUTQ)
+	if err != nil {
+		return Counts{}, err
+	}
+	return Counts{Received: ti.Bytes_received, Written: ti.Bytes_acked + uint64(outq)}, nil
+}
