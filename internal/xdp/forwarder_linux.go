@@ -227,11 +227,7 @@ func (f *Forwarder) Refresh() {
 	if f.closed {
 		return
 	}
-	cfgs := make([]dsr.ServiceConfig, len(f.snap.services))
-	for i, s := range f.snap.services {
-		cfgs[i] = s.cfg
-	}
-	if err := f.apply(cfgs, dsr.Tarpit{Prefixes: f.snap.tarpit}); err != nil {
+	if err := f.apply(f.snap.cfgs, f.snap.tp); err != nil {
 		f.logf("xdp: refresh: %v", err)
 	}
 }
@@ -521,8 +517,16 @@ func (f *Forwarder) Stats() dsr.Stats {
 	if f.snap == nil {
 		return st
 	}
-	for _, s := range f.snap.services {
-		ss := dsr.ServiceStatsSnapshot{Name: s.cfg.Name}
+	for i, s := range f.snap.all {
+		ss := dsr.ServiceStatsSnapshot{Name: f.snap.cfgs[i].Name}
+		if s == nil {
+			// Not forwarded here (not IPv4): listed, with zero counters.
+			for _, b := range f.snap.cfgs[i].Backends {
+				ss.Backends = append(ss.Backends, dsr.BackendStats{Addr: b.Addr})
+			}
+			st.Services = append(st.Services, ss)
+			continue
+		}
 		var sv []dsrSvcStats
 		if err := f.objs.SvcStats.Lookup(s.id, &sv); err == nil {
 			for _, v := range sv {

@@ -3,6 +3,7 @@ package xdp
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -50,6 +51,12 @@ func startLab(t *testing.T, off map[string]netnstest.Offloads, mode link.XDPAtta
 		ifi, err := net.InterfaceByName("eth0")
 		if err != nil {
 			return err
+		}
+		if err := Supported("eth0"); err != nil {
+			return err
+		}
+		if Supported("lo") == nil || Supported("nosuch0") == nil {
+			return errors.New("Supported accepts lo (not Ethernet) or an interface that does not exist")
 		}
 		svcs := []dsr.ServiceConfig{
 			{Name: "web", VIP: tp.VIP(), Port: 80, Proto: dsr.ProtoTCP, PerFlow: true, Backends: bs},

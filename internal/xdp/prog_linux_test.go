@@ -275,10 +275,15 @@ func TestProgUpdate(t *testing.T) {
 		}
 	}
 	// be3 joins: nothing moves.
-	if err := f.Update([]dsr.ServiceConfig{web(true, w(be1, 1), w(be2, 1), w(be3, 1))}, dsr.Tarpit{}); err != nil {
+	v6 := dsr.ServiceConfig{Name: "v6", VIP: netip.MustParseAddr("2001:db8::100"), Port: 80, Proto: dsr.ProtoTCP, Backends: []dsr.BackendConfig{w(be1, 1)}}
+	if err := f.Update([]dsr.ServiceConfig{web(true, w(be1, 1), w(be2, 1), w(be3, 1)), v6}, dsr.Tarpit{}); err != nil {
 		t.Fatal(err)
 	}
 	check("be3 added", func([6]byte) bool { return false }, [6]byte{})
+	f.Refresh()
+	if st := f.Stats(); len(st.Services) != 2 || st.Services[1].Name != "v6" || len(st.Services[1].Backends) != 1 {
+		t.Errorf("an IPv6 service is listed (with zero counters): %+v", st.Services)
+	}
 	// be1 drained: its flows stay, new flows avoid it.
 	if err := f.Update([]dsr.ServiceConfig{web(true, w(be1, 0), w(be2, 1), w(be3, 1))}, dsr.Tarpit{}); err != nil {
 		t.Fatal(err)

@@ -75,6 +75,12 @@ type serviceState struct {
 
 // snapshot is what one Update or Refresh writes into the maps.
 type snapshot struct {
+	cfgs []dsr.ServiceConfig // as given to build, for Refresh
+	tp   dsr.Tarpit
+	// all has a state per config, nil where the VIP is not IPv4; services
+	// are the others, in order (a service's Maglev table is in slot i of
+	// its generation's half for services[i]).
+	all      []*serviceState
 	services []*serviceState
 	tarpit   []netip.Prefix // IPv4 prefixes only
 	// fresh are ids given out by this build, whose counters start at zero;
@@ -154,7 +160,7 @@ func check(cfgs []dsr.ServiceConfig, tp dsr.Tarpit) (skipped int, err error) {
 // down (may be nil) reports backends that must not get new flows; their
 // established flows move too (dsr's gone flag).
 func (r *registry) build(cfgs []dsr.ServiceConfig, tp dsr.Tarpit, down func(string, netip.Addr) bool) *snapshot {
-	s := &snapshot{}
+	s := &snapshot{cfgs: cfgs, tp: tp}
 	keepSvc := map[string]bool{}
 	keepBe := map[beKey]bool{}
 	for _, c := range cfgs {
@@ -185,6 +191,7 @@ func (r *registry) build(cfgs []dsr.ServiceConfig, tp dsr.Tarpit, down func(stri
 	}
 	for _, c := range cfgs {
 		if !c.VIP.Is4() {
+			s.all = append(s.all, nil)
 			continue
 		}
 		id, ok := r.services[c.Name]
@@ -223,6 +230,7 @@ func (r *registry) build(cfgs []dsr.ServiceConfig, tp dsr.Tarpit, down func(stri
 			}
 		}
 		s.services = append(s.services, ss)
+		s.all = append(s.all, ss)
 	}
 	for _, p := range tp.Prefixes {
 		if p.Addr().Is4() {
