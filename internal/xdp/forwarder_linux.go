@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,11 +33,14 @@ type Forwarder struct {
 	slots  []uint32      // 0 .. maglevSize-1, the keys of a Maglev table
 	mac    atomic.Pointer[[6]byte]
 
-	mu      sync.Mutex // serialises the map writes below
-	reg     *registry
-	snap    *snapshot
-	gen     uint8    // the generation the program reads
-	tables  [2]int   // Maglev tables written per generation
+	mu     sync.Mutex // serialises the map writes below
+	reg    *registry
+	snap   *snapshot
+	gen    uint8  // the generation the program reads
+	tables [2]int // Maglev tables written per generation
+	// inForce are the Maglev tables of the generation in force, by
+	// service name: a reload reuses those whose contents stay.
+	inForce map[string]*maglevTable
 	pending []uint32 // backend ids released but not yet marked gone
 	nbVer   uint64
 	nbKnown bool
@@ -281,6 +285,8 @@ func (f *Forwarder) Close() {
 		}
 		f.mu.Lock()
 		f.closed = true
+		closeTables(f.inForce, nil)
+		f.inForce = nil
 		f.objs.Close()
 		f.mu.Unlock()
 	})
@@ -322,11 +328,26 @@ func (f *Forwarder) apply(cfgs []dsr.ServiceConfig, tp dsr.Tarpit) error {
 	if err := f.clear(gen); err != nil {
 		return err
 	}
+	next := map[string]*maglevTable{}
 	for i, s := range snap.services {
 		if s.table == nil {
 			continue
 		}
-		if err := f.writeTable(tableIndex(gen, i), s.table); err != nil {
+		key := s.cfg.Name
+		if next[key] != nil { // a name twice: by position
+			key = fmt.Sprintf("%s\x00%d", key, i)
+		}
+		t := f.inForce[key]
+		if t == nil || !slices.Equal(t.slots, s.table) {
+			var err error
+			if t, err = f.newTable(s.table); err != nil {
+				closeTables(next, f.inForce)
+				return fmt.Errorf("xdp: service %s: Maglev table: %w", s.cfg.Name, err)
+			}
+		}
+		next[key] = t
+		if err := m.Maglev.Put(tableIndex(gen, i), t.m); err != nil {
+			closeTables(next, f.inForce)
 			return fmt.Errorf("xdp: service %s: Maglev table: %w", s.cfg.Name, err)
 		}
 		f.tables[gen] = i + 1
@@ -343,8 +364,13 @@ func (f *Forwarder) apply(cfgs []dsr.ServiceConfig, tp dsr.Tarpit) error {
 	}
 	f.gen = gen
 	if err := f.writeConfig(); err != nil {
+		closeTables(next, f.inForce)
 		return err
 	}
+	// The maglev map keeps the old generation's tables alive until the
+	// next apply clears that half.
+	closeTables(f.inForce, next)
+	f.inForce = next
 	// Now that no table names them, removed backends lose their flows.
 	for len(f.pending) > 0 {
 		id := f.pending[len(f.pending)-1]
@@ -418,25 +444,40 @@ func (f *Forwarder) clear(gen uint8) error {
 	return nil
 }
 
-// writeTable creates a Maglev table with contents t and puts it at index i
-// of the maglev map (which keeps it alive).
-func (f *Forwarder) writeTable(i uint32, t []uint32) error {
+// maglevTable is one Maglev table map and its contents.
+type maglevTable struct {
+	slots []uint32
+	m     *ebpf.Map
+}
+
+// newTable creates a Maglev table map holding t.
+func (f *Forwarder) newTable(t []uint32) (*maglevTable, error) {
 	tm, err := ebpf.NewMap(f.inner)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer tm.Close()
 	if _, err := tm.BatchUpdate(f.slots, t, nil); err != nil {
 		if !errors.Is(err, ebpf.ErrNotSupported) {
-			return err
+			tm.Close()
+			return nil, err
 		}
 		for k, v := range t {
 			if err := tm.Put(uint32(k), v); err != nil {
-				return err
+				tm.Close()
+				return nil, err
 			}
 		}
 	}
-	return f.objs.Maglev.Put(i, tm)
+	return &maglevTable{slots: t, m: tm}, nil
+}
+
+// closeTables closes the maps of tables that keep does not hold.
+func closeTables(tables, keep map[string]*maglevTable) {
+	for name, t := range tables {
+		if k := keep[name]; k == nil || k.m != t.m {
+			t.m.Close()
+		}
+	}
 }
 
 func (f *Forwarder) writeConfig() error {

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+
 	"github.com/nib-lb/nib/internal/balance"
 	"github.com/nib-lb/nib/internal/dsr"
 	"github.com/nib-lb/nib/internal/frame"
@@ -209,6 +211,27 @@ func TestProgForwards(t *testing.T) {
 	}
 	if web := st.Services[0]; web.NewFlows != 65 || web.Packets != 129 || sum != st.Forwarded {
 		t.Errorf("web %+v; backend packets %d", web, sum)
+	}
+
+	// A Refresh that changes nothing reuses the Maglev tables; a change
+	// makes a new one.
+	table := func(i int) ebpf.MapID {
+		var id ebpf.MapID
+		if err := f.objs.Maglev.Lookup(tableIndex(f.gen, i), &id); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	before := table(0)
+	f.Refresh()
+	if after := table(0); after != before {
+		t.Errorf("Refresh made a new table (%d, was %d)", after, before)
+	}
+	if err := f.Update([]dsr.ServiceConfig{web(true, w(be1, 1), w(be2, 2)), udp}, dsr.Tarpit{}); err != nil {
+		t.Fatal(err)
+	}
+	if after := table(0); after == before {
+		t.Error("new weights, same table")
 	}
 }
 
