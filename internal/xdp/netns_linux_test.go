@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nib-lb/nib/internal/dsr"
+	"github.com/nib-lb/nib/internal/needs"
 	"github.com/nib-lb/nib/internal/netnstest"
 )
 
@@ -99,6 +100,7 @@ func startLab(t *testing.T, off map[string]netnstest.Offloads, mode link.XDPAtta
 // (without, the frames are lost; GRO on the peer did not do on 6.18).
 func TestLinuxXDPHTTP(t *testing.T) {
 	netnstest.SkipUnprivileged(t)
+	needs.Tool(t, "ping")
 	for _, tc := range []struct {
 		name    string
 		mode    link.XDPAttachFlags
@@ -135,6 +137,8 @@ func TestLinuxXDPHTTP(t *testing.T) {
 			if len(seen) != 2 || seen["be1"] == 0 || seen["be2"] == 0 {
 				t.Errorf("answers by backend: %v", seen)
 			}
+			// The LB's own traffic (ARP, ICMP to its address) passes.
+			tp.Client().Run(t, "ping", "-c", "1", "-W", "2", tp.LB().Addr().String())
 			st := f.Stats()
 			web := st.Services[0]
 			if st.Forwarded == 0 || st.Received < st.Forwarded || web.NewFlows != 40 || web.Backends[0].Packets == 0 || web.Backends[1].Packets == 0 {
