@@ -94,6 +94,52 @@ func (p *Pair) Remove() error {
 	return errors.Join(errs...)
 }
 
+// Forwarded records that userspace wrote n bytes to socket i's peer that
+// socket i had received before Add (see TakeEarly).
+func (p *Pair) Forwarded(i int, n int) { p.base[1-i].Written += uint64(n) }
+
+// TakeEarly forwards what socket i received before the pair was added:
+// the kernel runs the program only when a segment arrives, so such bytes
+// would wait in the receive queue for the next one (and SIOCINQ no longer
+// shows them). It reads them and writes them to the peer with buf,
+// blocking on the peer's send buffer only as long as it must; a segment
+// arriving meanwhile may overtake them (see doc.go).
+func (p *Pair) TakeEarly(i int, buf []byte) error {
+	src, dst := p.fd[i], p.fd[1-i]
+	for {
+		n, err := unix.Read(src, buf)
+		if err == unix.EINTR {
+			continue
+		}
+		if err == unix.EAGAIN || n == 0 {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := writeAll(dst, buf[:n]); err != nil {
+			return err
+		}
+		p.Forwarded(i, n)
+	}
+}
+
+func writeAll(fd int, b []byte) error {
+	for len(b) > 0 {
+		n, err := unix.Write(fd, b)
+		switch {
+		case n > 0:
+			b = b[n:]
+		case err == unix.EAGAIN:
+			pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+			unix.Poll(pfd, 1000)
+		case err != unix.EINTR:
+			return err
+		}
+	}
+	return nil
+}
+
 // Moved reports the bytes socket i (0: a, 1: b) received since Add and
 // whether its peer's send queue has taken all of them: only then may the
 // peer's write side be shut down (shutdown(2) before that loses what the
