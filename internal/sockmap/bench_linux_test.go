@@ -468,4 +468,3 @@ func TestCompare(t *testing.T) {
 		}
 	}
 }
-
