@@ -16,6 +16,7 @@ import (
 	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
 
 	"github.com/nib-lb/nib/internal/dsr"
 )
@@ -56,9 +57,10 @@ type Forwarder struct {
 var errClosed = errors.New("xdp: forwarder closed")
 
 // New loads the program and its maps for services on cfg.Interface and
-// attaches it there: in native (driver) mode where the driver supports XDP,
-// else in generic mode (Mode says which, and why). It forwards from Run on. nb resolves backend
-// MACs; down (may be nil) reports backends that must not get flows.
+// attaches it there: in native (driver) mode where the driver supports XDP
+// (veth aside: see errVethTX), else in generic mode (Mode says which, and
+// why). It forwards from Run on. nb resolves backend MACs; down (may be
+// nil) reports backends that must not get flows.
 // cfg.Workers and cfg.Batch do not apply (the kernel runs the program on
 // every CPU that receives); cfg.FlowTableSize bounds the one flow table
 // shared by all CPUs. New must run in the interface's network namespace.
@@ -156,18 +158,22 @@ func load(cfg dsr.Config, services []dsr.ServiceConfig, tp dsr.Tarpit, nb dsr.Ne
 }
 
 // attach attaches the program in mode, or with 0 natively if the driver
-// can and generically if not.
+// can (and is not veth's) and generically if not.
 func (f *Forwarder) attach(mode link.XDPAttachFlags) error {
 	opts := link.XDPOptions{Program: f.objs.XdpDsr, Interface: f.cfg.Interface.Index, Flags: mode}
 	var native error
 	if mode == 0 {
-		opts.Flags = link.XDPDriverMode
-		l, err := link.AttachXDP(opts)
-		if err == nil {
-			f.link, f.mode = l, "native"
-			return nil
+		if driver(f.cfg.Interface.Name) == "veth" {
+			native = errVethTX
+		} else {
+			opts.Flags = link.XDPDriverMode
+			l, err := link.AttachXDP(opts)
+			if err == nil {
+				f.link, f.mode = l, "native"
+				return nil
+			}
+			native = err
 		}
-		native = err
 		opts.Flags = link.XDPGenericMode
 	}
 	l, err := link.AttachXDP(opts)
@@ -187,6 +193,27 @@ func (f *Forwarder) attach(mode link.XDPAttachFlags) error {
 		f.mode = "native"
 	}
 	return nil
+}
+
+// errVethTX is why New does not attach natively to a veth: the attach
+// works, but veth hands XDP_TX frames only to a peer with NAPI (an XDP
+// program on the peer; GRO on the peer did not do on 6.18), and drops them
+// silently otherwise.
+var errVethTX = errors.New("not tried: veth delivers XDP_TX frames only to a peer that runs an XDP program")
+
+// driver names the interface's driver (ethtool's), or "" if unknown; it
+// asks in the calling thread's network namespace.
+func driver(iface string) string {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return ""
+	}
+	defer unix.Close(fd)
+	info, err := unix.IoctlGetEthtoolDrvinfo(fd, iface)
+	if err != nil {
+		return ""
+	}
+	return unix.ByteSliceToString(info.Driver[:])
 }
 
 // Mode says how the program is attached: "native" (in the driver, before
