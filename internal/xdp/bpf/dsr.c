@@ -479,8 +479,7 @@ static __always_inline int process(struct xdp_md *ctx, const __u32 l3)
 	if (!(be->flags & BE_RESOLVED))
 		return drop(DROP_UNRESOLVED);
 
-	/* Fresh pointers: the verifier forgets the frame's bounds checks
-	 * across the helper calls above only if ctx changed; it has not. */
+	/* The bound again, for the verifier. */
 	if (p + 12 > end)
 		return XDP_PASS;
 	__builtin_memcpy(p, be->mac, 6);
