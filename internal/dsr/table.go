@@ -121,6 +121,10 @@ type Tarpit struct {
 	Match func(netip.Addr) bool
 	// Prefixes cover every matched address (for the packet filter).
 	Prefixes []netip.Prefix
+	// Exact says Match reports exactly the addresses in Prefixes (the ACL
+	// has permit rules only), so a data path that sees only Prefixes (the
+	// XDP program) tarpits the same addresses.
+	Exact bool
 }
 
 // lookup finds the service for a frame to addr:port over proto: the exact

@@ -47,6 +47,7 @@ var packages = map[string]string{
 	"mkfs.fat": "dosfstools", "mcopy": "mtools", "mmd": "mtools", "mdel": "mtools",
 	"sfdisk": "fdisk", "mke2fs": "e2fsprogs", "debugfs": "e2fsprogs", "e2fsck": "e2fsprogs",
 	"qemu-system-aarch64": "qemu-system-arm", "chromium": "chromium",
+	"clang": "clang", "llvm-strip": "llvm",
 }
 
 // Package is the Debian package of the command name (a path counts by its

@@ -50,6 +50,12 @@ func nameEcho(t *testing.T, h *netnstest.Host, addr string) {
 // a line and keeps its backend, new flows go elsewhere, and the reloads are
 // counted by outcome in the metrics.
 func TestLinuxDSRAPIReloadUnderLoad(t *testing.T) {
+	for _, path := range []string{DSRPacket, DSRXDP} {
+		t.Run(path, func(t *testing.T) { dsrAPIReloadUnderLoad(t, path) })
+	}
+}
+
+func dsrAPIReloadUnderLoad(t *testing.T, path string) {
 	netnstest.SkipUnprivileged(t)
 	tp := netnstest.New(t, netnstest.Options{Backends: 3})
 	vip := tp.VIP()
@@ -79,8 +85,11 @@ address = %q
 address = %q
 `, apiAddr, vip, bes[0].Addr(), bes[1].Addr())
 	putFile(t, file, []byte(cfg))
-	out := lbdIn(t, lb, "-config", file, "-state", state)
+	out := lbdIn(t, lb, "-config", file, "-state", state, "-dsr-path", path)
 	out.waitFor(t, "forwarding", 10*time.Second)
+	if path == DSRXDP && !strings.Contains(out.String(), "XDP forwarder attached") {
+		t.Fatalf("no XDP forwarder:\n%s", out.String())
+	}
 	a := newAPIClient(t, apiAddr, state)
 	a.c.Transport.(*http.Transport).DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		return lb.Dial(ctx, network, addr)

@@ -130,10 +130,16 @@ func dsrSpecs(cfg *config.Config, acls map[string]*acl.List) map[string]*dsrSpec
 		sp.cfg = append(sp.cfg, sc)
 		if l := acls[sc.TarpitACL]; sc.TarpitACL != "" && l != nil {
 			prev := sp.tarpit.Match
+			if prev == nil {
+				sp.tarpit.Exact = true
+			}
 			sp.tarpit.Match = func(a netip.Addr) bool { return l.Allows(a) || prev != nil && prev(a) }
 			for _, r := range l.Rules {
-				if r.Action == acl.Permit && r.Prefix.IsValid() {
+				switch {
+				case r.Action == acl.Permit && r.Prefix.IsValid():
 					sp.tarpit.Prefixes = append(sp.tarpit.Prefixes, r.Prefix)
+				case r.Action != acl.Permit:
+					sp.tarpit.Exact = false // a deny rule carves holes out of the prefixes
 				}
 			}
 		}

@@ -48,6 +48,12 @@ func echoOn(t *testing.T, h *netnstest.Host, addr string) (stop func()) {
 // vip = true a backend whose own address answers but that lost the VIP
 // from its loopback is marked down too ("vip not bound").
 func TestLinuxDSRHealth(t *testing.T) {
+	for _, path := range []string{DSRPacket, DSRXDP} {
+		t.Run(path, func(t *testing.T) { dsrHealth(t, path) })
+	}
+}
+
+func dsrHealth(t *testing.T, path string) {
 	netnstest.SkipUnprivileged(t)
 	tp := netnstest.New(t, netnstest.Options{Backends: 3})
 	vip := tp.VIP()
@@ -87,7 +93,7 @@ address = %q
 [[service.backend]]
 address = %q
 `, apiAddr, vip, bes[0].Addr(), bes[1].Addr(), bes[2].Addr())))
-	out := lbdIn(t, lb, "-config", file, "-state", state)
+	out := lbdIn(t, lb, "-config", file, "-state", state, "-dsr-path", path)
 	out.waitFor(t, "forwarding", 10*time.Second)
 	a := newAPIClient(t, apiAddr, state)
 	a.c.Transport.(*http.Transport).DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {

@@ -4,6 +4,7 @@ package xdp
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net/netip"
 
@@ -125,6 +126,9 @@ func Check(services []dsr.ServiceConfig, tp dsr.Tarpit) error {
 // not IPv4 are left out of the program (their frames pass to the stack;
 // dsr counts them as unsupported) and counted in skipped.
 func check(cfgs []dsr.ServiceConfig, tp dsr.Tarpit) (skipped int, err error) {
+	if tp.Match != nil && !tp.Exact {
+		return 0, errors.New("xdp: the tarpit ACL has deny rules, which the XDP program cannot apply (it tarpits whole prefixes): use the AF_PACKET path (-dsr-path packet or auto)")
+	}
 	n, b, t := 0, 0, 0
 	for _, c := range cfgs {
 		if !c.VIP.Is4() {

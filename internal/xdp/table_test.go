@@ -252,6 +252,8 @@ func TestCheck(t *testing.T) {
 		{"too many backends", []dsr.ServiceConfig{svc("a", 80, true, bigBackends...)}, dsr.Tarpit{}, false},
 		{"too many prefixes", nil, dsr.Tarpit{Prefixes: prefixes}, false},
 		{"negative weight", []dsr.ServiceConfig{svc("a", 80, true, dsr.BackendConfig{Addr: be1, Weight: -1})}, dsr.Tarpit{}, false},
+		{"tarpit of whole prefixes", nil, dsr.Tarpit{Match: func(netip.Addr) bool { return true }, Prefixes: prefixes[:2], Exact: true}, true},
+		{"tarpit with deny rules", nil, dsr.Tarpit{Match: func(netip.Addr) bool { return true }, Prefixes: prefixes[:2]}, false},
 	} {
 		if err := Check(tc.svcs, tc.tp); (err == nil) != tc.ok {
 			t.Errorf("%s: %v", tc.name, err)
