@@ -47,8 +47,16 @@ type invocation struct {
 // Main runs lbd with the given arguments (without the program name) and
 // returns the exit code.
 func Main(args []string, stdout, stderr io.Writer) int {
+	dsrPath := os.Getenv(dsrPathEnv)
+	if dsrPath == "" {
+		dsrPath = DSRPacket
+	}
+	if !validDSRPath(dsrPath) {
+		fmt.Fprintf(stderr, "lbd: %s=%q: want packet, xdp or auto\n", dsrPathEnv, dsrPath)
+		return 2
+	}
 	if native(args) {
-		return mainNative(args, stdout, stderr)
+		return mainNative(args, dsrPath, stdout, stderr)
 	}
 	if len(args) == 1 && args[0] == "-h" {
 		usage(stdout)
@@ -67,6 +75,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		user:       inv.User,
 		chroot:     inv.Chroot,
 		notices:    inv.Notices,
+		dsrPath:    dsrPath,
 	}, args, stderr)
 }
 
@@ -97,7 +106,9 @@ Usage:
                            the DSR data path: packet (AF_PACKET in lbd, the
                            default), xdp (an XDP program in the kernel; an
                            error if it cannot attach) or auto (XDP, else
-                           AF_PACKET with the reason logged)
+                           AF_PACKET with the reason logged); the
+                           environment's LBD_DSR_PATH sets it too, also
+                           for Pen's command line
   lbd -check FILE          validate a TOML config; exit 0 if valid, 1 if not
   lbd -print-toml ARGS...  print the TOML equivalent of a Pen command line
   lbd -version             print the version
@@ -136,7 +147,7 @@ served, e.g. its port is taken) or -check finds errors; 2 for usage errors.
 	pen.Usage(w)
 }
 
-func mainNative(args []string, stdout, stderr io.Writer) int {
+func mainNative(args []string, dsrPathDefault string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && (args[0] == "-print-toml" || args[0] == "--print-toml") {
 		// Everything after it is Pen's command line.
 		if err := pen.PrintTOML(args[1:], stdout); err != nil {
@@ -158,7 +169,7 @@ func mainNative(args []string, stdout, stderr io.Writer) int {
 	fs.Lookup("d").DefValue = ""
 	boolFlag(fs, "d")
 	foreground := fs.Bool("f", true, "stay in the foreground (always true with -config)")
-	dsrPath := fs.String("dsr-path", DSRPacket, "DSR data path: `packet` (AF_PACKET, in lbd), xdp (an XDP program in the kernel; fails if it cannot attach) or auto (XDP, else AF_PACKET with the reason logged)")
+	dsrPath := fs.String("dsr-path", dsrPathDefault, "DSR data path (default from $LBD_DSR_PATH, else packet): `packet` (AF_PACKET, in lbd), xdp (an XDP program in the kernel; fails if it cannot attach) or auto (XDP, else AF_PACKET with the reason logged)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -188,9 +199,7 @@ func mainNative(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "lbd: -state needs -config")
 		return 2
 	}
-	switch *dsrPath {
-	case DSRPacket, DSRXDP, DSRAuto:
-	default:
+	if !validDSRPath(*dsrPath) {
 		fmt.Fprintf(stderr, "lbd: -dsr-path %q: want packet, xdp or auto\n", *dsrPath)
 		return 2
 	}
@@ -524,3 +533,9 @@ func (d *Daemon) writeWebStats(logger *log.Logger) {
 		}
 	}
 }
+
+// dsrPathEnv sets lbd's DSR data path in both modes (Pen's command line has
+// no flag for it); -dsr-path overrides it.
+const dsrPathEnv = "LBD_DSR_PATH"
+
+func validDSRPath(p string) bool { return p == DSRPacket || p == DSRXDP || p == DSRAuto }

@@ -220,3 +220,17 @@ func TestBackgroundStart(t *testing.T) {
 		t.Errorf("pid file left behind after a clean exit")
 	}
 }
+
+// -dsr-path and LBD_DSR_PATH take packet, xdp or auto; anything else is a
+// usage error before anything starts.
+func TestDSRPathChecked(t *testing.T) {
+	if _, stderr, code := runLbd(t, "-config", "/nonexistent.toml", "-dsr-path", "ebpf"); code != 2 || !strings.Contains(stderr, "want packet, xdp or auto") {
+		t.Errorf("-dsr-path ebpf: exit %d, %s", code, stderr)
+	}
+	t.Setenv("LBD_DSR_PATH", "fast")
+	for _, args := range [][]string{{"-check", "/nonexistent.toml"}, {"-f", "127.0.0.1:0", "127.0.0.1:1"}} {
+		if _, stderr, code := runLbd(t, args...); code != 2 || !strings.Contains(stderr, "LBD_DSR_PATH") {
+			t.Errorf("LBD_DSR_PATH=fast %v: exit %d, %s", args, code, stderr)
+		}
+	}
+}

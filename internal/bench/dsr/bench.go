@@ -276,7 +276,12 @@ func (e *env) lbArgv(name string, extra ...string) []string {
 	if name == "lbd" || e.o.penDebug {
 		flags = "-df"
 	}
-	return nsArgv(e.lbHost(), e.o.lbCPU, append([]string{bin, flags}, extra...)...)
+	argv := []string{bin, flags}
+	if name == "lbd" {
+		// Pen's command line has no flag for it: the environment.
+		argv = []string{"env", "LBD_DSR_PATH=" + e.o.dsrPath, bin, flags}
+	}
+	return nsArgv(e.lbHost(), e.o.lbCPU, append(argv, extra...)...)
 }
 
 // startLB starts the load balancer and waits until it runs.

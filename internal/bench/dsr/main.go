@@ -34,6 +34,7 @@ type options struct {
 	lbCPU     string
 	loadCPU   string
 	lbdPath   string
+	dsrPath   string // lbd's DSR data path (LBD_DSR_PATH): packet or xdp
 	only      []string
 	tests     []string
 	steer     bool
@@ -72,6 +73,7 @@ func main() {
 	flag.StringVar(&o.lbCPU, "lb-cpu", "0", "CPU the load balancer is pinned to (taskset -c), and where lb's eth0 receive is steered (RPS)")
 	flag.StringVar(&o.loadCPU, "load-cpu", "1", "CPU of iperf3, the frame generators and (RPS) the switch, client and backends")
 	flag.StringVar(&o.lbdPath, "lbd", "", "use this lbd binary instead of building ./lbd")
+	flag.StringVar(&o.dsrPath, "dsr-path", "packet", "lbd's DSR data path: packet (AF_PACKET in lbd) or xdp (the XDP program; generic mode on veth)")
 	flag.BoolVar(&o.steer, "steer", true, "steer receive processing with RPS: lb's eth0 to -lb-cpu, every other interface to -load-cpu")
 	flag.BoolVar(&o.penDebug, "pen-d", true, "run pen with -d, as the seed command lines do")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (logs)")
@@ -93,6 +95,10 @@ func main() {
 			os.Exit(1)
 		}
 		return
+	}
+	if o.dsrPath != "packet" && o.dsrPath != "xdp" {
+		fmt.Fprintf(os.Stderr, "-dsr-path %q: want packet or xdp\n", o.dsrPath)
+		os.Exit(2)
 	}
 	for _, p := range strings.Split(only, ",") {
 		p = strings.TrimSpace(p)

@@ -35,6 +35,7 @@ type tableRow struct {
 }
 
 func printTable(w io.Writer, e *env) {
+	fmt.Fprintf(w, "lbd's DSR data path: %s (-dsr-path; LBD_DSR_PATH for lbd)\n", e.o.dsrPath)
 	var notes []string
 	note := func(s string) string {
 		for i, n := range notes {
