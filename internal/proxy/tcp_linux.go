@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nib-lb/nib/internal/lograte"
+	"github.com/nib-lb/nib/internal/sockmap"
 )
 
 // The TCP engine: each loop owns an epoll set. Every socket is registered
@@ -109,6 +110,7 @@ type tcpConn struct {
 	bytes           [2]uint64 // bytes to and from the backend
 	prev, next      *tcpConn  // the loop's connection list
 	queued          bool      // on the loop's ready list
+	kern            *kernConn // relayed by the kernel (sockmap_linux.go)
 }
 
 // Engine runs the TCP loops.
@@ -117,6 +119,7 @@ type Engine struct {
 	mu    sync.Mutex
 	lfds  map[*Service]int
 	logf  atomic.Pointer[func(format string, args ...any)]
+	relay *sockmap.Relay // NIB_SOCKMAP=1 (sockmap_linux.go)
 }
 
 // SetLogf sets where the engine reports its own faults (an epoll_wait
@@ -157,7 +160,11 @@ type loop struct {
 	// halfClose is halfCloseTimeout; tests shorten it.
 	halfClose time.Duration
 	eng       *Engine
-	waitLog   *lograte.Limiter
+	// The kernel relay (sockmap_linux.go), when on.
+	relay      *sockmap.Relay
+	finWait    []*tcpConn
+	lastKernel time.Time
+	waitLog    *lograte.Limiter
 	// Test seams: replace the epoll_wait and epoll_ctl(ADD) of connection
 	// sockets when set. Set them on the loop's goroutine (with do).
 	waitHook func(epfd int, events []unix.EpollEvent, msec int) (int, error)
@@ -176,12 +183,14 @@ func NewEngine(n int) (*Engine, error) {
 	}
 	e := &Engine{lfds: make(map[*Service]int)}
 	e.SetLogf(nil)
+	e.relay = newKernelRelay(log.Printf)
 	for range n {
 		l, err := newLoop()
 		if l != nil {
 			l.loops = n
 			l.spare = runtime.GOMAXPROCS(0) > n
 			l.eng = e
+			l.relay = e.relay
 		}
 		if err != nil {
 			e.Close()
@@ -294,6 +303,10 @@ func (e *Engine) Close() {
 		})
 		<-l.done
 	}
+	if e.relay != nil {
+		e.relay.Close()
+		e.relay = nil
+	}
 }
 
 // do runs f on the loop's goroutine.
@@ -385,11 +398,23 @@ func (l *loop) run() {
 			if ep.sess != nil && uint32(ev.Pad) != ep.gen {
 				continue // for a socket closed earlier in this batch
 			}
+			if ep.sess != nil && ep.sess.kern != nil {
+				l.kernelEvent(ep, ev.Events)
+				continue
+			}
+			dialing := l.relay != nil && ep.kind == kindBackend && ep.sess.state == connecting
 			l.handle(ep, ev.Events)
+			if dialing {
+				l.tryKernel(ep.sess)
+			}
 		}
 		l.runReady()
+		if len(l.finWait) > 0 {
+			l.kernelFins()
+		}
 		l.rearm()
 		if l.now.Sub(l.lastSw) >= sweepEvery {
+			l.kernelSweep()
 			l.sweep()
 		}
 		every := yieldEvery
@@ -432,6 +457,9 @@ func (l *loop) yield() {
 func (l *loop) wait() int {
 	if len(l.ready) > 0 {
 		return l.epollWait(0)
+	}
+	if len(l.finWait) > 0 {
+		return l.epollWait(1) // kernel relay: FINs wait for a flush
 	}
 	if l.spare && l.now.Sub(l.lastEvent) < idleAfter {
 		n := l.epollWait(busyWaitMS)

@@ -1,4 +1,4 @@
-package sockmap
+package sockmap_test
 
 import (
 	"bufio"
@@ -18,7 +18,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nib-lb/nib/internal/balance"
+	"github.com/nib-lb/nib/internal/netnstest"
 	"github.com/nib-lb/nib/internal/proxy"
+	"github.com/nib-lb/nib/internal/sockmap"
 )
 
 // The comparison of the two relays (TestCompare, run with
@@ -207,11 +209,28 @@ func measure(addr string, l benchLoad, d time.Duration) (figures, error) {
 	}, nil
 }
 
+func newRelay(t testing.TB) *sockmap.Relay {
+	t.Helper()
+	netnstest.SkipUnprivileged(t)
+	r, err := sockmap.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
 // startEngine relays addr's clients to backend through lbd's engine.
-func startEngine(t testing.TB, backend netip.AddrPort) string {
+// With kernel, the engine runs with NIB_SOCKMAP=1 (its kernel relay).
+func startEngine(t testing.TB, backend netip.AddrPort, kernel bool) string {
 	listen := netip.MustParseAddrPort(freePort(t))
 	pool := balance.New(balance.Options{TrackingSize: 64}, []balance.Server{{Addr: backend, Weight: 1}})
 	svc := proxy.NewService(proxy.Options{Listen: listen, ConnectTimeout: 2 * time.Second, Backlog: 1024}, pool, nil)
+	if kernel {
+		t.Setenv("NIB_SOCKMAP", "1")
+	} else {
+		t.Setenv("NIB_SOCKMAP", "")
+	}
 	e, err := proxy.NewEngine(1)
 	if err != nil {
 		t.Fatal(err)
@@ -237,7 +256,7 @@ func freePort(t testing.TB) string {
 // the backend, adds the pair and hands it to an epoll loop, which forwards
 // FINs once flushed and closes pairs that are done or failed.
 type smProxy struct {
-	r       *Relay
+	r       *sockmap.Relay
 	lfd     int
 	backend unix.Sockaddr
 	epfd    int
@@ -249,13 +268,13 @@ type smProxy struct {
 
 type smConn struct {
 	fd   [2]int
-	p    *Pair
+	p    *sockmap.Pair
 	eof  [2]bool
 	shut [2]bool
 	done bool // closed (under smProxy.mu)
 }
 
-func startSockmap(t testing.TB, r *Relay, backend netip.AddrPort) string {
+func startSockmap(t testing.TB, r *sockmap.Relay, backend netip.AddrPort) string {
 	addr := netip.MustParseAddrPort(freePort(t))
 	lfd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -327,7 +346,7 @@ func (p *smProxy) acceptLoop() {
 		p.mu.Lock()
 		pair, err := p.r.Add(cfd, bfd)
 		if err == nil {
-			err = pair.TakeEarly(0, buf)
+			_, err = pair.TakeEarly(0, buf)
 		}
 		c.p = pair
 		p.mu.Unlock()
@@ -444,17 +463,17 @@ func TestCompare(t *testing.T) {
 		defer ln.Close()
 		go serve(ln, l.resp, l.close)
 		backend := ln.Addr().(*net.TCPAddr).AddrPort()
-		addrs := [2]string{startEngine(t, backend), startSockmap(t, r, backend)}
-		names := [2]string{"engine", "sockmap"}
-		var sum [2]figures
+		addrs := [3]string{startEngine(t, backend, false), startEngine(t, backend, true), startSockmap(t, r, backend)}
+		names := [3]string{"engine", "engine+sockmap", "minimal sockmap"}
+		var sum [3]figures
 		for round := range 3 {
-			for m := range 2 {
+			for m := range 3 {
 				drive(addrs[m], l, d/10) // warm-up
 				f, err := measure(addrs[m], l, d)
 				if err != nil {
 					t.Fatalf("%s %s: %v", l.name, names[m], err)
 				}
-				t.Logf("%-9s %-7s run %d: %7d req, machine %7.2f µs/req, process %7.2f, softirq %6.2f",
+				t.Logf("%-9s %-15s run %d: %7d req, machine %7.2f µs/req, process %7.2f, softirq %6.2f",
 					l.name, names[m], round+1, f.reqs, f.machine, f.proc, f.softirq)
 				sum[m].reqs += f.reqs
 				sum[m].machine += f.machine / 3
@@ -462,8 +481,8 @@ func TestCompare(t *testing.T) {
 				sum[m].softirq += f.softirq / 3
 			}
 		}
-		for m := range 2 {
-			t.Logf("%-9s %-7s mean:  %7d req, machine %7.2f µs/req, process %7.2f, softirq %6.2f",
+		for m := range 3 {
+			t.Logf("%-9s %-15s mean:  %7d req, machine %7.2f µs/req, process %7.2f, softirq %6.2f",
 				l.name, names[m], sum[m].reqs, sum[m].machine, sum[m].proc, sum[m].softirq)
 		}
 	}

@@ -49,27 +49,22 @@ func (r *Relay) Close() error {
 	return r.objs.Close()
 }
 
-// Pair is two sockets relayed by the kernel, with their counters as they
-// were when the pair was added.
+// Pair is two sockets relayed by the kernel.
 type Pair struct {
 	r      *Relay
 	fd     [2]int
 	cookie [2]uint64
-	base   [2]Counts
 }
 
 // Add puts the connected TCP sockets a and b in the map as a pair: from
-// now on what arrives on one is sent on the other by the kernel. Everything
-// either has received so far must have been written to the other (the
-// counters of the pair start there).
+// now on what arrives on one is sent on the other by the kernel. Each must
+// carry only what the other received (no header of the proxy's own), or
+// Moved is wrong.
 func (r *Relay) Add(a, b int) (*Pair, error) {
 	p := &Pair{r: r, fd: [2]int{a, b}}
 	for i, fd := range p.fd {
 		var err error
 		if p.cookie[i], err = Cookie(fd); err != nil {
-			return nil, err
-		}
-		if p.base[i], err = Count(fd); err != nil {
 			return nil, err
 		}
 	}
@@ -94,33 +89,30 @@ func (p *Pair) Remove() error {
 	return errors.Join(errs...)
 }
 
-// Forwarded records that userspace wrote n bytes to socket i's peer that
-// socket i had received before Add (see TakeEarly).
-func (p *Pair) Forwarded(i int, n int) { p.base[1-i].Written += uint64(n) }
-
 // TakeEarly forwards what socket i received before the pair was added:
 // the kernel runs the program only when a segment arrives, so such bytes
 // would wait in the receive queue for the next one (and SIOCINQ no longer
 // shows them). It reads them and writes them to the peer with buf,
 // blocking on the peer's send buffer only as long as it must; a segment
-// arriving meanwhile may overtake them (see doc.go).
-func (p *Pair) TakeEarly(i int, buf []byte) error {
+// arriving meanwhile may overtake them (see doc.go). eof reports that the
+// read found socket i's peer's FIN.
+func (p *Pair) TakeEarly(i int, buf []byte) (eof bool, err error) {
 	src, dst := p.fd[i], p.fd[1-i]
 	for {
 		n, err := unix.Read(src, buf)
-		if err == unix.EINTR {
+		switch {
+		case err == unix.EINTR:
 			continue
-		}
-		if err == unix.EAGAIN || n == 0 {
-			return nil
-		}
-		if err != nil {
-			return err
+		case err == unix.EAGAIN:
+			return false, nil
+		case err != nil:
+			return false, err
+		case n == 0:
+			return true, nil
 		}
 		if err := writeAll(dst, buf[:n]); err != nil {
-			return err
+			return false, err
 		}
-		p.Forwarded(i, n)
 	}
 }
 
@@ -140,11 +132,11 @@ func writeAll(fd int, b []byte) error {
 	return nil
 }
 
-// Moved reports the bytes socket i (0: a, 1: b) received since Add and
-// whether its peer's send queue has taken all of them: only then may the
-// peer's write side be shut down (shutdown(2) before that loses what the
-// kernel still holds). fin tells that socket i has read its peer's FIN
-// (read returned 0), which TCP counts as one byte received.
+// Moved reports the bytes socket i (0: a, 1: b) has received in its life
+// and whether its peer's send queue has taken all of them: only then may
+// the peer's write side be shut down (shutdown(2) before that loses what
+// the kernel still holds). fin tells that socket i has its peer's FIN
+// (EPOLLRDHUP), which TCP counts as one byte received.
 func (p *Pair) Moved(i int, fin bool) (n uint64, flushed bool, err error) {
 	src, err := Count(p.fd[i])
 	if err != nil {
@@ -154,11 +146,11 @@ func (p *Pair) Moved(i int, fin bool) (n uint64, flushed bool, err error) {
 	if err != nil {
 		return 0, false, err
 	}
-	n = src.Received - p.base[i].Received
-	if fin {
+	n = src.Received
+	if fin && n > 0 {
 		n--
 	}
-	return n, dst.Written-p.base[1-i].Written == n, nil
+	return n, dst.Written == n, nil
 }
 
 // Cookie is the socket's cookie (SO_COOKIE), its key in the map.
@@ -173,16 +165,16 @@ func Cookie(fd int) (uint64, error) {
 	return c, nil
 }
 
-// Counts are a socket's byte counters as TCP keeps them (TCP_INFO), which
-// the kernel relay does not bypass.
+// Counts are a socket's data byte counters as TCP keeps them (TCP_INFO),
+// which the kernel relay does not bypass.
 type Counts struct {
 	// Received is every byte that arrived in order (tcpi_bytes_received),
 	// the peer's FIN included as one byte once it came.
 	Received uint64
-	// Written is every byte queued for sending: acknowledged
-	// (tcpi_bytes_acked) plus still in the send queue (SIOCOUTQ). The
-	// acknowledged count includes the SYN of a connecting socket and the
-	// FIN once sent: compare differences, as Pair does.
+	// Written is every data byte queued for sending: sent once
+	// (tcpi_bytes_sent less tcpi_bytes_retrans) or not yet
+	// (tcpi_notsent_bytes). (tcpi_bytes_acked would count the SYN of a
+	// connecting socket and any FIN sent.)
 	Written uint64
 }
 
@@ -192,9 +184,5 @@ func Count(fd int) (Counts, error) {
 	if err != nil {
 		return Counts{}, err
 	}
-	outq, err := unix.IoctlGetInt(fd, unix.SIOCOUTQ)
-	if err != nil {
-		return Counts{}, err
-	}
-	return Counts{Received: ti.Bytes_received, Written: ti.Bytes_acked + uint64(outq)}, nil
+	return Counts{Received: ti.Bytes_received, Written: ti.Bytes_sent - ti.Bytes_retrans + uint64(ti.Notsent_bytes)}, nil
 }

@@ -24,6 +24,15 @@ struct {
 SEC("sk_skb/verdict")
 int relay(struct __sk_buff *skb)
 {
+	// A segment without data carries a FIN, which TCP has taken into the
+	// socket's state already (EPOLLRDHUP, read returns 0): userspace
+	// forwards it with shutdown(2) once the data before it is flushed.
+	// Redirected, the empty buffer would make the workqueue that sends
+	// to the peer see a zero-byte send as a broken pipe: EPIPE on the peer
+	// (EPOLLERR) and its transmission stopped for good.
+	if (skb->len == 0)
+		return SK_DROP;
+
 	__u64 cookie = bpf_get_socket_cookie(skb);
 
 	// Egress redirect (no BPF_F_INGRESS): onto the peer's send queue. With
