@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"errors"
 	"os"
+	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -10,10 +12,11 @@ import (
 )
 
 // The kernel relay, an experiment that is off unless NIB_SOCKMAP=1 is in
-// lbd's environment (see internal/sockmap). Once a plain TCP connection's
-// backend connect has succeeded and the engine has nothing pending for
-// either side, both sockets go into the sockmap and the kernel relays
-// their data (an sk_skb verdict program redirecting each side's segments
+// lbd's environment (see internal/sockmap). Once an established plain TCP
+// connection has moved defaultKernelAfter bytes and the engine holds none
+// of its bytes, both sockets go into the sockmap (bytes that arrived but
+// were not read yet are handed to the kernel with sockmap.Pair.Kick) and
+// the kernel relays their data (an sk_skb verdict program redirecting each side's segments
 // to the other's send queue). The engine keeps the sockets in its epoll set
 // and still handles their ends: a FIN (EPOLLRDHUP) is forwarded with
 // shutdown(2) once the peer's send queue has taken every byte received
@@ -38,32 +41,59 @@ type kernConn struct {
 	waiting bool    // on the loop's finWait list
 }
 
-// newKernelRelay loads the kernel relay if NIB_SOCKMAP=1, or returns nil.
-func newKernelRelay(logf func(string, ...any)) *sockmap.Relay {
+// defaultKernelAfter is how many bytes a connection moves through the
+// engine before it goes to the kernel relay: adding a pair costs more
+// than relaying a short connection's few bytes (NIB_SOCKMAP_AFTER sets
+// another value; 0 hands connections over as soon as they are connected).
+const defaultKernelAfter = 64 << 10
+
+// newKernelRelay loads the kernel relay if NIB_SOCKMAP=1, or returns nil,
+// and the number of bytes after which connections are handed over.
+func newKernelRelay(logf func(string, ...any)) (*sockmap.Relay, uint64) {
 	if os.Getenv("NIB_SOCKMAP") != "1" {
-		return nil
+		return nil, 0
+	}
+	after := uint64(defaultKernelAfter)
+	if v := os.Getenv("NIB_SOCKMAP_AFTER"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			logf("proxy: NIB_SOCKMAP_AFTER=%q: want a number of bytes", v)
+		} else {
+			after = n
+		}
 	}
 	r, err := sockmap.New()
 	if err != nil {
 		logf("proxy: NIB_SOCKMAP=1: %v; relaying in userspace", err)
-		return nil
+		return nil, 0
 	}
-	return r
+	return r, after
 }
 
-// tryKernel moves a session whose backend connect just succeeded into the
-// kernel relay, if it is plain TCP and the engine holds nothing for it.
+// tryKernel moves an established plain TCP session into the kernel relay
+// once it has moved kernelAfter bytes, at a moment the engine holds none
+// of its bytes.
 func (l *loop) tryKernel(s *tcpConn) {
 	o := s.opts
 	c, b := &s.client, &s.backend
-	if s.next == nil || s.state != established || s.kern != nil || s.queued ||
-		o.ProxyProtocol != 0 || o.HTTP || o.TLS != nil ||
-		c.pend > 0 || b.pend > 0 || c.eof || b.eof || c.splice || b.splice {
+	if s.next == nil || s.state != established || s.kern != nil {
 		return
 	}
+	if o.ProxyProtocol != 0 || o.HTTP || o.TLS != nil || c.eof || b.eof {
+		s.noKern = true
+		return
+	}
+	if s.bytes[0]+s.bytes[1] < l.kernelAfter || s.queued || c.pend > 0 || b.pend > 0 {
+		return // not yet
+	}
+	s.noKern = true // one attempt
 	p, err := l.relay.Add(c.fd, b.fd)
 	if err != nil {
-		s.svc.warn(s.svc.localLog, "sockmap: %v (this connection is relayed in userspace)", err)
+		// EOPNOTSUPP: a socket is no longer established (its peer's FIN
+		// came), which the sockmap refuses; not worth a warning.
+		if !errors.Is(err, unix.EOPNOTSUPP) {
+			s.svc.warn(s.svc.localLog, "sockmap: %v (this connection is relayed in userspace)", err)
+		}
 		return
 	}
 	s.kern = &kernConn{pair: p}
@@ -73,18 +103,21 @@ func (l *loop) tryKernel(s *tcpConn) {
 		ev := unix.EpollEvent{Events: unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(ep.fd), Pad: int32(ep.gen)}
 		unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, ep.fd, &ev)
 	}
-	// Bytes that arrived after the engine's last read and before the
-	// pair was added wait in the receive queue for the next segment:
-	// forward them now.
-	// (A FIN already read here may have had its EPOLLRDHUP consumed by
-	// the engine.)
+	// Bytes that arrived after the engine's last read wait in the
+	// receive queues for the next segment: have the kernel take them now.
+	// A FIN among them, whose EPOLLRDHUP the engine may have consumed
+	// already, shows in the socket's state.
+	if err := p.Kick(); err != nil {
+		l.kernelClose(s)
+		return
+	}
 	for i, ep := range [2]*endpoint{c, b} {
-		eof, err := p.TakeEarly(i, l.buf[:])
-		if err != nil {
-			l.closeSession(s)
+		fin, reset, err := sockmap.PeerClosed(ep.fd)
+		if err != nil || reset {
+			l.kernelClose(s)
 			return
 		}
-		if eof {
+		if fin {
 			s.kern.eof[i], ep.eof = true, true
 		}
 	}

@@ -111,6 +111,7 @@ type tcpConn struct {
 	prev, next      *tcpConn  // the loop's connection list
 	queued          bool      // on the loop's ready list
 	kern            *kernConn // relayed by the kernel (sockmap_linux.go)
+	noKern          bool      // not to be: relayed here to the end
 }
 
 // Engine runs the TCP loops.
@@ -161,10 +162,11 @@ type loop struct {
 	halfClose time.Duration
 	eng       *Engine
 	// The kernel relay (sockmap_linux.go), when on.
-	relay      *sockmap.Relay
-	finWait    []*tcpConn
-	lastKernel time.Time
-	waitLog    *lograte.Limiter
+	relay       *sockmap.Relay
+	kernelAfter uint64
+	finWait     []*tcpConn
+	lastKernel  time.Time
+	waitLog     *lograte.Limiter
 	// Test seams: replace the epoll_wait and epoll_ctl(ADD) of connection
 	// sockets when set. Set them on the loop's goroutine (with do).
 	waitHook func(epfd int, events []unix.EpollEvent, msec int) (int, error)
@@ -183,14 +185,15 @@ func NewEngine(n int) (*Engine, error) {
 	}
 	e := &Engine{lfds: make(map[*Service]int)}
 	e.SetLogf(nil)
-	e.relay = newKernelRelay(log.Printf)
+	var after uint64
+	e.relay, after = newKernelRelay(log.Printf)
 	for range n {
 		l, err := newLoop()
 		if l != nil {
 			l.loops = n
 			l.spare = runtime.GOMAXPROCS(0) > n
 			l.eng = e
-			l.relay = e.relay
+			l.relay, l.kernelAfter = e.relay, after
 		}
 		if err != nil {
 			e.Close()
@@ -402,9 +405,8 @@ func (l *loop) run() {
 				l.kernelEvent(ep, ev.Events)
 				continue
 			}
-			dialing := l.relay != nil && ep.kind == kindBackend && ep.sess.state == connecting
 			l.handle(ep, ev.Events)
-			if dialing {
+			if l.relay != nil && ep.sess != nil && !ep.sess.noKern {
 				l.tryKernel(ep.sess)
 			}
 		}

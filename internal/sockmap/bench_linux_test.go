@@ -312,7 +312,6 @@ func startSockmap(t testing.TB, r *sockmap.Relay, backend netip.AddrPort) string
 
 func (p *smProxy) acceptLoop() {
 	defer p.wg.Done()
-	buf := make([]byte, 16<<10)
 	for {
 		cfd, _, err := unix.Accept4(p.lfd, unix.SOCK_CLOEXEC)
 		if err != nil {
@@ -346,7 +345,7 @@ func (p *smProxy) acceptLoop() {
 		p.mu.Lock()
 		pair, err := p.r.Add(cfd, bfd)
 		if err == nil {
-			_, err = pair.TakeEarly(0, buf)
+			err = pair.Kick()
 		}
 		c.p = pair
 		p.mu.Unlock()

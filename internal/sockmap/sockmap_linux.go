@@ -89,48 +89,36 @@ func (p *Pair) Remove() error {
 	return errors.Join(errs...)
 }
 
-// TakeEarly forwards what socket i received before the pair was added:
-// the kernel runs the program only when a segment arrives, so such bytes
-// would wait in the receive queue for the next one (and SIOCINQ no longer
-// shows them). It reads them and writes them to the peer with buf,
-// blocking on the peer's send buffer only as long as it must; a segment
-// arriving meanwhile may overtake them (see doc.go). eof reports that the
-// read found socket i's peer's FIN.
-func (p *Pair) TakeEarly(i int, buf []byte) (eof bool, err error) {
-	src, dst := p.fd[i], p.fd[1-i]
-	for {
-		n, err := unix.Read(src, buf)
-		switch {
-		case err == unix.EINTR:
-			continue
-		case err == unix.EAGAIN:
-			return false, nil
-		case err != nil:
-			return false, err
-		case n == 0:
-			return true, nil
-		}
-		if err := writeAll(dst, buf[:n]); err != nil {
-			return false, err
-		}
-	}
-}
-
-func writeAll(fd int, b []byte) error {
-	for len(b) > 0 {
-		n, err := unix.Write(fd, b)
-		switch {
-		case n > 0:
-			b = b[n:]
-		case err == unix.EAGAIN:
-			pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
-			unix.Poll(pfd, 1000)
-		case err != unix.EINTR:
-			return err
+// Kick makes the kernel relay what each socket received before the pair
+// was added, in order and without userspace reading it: the program runs
+// when a segment arrives, so such bytes would otherwise wait in the
+// receive queue (where SIOCINQ no longer shows them) for the next one.
+// Setting SO_RCVLOWAT calls the socket's data-ready callback, which the
+// sockmap has replaced with its own.
+func (p *Pair) Kick() error {
+	for _, fd := range p.fd {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT, 1); err != nil {
+			return fmt.Errorf("sockmap: kick: %w", err)
 		}
 	}
 	return nil
 }
+
+// PeerClosed reports whether fd's peer has sent its FIN while fd has not
+// sent its own (CLOSE_WAIT), or reset the connection (CLOSE).
+func PeerClosed(fd int) (fin, reset bool, err error) {
+	ti, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+	if err != nil {
+		return false, false, err
+	}
+	return ti.State == tcpCloseWait, ti.State == tcpClose, nil
+}
+
+// TCP states (include/net/tcp_states.h).
+const (
+	tcpClose     = 7
+	tcpCloseWait = 8
+)
 
 // Moved reports the bytes socket i (0: a, 1: b) has received in its life
 // and whether its peer's send queue has taken all of them: only then may

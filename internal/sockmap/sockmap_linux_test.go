@@ -327,28 +327,93 @@ func TestReset(t *testing.T) {
 }
 
 // TestLateAdd: bytes that arrived before the pair was added stay in the
-// receive queue until more arrive, then go first, in order.
+// receive queue until more arrive, or until Kick.
 func TestLateAdd(t *testing.T) {
 	r := newRelay(t)
 	c := dialPair(t)
 	pc, pb := fdOf(t, c.pc), fdOf(t, c.pb)
 	c.client.Write([]byte("early "))
-	for inq(t, pc) == 0 {
+	c.backend.Write([]byte("banner"))
+	for inq(t, pc) == 0 || inq(t, pb) == 0 {
 		time.Sleep(time.Millisecond)
 	}
-	if _, err := r.Add(pc, pb); err != nil {
+	p, err := r.Add(pc, pb)
+	if err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(20 * time.Millisecond)
-	t.Logf("after Add: %d bytes still in the proxy's receive queue", inq(t, pc))
+	t.Logf("after Add: SIOCINQ %d (it no longer shows the receive queue)", inq(t, pc))
 	c.backend.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
 	var b [16]byte
-	n, err := c.backend.Read(b[:])
-	t.Logf("backend read before more data: %q, %v", b[:n], err)
+	if n, err := c.backend.Read(b[:]); !isTimeout(err) {
+		t.Errorf("backend read before Kick: %q, %v (want a timeout)", b[:n], err)
+	}
 	c.backend.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if err := p.Kick(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := readN(c.backend, 6); err != nil || string(got) != "early " {
+		t.Errorf("backend after Kick: %q, %v", got, err)
+	}
+	if got, err := readN(c.client, 6); err != nil || string(got) != "banner" {
+		t.Errorf("client after Kick: %q, %v", got, err)
+	}
 	c.client.Write([]byte("late"))
-	if got, err := readN(c.backend, 10-n); err != nil || string(b[:n])+string(got) != "early late" {
+	if got, err := readN(c.backend, 4); err != nil || string(got) != "late" {
 		t.Errorf("%q, %v", got, err)
+	}
+	for i := range 2 {
+		if n, ok, err := p.Moved(i, false); n != 6+uint64(4*(1-i)) || !ok || err != nil {
+			t.Errorf("socket %d: moved %d, flushed %v, %v", i, n, ok, err)
+		}
+	}
+}
+
+// TestPeerClosed: a socket whose peer has sent its FIN (CLOSE_WAIT) cannot
+// be added (the sockmap takes established TCP sockets only); one whose FIN
+// comes after Add shows it in its state, and the bytes before it go
+// through.
+func TestPeerClosed(t *testing.T) {
+	r := newRelay(t)
+	c := dialPair(t)
+	pc, pb := fdOf(t, c.pc), fdOf(t, c.pb)
+	waitFIN := func(fd int) {
+		t.Helper()
+		for {
+			fin, _, err := PeerClosed(fd)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fin {
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	c.backend.CloseWrite()
+	waitFIN(pb)
+	if _, err := r.Add(pc, pb); !errors.Is(err, unix.EOPNOTSUPP) {
+		t.Errorf("Add with a socket in CLOSE_WAIT: %v, want EOPNOTSUPP", err)
+	}
+
+	c = dialPair(t)
+	pc, pb = fdOf(t, c.pc), fdOf(t, c.pb)
+	p, err := r.Add(pc, pb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.backend.Write([]byte("bye"))
+	c.backend.CloseWrite()
+	waitFIN(pb)
+	if n := waitFlushed(t, p, 1, true); n != 3 {
+		t.Errorf("moved %d, want 3", n)
+	}
+	unix.Shutdown(pc, unix.SHUT_WR)
+	if got, err := io.ReadAll(c.client); err != nil || string(got) != "bye" {
+		t.Errorf("client: %q, %v", got, err)
+	}
+	if soerr, _ := unix.GetsockoptInt(pc, unix.SOL_SOCKET, unix.SO_ERROR); soerr != 0 {
+		t.Errorf("SO_ERROR on the client side after the FIN: %v (the empty FIN segment must not be redirected)", unix.Errno(soerr))
 	}
 }
 
