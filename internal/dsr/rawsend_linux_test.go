@@ -1,9 +1,10 @@
-package dsr
+package dsr_test
 
 import (
 	"net"
 
 	"github.com/mdlayher/packet"
+	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
 
@@ -11,7 +12,7 @@ import (
 type rawSender struct{ pc *packet.Conn }
 
 func packetConn(ifi *net.Interface) (*rawSender, error) {
-	pc, err := packet.Listen(ifi, packet.Raw, unix.ETH_P_IP, &packet.Config{Filter: dropAll})
+	pc, err := packet.Listen(ifi, packet.Raw, unix.ETH_P_IP, &packet.Config{Filter: []bpf.RawInstruction{{Op: 0x06, K: 0}}})
 	if err != nil {
 		return nil, err
 	}
