@@ -13,7 +13,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nib-lb/nib/internal/lograte"
-	"github.com/nib-lb/nib/internal/sockmap"
 )
 
 // The TCP engine: each loop owns an epoll set. Every socket is registered
@@ -110,8 +109,6 @@ type tcpConn struct {
 	bytes           [2]uint64 // bytes to and from the backend
 	prev, next      *tcpConn  // the loop's connection list
 	queued          bool      // on the loop's ready list
-	kern            *kernConn // relayed by the kernel (sockmap_linux.go)
-	noKern          bool      // not to be: relayed here to the end
 }
 
 // Engine runs the TCP loops.
@@ -120,7 +117,6 @@ type Engine struct {
 	mu    sync.Mutex
 	lfds  map[*Service]int
 	logf  atomic.Pointer[func(format string, args ...any)]
-	relay *sockmap.Relay // NIB_SOCKMAP=1 (sockmap_linux.go)
 }
 
 // SetLogf sets where the engine reports its own faults (an epoll_wait
@@ -161,12 +157,7 @@ type loop struct {
 	// halfClose is halfCloseTimeout; tests shorten it.
 	halfClose time.Duration
 	eng       *Engine
-	// The kernel relay (sockmap_linux.go), when on.
-	relay       *sockmap.Relay
-	kernelAfter uint64
-	finWait     []*tcpConn
-	lastKernel  time.Time
-	waitLog     *lograte.Limiter
+	waitLog   *lograte.Limiter
 	// Test seams: replace the epoll_wait and epoll_ctl(ADD) of connection
 	// sockets when set. Set them on the loop's goroutine (with do).
 	waitHook func(epfd int, events []unix.EpollEvent, msec int) (int, error)
@@ -185,15 +176,12 @@ func NewEngine(n int) (*Engine, error) {
 	}
 	e := &Engine{lfds: make(map[*Service]int)}
 	e.SetLogf(nil)
-	var after uint64
-	e.relay, after = newKernelRelay(log.Printf)
 	for range n {
 		l, err := newLoop()
 		if l != nil {
 			l.loops = n
 			l.spare = runtime.GOMAXPROCS(0) > n
 			l.eng = e
-			l.relay, l.kernelAfter = e.relay, after
 		}
 		if err != nil {
 			e.Close()
@@ -306,10 +294,6 @@ func (e *Engine) Close() {
 		})
 		<-l.done
 	}
-	if e.relay != nil {
-		e.relay.Close()
-		e.relay = nil
-	}
 }
 
 // do runs f on the loop's goroutine.
@@ -401,22 +385,11 @@ func (l *loop) run() {
 			if ep.sess != nil && uint32(ev.Pad) != ep.gen {
 				continue // for a socket closed earlier in this batch
 			}
-			if ep.sess != nil && ep.sess.kern != nil {
-				l.kernelEvent(ep, ev.Events)
-				continue
-			}
 			l.handle(ep, ev.Events)
-			if l.relay != nil && ep.sess != nil && !ep.sess.noKern {
-				l.tryKernel(ep.sess)
-			}
 		}
 		l.runReady()
-		if len(l.finWait) > 0 {
-			l.kernelFins()
-		}
 		l.rearm()
 		if l.now.Sub(l.lastSw) >= sweepEvery {
-			l.kernelSweep()
 			l.sweep()
 		}
 		every := yieldEvery
@@ -459,9 +432,6 @@ func (l *loop) yield() {
 func (l *loop) wait() int {
 	if len(l.ready) > 0 {
 		return l.epollWait(0)
-	}
-	if len(l.finWait) > 0 {
-		return l.epollWait(1) // kernel relay: FINs wait for a flush
 	}
 	if l.spare && l.now.Sub(l.lastEvent) < idleAfter {
 		n := l.epollWait(busyWaitMS)

@@ -221,16 +221,10 @@ func newRelay(t testing.TB) *sockmap.Relay {
 }
 
 // startEngine relays addr's clients to backend through lbd's engine.
-// With kernel, the engine runs with NIB_SOCKMAP=1 (its kernel relay).
-func startEngine(t testing.TB, backend netip.AddrPort, kernel bool) string {
+func startEngine(t testing.TB, backend netip.AddrPort) string {
 	listen := netip.MustParseAddrPort(freePort(t))
 	pool := balance.New(balance.Options{TrackingSize: 64}, []balance.Server{{Addr: backend, Weight: 1}})
 	svc := proxy.NewService(proxy.Options{Listen: listen, ConnectTimeout: 2 * time.Second, Backlog: 1024}, pool, nil)
-	if kernel {
-		t.Setenv("NIB_SOCKMAP", "1")
-	} else {
-		t.Setenv("NIB_SOCKMAP", "")
-	}
 	e, err := proxy.NewEngine(1)
 	if err != nil {
 		t.Fatal(err)
@@ -462,17 +456,17 @@ func TestCompare(t *testing.T) {
 		defer ln.Close()
 		go serve(ln, l.resp, l.close)
 		backend := ln.Addr().(*net.TCPAddr).AddrPort()
-		addrs := [3]string{startEngine(t, backend, false), startEngine(t, backend, true), startSockmap(t, r, backend)}
-		names := [3]string{"engine", "engine+sockmap", "minimal sockmap"}
-		var sum [3]figures
+		addrs := [2]string{startEngine(t, backend), startSockmap(t, r, backend)}
+		names := [2]string{"engine", "sockmap"}
+		var sum [2]figures
 		for round := range 3 {
-			for m := range 3 {
+			for m := range 2 {
 				drive(addrs[m], l, d/10) // warm-up
 				f, err := measure(addrs[m], l, d)
 				if err != nil {
 					t.Fatalf("%s %s: %v", l.name, names[m], err)
 				}
-				t.Logf("%-9s %-15s run %d: %7d req, machine %7.2f µs/req, process %7.2f, softirq %6.2f",
+				t.Logf("%-9s %-7s run %d: %7d req, machine %7.2f µs/req, process %7.2f, softirq %6.2f",
 					l.name, names[m], round+1, f.reqs, f.machine, f.proc, f.softirq)
 				sum[m].reqs += f.reqs
 				sum[m].machine += f.machine / 3
@@ -480,8 +474,8 @@ func TestCompare(t *testing.T) {
 				sum[m].softirq += f.softirq / 3
 			}
 		}
-		for m := range 3 {
-			t.Logf("%-9s %-15s mean:  %7d req, machine %7.2f µs/req, process %7.2f, softirq %6.2f",
+		for m := range 2 {
+			t.Logf("%-9s %-7s mean:  %7d req, machine %7.2f µs/req, process %7.2f, softirq %6.2f",
 				l.name, names[m], sum[m].reqs, sum[m].machine, sum[m].proc, sum[m].softirq)
 		}
 	}
