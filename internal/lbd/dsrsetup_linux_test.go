@@ -54,13 +54,15 @@ func arpRepliesForVIP(t *testing.T, tp *netnstest.Topology, sniff *arpSniffer) [
 	client, vip := tp.Client(), tp.VIP()
 	client.Run(t, "ip", "neigh", "flush", "to", vip.String())
 	since := time.Now()
+	// A second for the connection, two for the replies: arpd answers at
+	// once, but a busy machine (CI) can take a while to show it.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	if c, err := client.Dial(ctx, "tcp", netip.AddrPortFrom(vip, 80).String()); err == nil {
 		c.Close()
 	}
 	var macs []string
-	for end := since.Add(time.Second); ; {
+	for end := since.Add(2 * time.Second); ; {
 		f, ok := sniff.wait(since, time.Until(end), func(f sniffed) bool {
 			return f.p.Operation == arp.OperationReply && f.p.SenderIP == vip
 		})
