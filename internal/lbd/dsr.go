@@ -185,14 +185,14 @@ func (d *Daemon) openDSR(iface string, sp *dsrSpec) (*dsrPort, error) {
 
 // The DSR data paths (lbd -dsr-path).
 const (
-	DSRPacket = "packet" // internal/dsr: AF_PACKET, in lbd (the default)
+	DSRAuto   = "auto"   // XDP, else AF_PACKET with the reason logged (the default)
 	DSRXDP    = "xdp"    // internal/xdp: an XDP program; an error if it cannot attach
-	DSRAuto   = "auto"   // XDP, else AF_PACKET with the reason logged
+	DSRPacket = "packet" // internal/dsr: AF_PACKET, in lbd
 )
 
 // newForwarder opens the data path d.DSRPath asks for.
 func (d *Daemon) newForwarder(cfg dsr.Config, sp *dsrSpec, a *arpd.Daemon, down func(string, netip.Addr) bool, logf func(string, ...any)) (forwarder, error) {
-	if d.DSRPath == DSRXDP || d.DSRPath == DSRAuto {
+	if d.DSRPath != DSRPacket {
 		f, err := xdp.New(cfg, sp.services, sp.tarpit, a, down, logf)
 		if err == nil {
 			logf("XDP forwarder attached (%s)", f.Mode())

@@ -49,7 +49,7 @@ type invocation struct {
 func Main(args []string, stdout, stderr io.Writer) int {
 	dsrPath := os.Getenv(dsrPathEnv)
 	if dsrPath == "" {
-		dsrPath = DSRPacket
+		dsrPath = DSRAuto
 	}
 	if !validDSRPath(dsrPath) {
 		fmt.Fprintf(stderr, "lbd: %s=%q: want packet, xdp or auto\n", dsrPathEnv, dsrPath)
@@ -102,11 +102,11 @@ Usage:
   lbd -config FILE -state DIR [-d]
                            appliance mode: serve FILE, or else the last good
                            config or a built-in one, never refusing to start
-  lbd -config FILE -dsr-path packet|xdp|auto ...
-                           the DSR data path: packet (AF_PACKET in lbd, the
-                           default), xdp (an XDP program in the kernel; an
-                           error if it cannot attach) or auto (XDP, else
-                           AF_PACKET with the reason logged); the
+  lbd -config FILE -dsr-path auto|xdp|packet ...
+                           the DSR data path: auto (the default: the XDP
+                           program, else lbd's AF_PACKET forwarder with the
+                           reason logged), xdp (an error if XDP cannot
+                           attach) or packet (AF_PACKET only); the
                            environment's LBD_DSR_PATH sets it too, also
                            for Pen's command line
   lbd -check FILE          validate a TOML config; exit 0 if valid, 1 if not
@@ -169,7 +169,7 @@ func mainNative(args []string, dsrPathDefault string, stdout, stderr io.Writer) 
 	fs.Lookup("d").DefValue = ""
 	boolFlag(fs, "d")
 	foreground := fs.Bool("f", true, "stay in the foreground (always true with -config)")
-	dsrPath := fs.String("dsr-path", dsrPathDefault, "DSR data path (default from $LBD_DSR_PATH, else packet): `packet` (AF_PACKET, in lbd), xdp (an XDP program in the kernel; fails if it cannot attach) or auto (XDP, else AF_PACKET with the reason logged)")
+	dsrPath := fs.String("dsr-path", dsrPathDefault, "DSR data path (default from $LBD_DSR_PATH, else auto): `auto` (XDP, else AF_PACKET with the reason logged), xdp (an XDP program in the kernel; fails if it cannot attach) or packet (AF_PACKET, in lbd)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
