@@ -512,3 +512,42 @@ func TestCheckEndpoint(t *testing.T) {
 		}
 	}
 }
+
+// lockedBackend's Status takes a lock its test holds, as lbd's takes the
+// daemon lock that lbd holds while it stops the API.
+type lockedBackend struct {
+	fakeBackend
+	mu *sync.Mutex
+}
+
+func (b *lockedBackend) Status() Status {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.fakeBackend.Status()
+}
+
+// Stop returns while the history sampler waits for a lock the caller
+// holds (lbd stops the API under its daemon lock); Wait returns once the
+// lock is released.
+func TestStopUnderBackendLock(t *testing.T) {
+	var mu sync.Mutex
+	s, _ := start(t, Options{Backend: &lockedBackend{mu: &mu}, HistoryInterval: 10 * time.Millisecond})
+	mu.Lock()
+	time.Sleep(50 * time.Millisecond) // the sampler is now waiting for mu
+	stopped := make(chan struct{})
+	go func() { s.Stop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		mu.Unlock()
+		t.Fatal("Stop waited for the sampler, which waits for the caller's lock")
+	}
+	mu.Unlock()
+	waited := make(chan struct{})
+	go func() { s.Wait(); close(waited) }()
+	select {
+	case <-waited:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Wait did not return after the lock was released")
+	}
+}

@@ -169,9 +169,10 @@ func delta(a, b uint64) uint64 {
 
 // sampler is the history's goroutine's handle.
 type sampler struct {
-	mu   sync.Mutex
-	stop chan struct{} // closed to stop it; nil when not running
-	done chan struct{} // closed when it has stopped
+	mu      sync.Mutex
+	stop    chan struct{} // closed to stop it; nil when not started
+	done    chan struct{} // closed when it has stopped
+	stopped bool          // stop is closed
 }
 
 // startSampler starts sampling the history (Serve calls it).
@@ -188,17 +189,32 @@ func (s *Server) startSampler() {
 	go s.sample(d, sm.stop, sm.done)
 }
 
-// stopSampler stops the sampler and waits for it (Close calls it).
+// stopSampler stops the sampler and waits for it.
 func (s *Server) stopSampler() {
+	s.signalSampler()
+	s.waitSampler()
+}
+
+// signalSampler tells the sampler to stop (Stop calls it); waitSampler
+// waits until it has (Wait).
+func (s *Server) signalSampler() {
 	sm := &s.page.sampler
 	sm.mu.Lock()
 	defer sm.mu.Unlock()
-	if sm.stop == nil {
-		return
+	if sm.stop != nil && !sm.stopped {
+		close(sm.stop)
+		sm.stopped = true
 	}
-	close(sm.stop)
-	<-sm.done
-	sm.stop, sm.done = nil, nil
+}
+
+func (s *Server) waitSampler() {
+	sm := &s.page.sampler
+	sm.mu.Lock()
+	done := sm.done
+	sm.mu.Unlock()
+	if done != nil {
+		<-done
+	}
 }
 
 // sample records a snapshot now and every d until stop is closed.

@@ -193,15 +193,16 @@ type Options struct {
 
 // Server is the HTTPS control API.
 type Server struct {
-	o        Options
-	token    []byte
-	thr      throttle
-	failLog  *lograte.Limiter
-	mu       sync.Mutex
-	srv      *http.Server
-	serveErr chan error
-	metrics  http.Handler // GET /metrics
-	page     pageState    // the status page (page.go)
+	o         Options
+	token     []byte
+	thr       throttle
+	failLog   *lograte.Limiter
+	mu        sync.Mutex
+	srv       *http.Server
+	serveErr  chan error
+	serveOnce sync.Once    // Wait reads serveErr once
+	metrics   http.Handler // GET /metrics
+	page      pageState    // the status page (page.go)
 }
 
 // New returns a server; nothing listens until Serve.
@@ -250,8 +251,19 @@ func (s *Server) Serve(ln net.Listener) {
 	go func() { s.serveErr <- srv.Serve(tls.NewListener(newLimitListener(ln), srv.TLSConfig)) }()
 }
 
-// Close stops the listener and closes every connection.
+// Close stops the listener and closes every connection, and waits until
+// the server's goroutines are gone: Stop, then Wait.
 func (s *Server) Close() error {
+	err := s.Stop()
+	s.Wait()
+	return err
+}
+
+// Stop closes the listener and every connection at once (the address is
+// free when it returns) and tells the history sampler to stop, without
+// waiting for the goroutines: a caller that holds a lock the Backend
+// takes (lbd's daemon lock) calls Stop under it and Wait after it.
+func (s *Server) Stop() error {
 	s.mu.Lock()
 	srv := s.srv
 	s.mu.Unlock()
@@ -259,9 +271,22 @@ func (s *Server) Close() error {
 		return nil
 	}
 	err := srv.Close()
-	<-s.serveErr
-	s.stopSampler()
+	s.signalSampler()
 	return err
+}
+
+// Wait waits for the goroutines Serve started to end, after Stop.
+func (s *Server) Wait() {
+	s.mu.Lock()
+	srv, errc := s.srv, s.serveErr
+	s.mu.Unlock()
+	if srv == nil {
+		return
+	}
+	s.waitSampler()
+	if errc != nil {
+		s.serveOnce.Do(func() { <-errc })
+	}
 }
 
 // logWriter sends net/http's own messages (TLS handshake errors and the

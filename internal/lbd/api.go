@@ -31,6 +31,7 @@ const apiReloadTimeout = time.Minute
 type apiState struct {
 	addr    string
 	srv     *control.Server
+	stopped []*control.Server      // stopped by closeAPI, for Close to wait for
 	aclSnap atomic.Pointer[ctlACL] // the ACL of the running config
 	secrets *control.Secrets       // loaded once, before any chroot
 	// reloads carries API reload requests to the main loop (main.go, serve),
@@ -77,10 +78,7 @@ func (d *Daemon) prepareAPI(cfg *config.Config) (commit, abort func(), err error
 	}
 	commit = func() {
 		d.api.aclSnap.Store(snap)
-		if d.api.srv != nil {
-			d.api.srv.Close()
-			d.api.srv = nil
-		}
+		d.closeAPI()
 		d.api.addr = want
 		if ln != nil {
 			d.api.srv = control.New(control.Options{
@@ -101,13 +99,28 @@ func (d *Daemon) prepareAPI(cfg *config.Config) (commit, abort func(), err error
 	return commit, abort, nil
 }
 
-// closeAPI stops the API (Close, with d.mu held).
+// closeAPI stops the API (d.mu held): its listener and connections close
+// now; its goroutines end once d.mu is released (the history sampler may be
+// waiting for it), and waitAPI waits for them.
 func (d *Daemon) closeAPI() {
 	if d.api.srv != nil {
-		d.api.srv.Close()
+		d.api.srv.Stop()
+		d.api.stopped = append(d.api.stopped, d.api.srv)
 		d.api.srv = nil
 	}
 	d.api.addr = ""
+}
+
+// waitAPI waits for the servers closeAPI stopped (Close, after d.mu is
+// released).
+func (d *Daemon) waitAPI() {
+	d.mu.Lock()
+	stopped := d.api.stopped
+	d.api.stopped = nil
+	d.mu.Unlock()
+	for _, s := range stopped {
+		s.Wait()
+	}
 }
 
 func (d *Daemon) apiAllowed(a netip.Addr) bool {

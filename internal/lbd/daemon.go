@@ -227,6 +227,7 @@ func (d *Daemon) Close() {
 	d.mu.Unlock()
 	d.ctlWG.Wait()
 	d.waitHealth()
+	d.waitAPI()
 }
 
 // SetRoot sets the directory that request log paths are relative to: Pen's

@@ -316,6 +316,12 @@ func (tp *Topology) Prefix() string { return tp.prefix }
 // or `ip -s link` on a port.
 func (tp *Topology) SwitchNS() string { return tp.sw }
 
+// SwitchDo runs f on a thread in the switch's namespace, as Host.Do does
+// for a host (e.g. to attach a program to a bridge port there).
+func (tp *Topology) SwitchDo(f func() error) error {
+	return (&Host{name: "switch", ns: tp.sw}).Do(f)
+}
+
 // MTU is the MTU of every eth0.
 func (tp *Topology) MTU() int { return tp.mtu }
 

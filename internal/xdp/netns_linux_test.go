@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -16,7 +15,6 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
-	"golang.org/x/sys/unix"
 
 	"github.com/nib-lb/nib/internal/dsr"
 	"github.com/nib-lb/nib/internal/needs"
@@ -45,7 +43,7 @@ func startLab(t *testing.T, off map[string]netnstest.Offloads, mode link.XDPAtta
 		bs = append(bs, dsr.BackendConfig{Addr: be.Addr(), Weight: 1})
 	}
 	if peerXDP {
-		passOn(t, tp.SwitchNS(), "lb")
+		passOn(t, tp, "lb")
 	}
 	lb := tp.LB()
 	var f *Forwarder
@@ -200,8 +198,8 @@ func TestLinuxXDPUploadWithOffloads(t *testing.T) {
 }
 
 // passOn attaches an XDP program that passes every frame to dev in the
-// network namespace ns (named, as `ip netns` knows it) until the test ends.
-func passOn(t *testing.T, ns, dev string) {
+// switch's namespace until the test ends.
+func passOn(t *testing.T, tp *netnstest.Topology, dev string) {
 	t.Helper()
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 		Type:         ebpf.XDP,
@@ -212,41 +210,19 @@ func passOn(t *testing.T, ns, dev string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { prog.Close() })
-	errc := make(chan error, 1)
-	go func() {
-		// The thread stays locked (and so ends with the goroutine) unless
-		// it is back in its own namespace.
-		runtime.LockOSThread()
-		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer unix.Close(orig)
-		target, err := unix.Open("/run/netns/"+ns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer unix.Close(target)
-		if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
-			errc <- err
-			return
-		}
+	err = tp.SwitchDo(func() error {
 		ifi, err := net.InterfaceByName(dev)
-		var l link.Link
-		if err == nil {
-			l, err = link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifi.Index, Flags: link.XDPDriverMode})
+		if err != nil {
+			return err
 		}
-		if err == nil {
-			t.Cleanup(func() { l.Close() })
+		l, err := link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifi.Index, Flags: link.XDPDriverMode})
+		if err != nil {
+			return err
 		}
-		if unix.Setns(orig, unix.CLONE_NEWNET) == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- err
-	}()
-	if err := <-errc; err != nil {
-		t.Fatalf("XDP program on %s in %s: %v", dev, ns, err)
+		t.Cleanup(func() { l.Close() })
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("XDP program on %s in %s: %v", dev, tp.SwitchNS(), err)
 	}
 }
