@@ -35,6 +35,10 @@ type serviceHealth struct {
 	checker *health.Checker
 	allDown bool   // every backend is down
 	mode    string // while allDown: "open" (all used) or "closed" (none)
+	// applied is each backend's health as last applied to the data path:
+	// what the status reports, so that "down" there means no new
+	// connection or flow goes to it.
+	applied map[string]bool
 }
 
 // healthKey is a backend's key in its service's checker.
@@ -248,7 +252,13 @@ func (d *Daemon) applyHealthLocked() {
 		down := map[string]bool{}
 		if sh != nil {
 			var allDown bool
-			down, allDown = heldDown(keys, sh.checker.Up, sc.Health.FailClosed)
+			applied := make(map[string]bool, len(keys))
+			for _, k := range keys {
+				applied[k] = sh.checker.Up(k)
+			}
+			down, allDown = heldDown(keys, func(k string) bool { return applied[k] }, sc.Health.FailClosed)
+			// Readers hold d.mu too: they see it with the data path below.
+			sh.applied = applied
 			mode := ""
 			if allDown {
 				mode = "open"
@@ -291,12 +301,18 @@ func (d *Daemon) applyHealthLocked() {
 }
 
 // backendHealth is a backend's health for the status: nil without checks.
+// Up is the health last applied to the data path (see serviceHealth).
 func (d *Daemon) backendHealth(sc config.Service, b config.Backend) (health.Status, bool) {
 	sh := d.hc.services[sc.Name]
 	if sh == nil {
 		return health.Status{}, false
 	}
-	return sh.checker.Status(healthKey(sc, b))
+	key := healthKey(sc, b)
+	hs, ok := sh.checker.Status(key)
+	if up, applied := sh.applied[key]; ok && applied {
+		hs.Up = up
+	}
+	return hs, ok
 }
 
 // healthWord is "up" or "down" for a checked backend, "" otherwise (Pen's
