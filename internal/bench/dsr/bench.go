@@ -58,23 +58,27 @@ type iperfSet struct {
 
 // frameRes is one 64-byte frame load.
 type frameRes struct {
-	rate       float64 // pacing asked for (0: full)
-	sent       uint64
-	refused    uint64
-	secs       float64
-	atLB       uint64 // frames lb's eth0 received
-	forwarded  uint64 // frames be1+be2 received
-	beRx       []uint64
-	backlog    uint64 // softnet backlog drops during the load (all CPUs)
-	offered    float64
-	fwdPPS     float64
-	loss       float64
-	lbCPU      float64
-	noise      string
-	err        error
-	measured   bool
-	targetNote string
-	diag       string // the LB's socket drops and (lbd) its own counters
+	rate      float64 // pacing asked for (0: full)
+	sent      uint64
+	refused   uint64
+	secs      float64
+	atLB      uint64 // frames lb's eth0 received
+	forwarded uint64 // frames be1+be2 received
+	beRx      []uint64
+	backlog   uint64 // softnet backlog drops during the load (all CPUs)
+	offered   float64
+	fwdPPS    float64
+	loss      float64
+	lbCPU     float64 // the LB process's share of its CPU
+	// cpuAll is the LB's CPU busy fraction during the load, whatever ran
+	// there (process, softirq: receive, XDP, forwarding); cpuPerFrame the
+	// busy CPU time per forwarded frame, in seconds.
+	cpuAll, cpuPerFrame float64
+	noise               string
+	err                 error
+	measured            bool
+	targetNote          string
+	diag                string // the LB's socket drops and (lbd) its own counters
 }
 
 type tarpitRes struct {
@@ -644,9 +648,9 @@ func (e *env) framesAt(r *lbResult, rate float64) frameRes {
 	}
 	f.measured = true
 	f.diag = e.lbDiag(c, ctl)
-	benchkit.Logf("%s: 64-byte frames%s: sent %d in %.2fs (%.3f Mpps, %d refused by the client's send), lb eth0 received %d, backends %v = %.3f Mpps forwarded, loss %.2f%%, backlog drops %d, LB process %.0f%% of its CPU%s",
+	benchkit.Logf("%s: 64-byte frames%s: sent %d in %.2fs (%.3f Mpps, %d refused by the client's send), lb eth0 received %d, backends %v = %.3f Mpps forwarded, loss %.2f%%, backlog drops %d, LB process %.0f%% of its CPU, LB CPU busy %.0f%% (process, softirq, XDP: everything on it, less its idle share), %.2f µs per forwarded frame%s",
 		name, map[bool]string{true: fmt.Sprintf(" paced at %.3f Mpps", rate/1e6), false: " at full rate"}[rate > 0],
-		f.sent, f.secs, f.offered/1e6, f.refused, f.atLB, f.beRx, f.fwdPPS/1e6, 100*f.loss, f.backlog, 100*f.lbCPU, noiseSuffix(f.noise))
+		f.sent, f.secs, f.offered/1e6, f.refused, f.atLB, f.beRx, f.fwdPPS/1e6, 100*f.loss, f.backlog, 100*f.lbCPU, 100*f.cpuAll, 1e6*f.cpuPerFrame, noiseSuffix(f.noise))
 	if f.diag != "" {
 		benchkit.Logf("%s: after the load: %s", name, f.diag)
 		r.notes = append(r.notes, fmt.Sprintf("64-byte frames%s, after the load: %s",
@@ -663,11 +667,31 @@ func (e *env) frameLoad(lb *benchkit.Child, rate float64, d time.Duration) (fram
 		return f, err
 	}
 	sn0 := softnetDrops()
+	// The LB's CPU is not idle without the load either (timers, the
+	// namespaces' housekeeping, whatever else runs there): its busy share
+	// over a quiet second is taken off the load's.
+	idleBusy0, idleTotal0, err := cpuTicks(e.o.lbCPU)
+	if err != nil {
+		return f, err
+	}
+	time.Sleep(time.Second)
+	busy0, total0, err := cpuTicks(e.o.lbCPU)
+	if err != nil {
+		return f, err
+	}
+	idleShare := 0.0
+	if total0 > idleTotal0 {
+		idleShare = float64(busy0-idleBusy0) / float64(total0-idleTotal0)
+	}
 	w := e.watch(lb)
 	res, err := e.helper(e.client(), "udp", d+30*time.Second, "-dst", e.topo.VIP().String(), "-dport", framePort,
 		"-src", e.client().Addr().String(), "-for", d.String(), "-rate", strconv.FormatFloat(rate, 'f', 0, 64))
 	if err != nil {
 		w.done(0)
+		return f, err
+	}
+	busy1, total1, err := cpuTicks(e.o.lbCPU)
+	if err != nil {
 		return f, err
 	}
 	time.Sleep(500 * time.Millisecond) // frames in flight and in queues
@@ -690,8 +714,18 @@ func (e *env) frameLoad(lb *benchkit.Child, rate float64, d time.Duration) (fram
 	if f.sent > 0 {
 		f.loss = 1 - float64(f.forwarded)/float64(f.sent)
 	}
+	if total1 > total0 {
+		net := float64(busy1-busy0) - idleShare*float64(total1-total0)
+		f.cpuAll = max(net, 0) / float64(total1-total0)
+		if f.forwarded > 0 {
+			f.cpuPerFrame = max(net, 0) / float64(clockTicks) / float64(f.forwarded)
+		}
+	}
 	return f, nil
 }
+
+// clockTicks is USER_HZ, the unit of /proc/stat (100 on Linux).
+const clockTicks = 100
 
 // tarpitLoad starts the load balancer with a tarpit for 198.51.100.77 and
 // floods it with SYNs from the client.

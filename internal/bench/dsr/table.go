@@ -161,6 +161,8 @@ func printTable(w io.Writer, e *env) {
 	atLB := func(m frameRes) float64 { return float64(m.atLB) / m.secs / 1e6 }
 	loss := func(m frameRes) float64 { return 100 * m.loss }
 	lbcpu := func(m frameRes) float64 { return 100 * m.lbCPU }
+	cpuAll := func(m frameRes) float64 { return 100 * m.cpuAll }
+	perFrame := func(m frameRes) float64 { return 1e6 * m.cpuPerFrame }
 	rows = append(rows,
 		tableRow{title: "64-byte offered (full rate), Mpps", prec: 3, cells: [4]val{fr(lbd, false, offered), fr(pen, false, offered), none, none}})
 	fw := tableRow{title: "64-byte forwarded, Mpps", prec: 3, cells: [4]val{fr(lbd, false, fwd), fr(pen, false, fwd), none, none}, target: "≥ 2× pen"}
@@ -172,7 +174,9 @@ func printTable(w io.Writer, e *env) {
 	rows = append(rows, fw,
 		tableRow{title: "64-byte loss, %", prec: 2, cells: [4]val{fr(lbd, false, loss), fr(pen, false, loss), none, none}},
 		tableRow{title: "64-byte reached lb eth0, Mpps", prec: 3, cells: [4]val{fr(lbd, false, atLB), fr(pen, false, atLB), none, none}},
-		tableRow{title: "LB process CPU during 64-byte load, %", prec: 0, cells: [4]val{fr(lbd, false, lbcpu), fr(pen, false, lbcpu), none, none}})
+		tableRow{title: "LB process CPU during 64-byte load, %", prec: 0, cells: [4]val{fr(lbd, false, lbcpu), fr(pen, false, lbcpu), none, none}},
+		tableRow{title: "LB's CPU busy (all work on it, less idle), %", prec: 0, cells: [4]val{fr(lbd, false, cpuAll), fr(pen, false, cpuAll), none, none}},
+		tableRow{title: "LB's CPU per forwarded frame, µs", prec: 2, cells: [4]val{fr(lbd, false, perFrame), fr(pen, false, perFrame), none, none}})
 	if lbd != nil {
 		title := "lbd loss at pen's forwarded rate, %"
 		if lbd.atPen.measured {
