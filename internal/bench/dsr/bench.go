@@ -95,13 +95,17 @@ type tarpitRes struct {
 
 // lbResult is everything measured for one load balancer.
 type lbResult struct {
-	name     string
-	iperf    iperfSet
-	frames   frameRes
-	atPen    frameRes // lbd only: paced at pen's forwarded rate
-	tarpit   tarpitRes
-	cmdlines []string
-	notes    []string
+	name   string
+	iperf  iperfSet
+	frames frameRes
+	atPen  frameRes // lbd only: paced at pen's forwarded rate
+	// sharedPace is a 64-byte load at half pen's forwarded rate with pen's
+	// offload settings, the same for lbd and pen: neither is saturated,
+	// so their CPU per frame compares.
+	sharedPace frameRes
+	tarpit     tarpitRes
+	cmdlines   []string
+	notes      []string
 }
 
 func (e *env) lbHost() *netnstest.Host     { return e.topo.LB() }
@@ -174,6 +178,16 @@ func (e *env) bench() error {
 		}
 		lbd.atPen = e.framesAt(lbd, rate)
 		lbd.atPen.targetNote = how
+	}
+	// Phase 4: lbd and pen at one pace that saturates neither, with pen's
+	// offloads, for the CPU each spends per frame.
+	if lbd != nil && pen != nil && pen.frames.measured && pen.frames.fwdPPS > 0 && slices.Contains(o.tests, "frames") && !benchkit.Stopping() {
+		if err := e.setOffloads(false); err != nil {
+			return err
+		}
+		rate := pen.frames.fwdPPS / 2
+		pen.sharedPace = e.framesAt(pen, rate)
+		lbd.sharedPace = e.framesAt(lbd, rate)
 	}
 	if benchkit.Stopping() {
 		return nil

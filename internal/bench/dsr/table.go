@@ -136,6 +136,19 @@ func printTable(w io.Writer, e *env) {
 			judge: func(v float64) bool { return v >= downloadRatio }})
 
 	// 64-byte frames.
+	shared := func(r *lbResult, f func(frameRes) float64) val {
+		if r == nil || !r.sharedPace.measured {
+			if r != nil && r.sharedPace.err != nil {
+				return short(r.name+" shared pace", r.sharedPace.err)
+			}
+			return none
+		}
+		v := val{v: f(r.sharedPace), ok: true}
+		if r.sharedPace.noise != "" {
+			v.text = " " + note(r.name+" shared pace: "+r.sharedPace.noise+": noisy figure")
+		}
+		return v
+	}
 	fr := func(r *lbResult, atPen bool, f func(frameRes) float64) val {
 		if r == nil {
 			return none
@@ -192,6 +205,18 @@ func printTable(w io.Writer, e *env) {
 			tableRow{title: "", prec: 3, cells: [4]val{fr(lbd, true, fwd), none, none, none}})
 		rows[len(rows)-1].title = "  forwarded there, Mpps"
 		rows[len(rows)-2].title = "  offered there, Mpps"
+	}
+	if lbd != nil && pen != nil && lbd.sharedPace.measured && pen.sharedPace.measured {
+		title := fmt.Sprintf("LB's CPU per frame at %.3f Mpps (both; pen's offloads), µs", lbd.sharedPace.rate/1e6)
+		row := tableRow{title: title, prec: 2, cells: [4]val{shared(lbd, perFrame), shared(pen, perFrame), none, none}, target: "≤ 0.4× pen"}
+		if row.cells[1].ok {
+			goal := 0.4 * row.cells[1].v
+			row.target = fmt.Sprintf("≤ %.2f (0.4× pen)", goal)
+			row.judge = func(v float64) bool { return v <= goal }
+		}
+		rows = append(rows, row,
+			tableRow{title: "  loss there, %", prec: 3, cells: [4]val{shared(lbd, loss), shared(pen, loss), none, none}},
+			tableRow{title: "  LB's CPU busy there (all work, less idle), %", prec: 0, cells: [4]val{shared(lbd, cpuAll), shared(pen, cpuAll), none, none}})
 	}
 
 	// Tarpit.
