@@ -301,9 +301,7 @@ func (d *Daemon) addHealth(bs *control.BackendStatus, sc config.Service, b confi
 		LatencyMs: float64(hs.LastLatency) / float64(time.Millisecond),
 		Checks:    hs.Checks, Failures: hs.Failures, Transitions: hs.Transitions,
 	}
-	if !hs.Up && (bs.State == "ok" || bs.State == "drained") {
-		bs.State = "down"
-	}
+	bs.State = healthState(bs.State, hs, ok)
 }
 
 // proxyBackendState is a proxied backend's state, for the status page and

@@ -344,7 +344,7 @@ func backendStats(p *dsrPort, service string) map[netip.Addr]dsr.BackendStats {
 
 // dsrStatusHTML is the status page of a DSR service: forwarding and drop
 // counters, per backend, and the ARP side.
-func dsrStatusHTML(p *dsrPort, sc config.Service, healthNote func(config.Backend) string, w io.Writer) error {
+func dsrStatusHTML(p *dsrPort, sc config.Service, withHealth func(string, config.Backend) string, w io.Writer) error {
 	st := p.fwd.Stats()
 	bs := backendStats(p, sc.Name)
 	fmt.Fprintf(w, "<html>\n<head>\n<title>Pen status page</title>\n</head>\n<body>\n")
@@ -357,9 +357,7 @@ func dsrStatusHTML(p *dsrPort, sc config.Service, healthNote func(config.Backend
 		if status == "down" {
 			status = "down (no ARP reply)"
 		}
-		if note := healthNote(b); note != "" && (status == "ok" || status == "drained") {
-			status = note
-		}
+		status = withHealth(status, b)
 		fmt.Fprintf(w, "<tr><td>%d</td><td>%s</td><td>%s</td><td>%d</td><td>%d</td><td>%d</td></tr>\n", i, a, status, bs[a].Packets, bs[a].Bytes, b.Weight)
 	}
 	fmt.Fprintf(w, "</table>\n<p>Frames received %d, forwarded %d (%d with partial checksums, %d super-frames), tarpit SYN+ACKs %d, receive errors %d</p>\n",

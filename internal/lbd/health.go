@@ -328,12 +328,22 @@ func (d *Daemon) healthWord(sc config.Service, b config.Backend) string {
 	return "down"
 }
 
-// healthNote is what Pen's status page says of a backend its health check
-// holds down ("down (health: http 503)"); "" otherwise.
-func (d *Daemon) healthNote(sc config.Service, b config.Backend) string {
-	hs, ok := d.backendHealth(sc, b)
-	if !ok || hs.Up || !b.Used() {
-		return ""
+// healthState is a backend's state (proxyBackendState, dsrPort.backendState)
+// with its health check's verdict: a failing check makes an ok or drained
+// backend "down" (blacklisted, unresolved and no ARP reply say more).
+func healthState(state string, hs health.Status, checked bool) string {
+	if checked && !hs.Up && (state == "ok" || state == "drained") {
+		return "down"
 	}
-	return "down (health: " + hs.Reason + ")"
+	return state
+}
+
+// healthStateHTML is healthState for Pen's status page, which gives the
+// check's reason: "down (health: http 503)".
+func (d *Daemon) healthStateHTML(state string, sc config.Service, b config.Backend) string {
+	hs, ok := d.backendHealth(sc, b)
+	if s := healthState(state, hs, ok); s != state {
+		return s + " (health: " + hs.Reason + ")"
+	}
+	return state
 }

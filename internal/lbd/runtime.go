@@ -86,7 +86,7 @@ func (v runtimeView) Blacklist(service string, server int, d time.Duration) erro
 
 func (v runtimeView) StatusHTML(service string, w io.Writer) error {
 	if p, sc, ok := v.d.dsrByName(service); ok {
-		return dsrStatusHTML(p, sc, func(b config.Backend) string { return v.d.healthNote(sc, b) }, w)
+		return dsrStatusHTML(p, sc, func(state string, b config.Backend) string { return v.d.healthStateHTML(state, sc, b) }, w)
 	}
 	r, err := v.d.service(service)
 	if err != nil {
@@ -105,9 +105,7 @@ func (v runtimeView) StatusHTML(service string, w io.Writer) error {
 		if status == "blacklisted" {
 			status += " until " + s.BlacklistedUntil.Format("15:04:05")
 		}
-		if note := v.d.healthNote(r.cfg, b); note != "" && (status == "ok" || status == "drained") {
-			status = note
-		}
+		status = v.d.healthStateHTML(status, r.cfg, b)
 		fmt.Fprintf(w, "<tr><td>%d</td><td>%s</td><td>%s</td><td>%d</td><td>%d</td><td>%d</td><td>%d</td><td>%d</td><td>%d</td><td>%d</td><td>%d</td></tr>\n",
 			i, b.Address.Addr(), status, b.Address.Port(), s.Conns, b.Max, b.Hard, s.Sent, s.Recv, b.Weight, b.Prio)
 	}
