@@ -129,22 +129,7 @@ func runErr(args []string, stdout, stderr io.Writer, getenv func(string) string)
 		return nil
 	}
 
-	// Merge the flags, the environment and the config file.
-	cfgPath := o.configFile
-	if cfgPath == "" {
-		cfgPath = getenv("NIB_PENCTL_CONFIG")
-	}
-	file := &File{}
-	if cfgPath != "" {
-		if file, err = loadFile(cfgPath, o.trust); err != nil {
-			return err
-		}
-	}
-	server := firstOf(o.server, getenv("NIB_HOST"), file.Address)
-	if server == "" {
-		return usagef("penctl: no server: give -s HOST[:PORT], NIB_HOST or a config file's address")
-	}
-	addr, err := hostPort(server)
+	cfgPath, file, addr, err := target(o, getenv)
 	if err != nil {
 		return err
 	}
@@ -199,22 +184,28 @@ func runErr(args []string, stdout, stderr io.Writer, getenv func(string) string)
 	return runVerb(c, o, stdout)
 }
 
-// printURL prints the status page's URL, and the fingerprint to compare
-// with the browser's certificate warning when one is pinned.
-func printURL(o *options, stdout io.Writer, getenv func(string) string) error {
-	cfgPath := firstOf(o.configFile, getenv("NIB_PENCTL_CONFIG"))
-	file := &File{}
+// target merges the flags, the environment and the config file into the
+// config file's path (or ""), its contents and the server's HOST:PORT.
+func target(o *options, getenv func(string) string) (cfgPath string, file *File, addr string, err error) {
+	cfgPath = firstOf(o.configFile, getenv("NIB_PENCTL_CONFIG"))
+	file = &File{}
 	if cfgPath != "" {
-		var err error
-		if file, err = loadFile(cfgPath, false); err != nil {
-			return err
+		if file, err = loadFile(cfgPath, o.trust); err != nil {
+			return "", nil, "", err
 		}
 	}
 	server := firstOf(o.server, getenv("NIB_HOST"), file.Address)
 	if server == "" {
-		return usagef("penctl: no server: give -s HOST[:PORT], NIB_HOST or a config file's address")
+		return "", nil, "", usagef("penctl: no server: give -s HOST[:PORT], NIB_HOST or a config file's address")
 	}
-	addr, err := hostPort(server)
+	addr, err = hostPort(server)
+	return cfgPath, file, addr, err
+}
+
+// printURL prints the status page's URL, and the fingerprint to compare
+// with the browser's certificate warning when one is pinned.
+func printURL(o *options, stdout io.Writer, getenv func(string) string) error {
+	_, file, addr, err := target(o, getenv)
 	if err != nil {
 		return err
 	}
