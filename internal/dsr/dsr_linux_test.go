@@ -230,24 +230,7 @@ func testUpload(t *testing.T, p dataPath) {
 	// ask, so use a raw connection and count what an echo server returns.
 	payload := bytes.Repeat([]byte("upload!"), 1<<19) // 3.5 MiB
 	for _, be := range lab.tp.Backends() {
-		ln, err := be.Listen("tcp", lab.tp.VIP().String()+":81")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { ln.Close() })
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				go func() {
-					defer c.Close()
-					n, _ := io.Copy(io.Discard, c)
-					fmt.Fprintf(c, "%d", n)
-				}()
-			}
-		}()
+		netnstest.ServeTCP(t, be, lab.tp.VIP().String()+":81", netnstest.CountBytes)
 	}
 	if err := lab.fwd.Update([]dsr.ServiceConfig{
 		lab.web(),
@@ -289,33 +272,19 @@ func echoNamed(t *testing.T, lab *dsrLab, port int) []dsr.BackendConfig {
 	t.Helper()
 	var out []dsr.BackendConfig
 	for _, be := range lab.tp.Backends() {
-		ln, err := be.Listen("tcp", fmt.Sprintf("%s:%d", lab.tp.VIP(), port))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { ln.Close() })
 		name := be.Name()
-		go func() {
+		netnstest.ServeTCP(t, be, fmt.Sprintf("%s:%d", lab.tp.VIP(), port), func(c net.Conn) {
+			buf := make([]byte, 512)
 			for {
-				c, err := ln.Accept()
+				n, err := c.Read(buf)
 				if err != nil {
 					return
 				}
-				go func() {
-					defer c.Close()
-					buf := make([]byte, 512)
-					for {
-						n, err := c.Read(buf)
-						if err != nil {
-							return
-						}
-						if _, err := fmt.Fprintf(c, "%s:%s", name, buf[:n]); err != nil {
-							return
-						}
-					}
-				}()
+				if _, err := fmt.Fprintf(c, "%s:%s", name, buf[:n]); err != nil {
+					return
+				}
 			}
-		}()
+		})
 		out = append(out, dsr.BackendConfig{Addr: be.Addr(), Weight: 1})
 	}
 	return out

@@ -19,30 +19,6 @@ import (
 	"github.com/nib-lb/nib/internal/netnstest"
 )
 
-// nameEcho serves addr in h's namespace: each connection gets the host's
-// name on a line, then everything it sends echoed back.
-func nameEcho(t *testing.T, h *netnstest.Host, addr string) {
-	t.Helper()
-	ln, err := h.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				fmt.Fprintf(c, "%s\n", h.Name())
-				io.Copy(c, c)
-			}()
-		}
-	}()
-}
-
 // A DSR flow and the control API under load, in network namespaces: while
 // a client streams numbered lines through the VIP on one long-lived flow,
 // the API rejects a broken config (422), applies a changed one (200),
@@ -61,7 +37,7 @@ func dsrAPIReloadUnderLoad(t *testing.T, path string) {
 	vip := tp.VIP()
 	bes := tp.Backends()
 	for _, be := range bes {
-		nameEcho(t, be, vip.String()+":80")
+		netnstest.ServeTCP(t, be, vip.String()+":80", be.NameEcho)
 	}
 	lb, client := tp.LB(), tp.Client()
 
@@ -249,7 +225,7 @@ func TestLinuxDSRCheckThroughAPI(t *testing.T) {
 		}
 		if i != 2 {
 			be.Run(t, "ip", "addr", "add", vip.String()+"/32", "dev", "lo")
-			nameEcho(t, be, vip.String()+":80")
+			netnstest.ServeTCP(t, be, vip.String()+":80", be.NameEcho)
 		}
 	}
 	lb := tp.LB()

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -16,31 +15,6 @@ import (
 	"github.com/nib-lb/nib/internal/control"
 	"github.com/nib-lb/nib/internal/netnstest"
 )
-
-// echoOn serves addr in h's namespace like nameEcho, until the returned
-// function stops it.
-func echoOn(t *testing.T, h *netnstest.Host, addr string) (stop func()) {
-	t.Helper()
-	ln, err := h.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				fmt.Fprintf(c, "%s\n", h.Name())
-				io.Copy(c, c)
-			}()
-		}
-	}()
-	t.Cleanup(func() { ln.Close() })
-	return func() { ln.Close() }
-}
 
 // Active health checks of a DSR service, in network namespaces: a backend
 // whose service stops while its host stays up (it still answers ARP) gets
@@ -60,7 +34,7 @@ func dsrHealth(t *testing.T, path string) {
 	bes := tp.Backends()
 	stops := make([]func(), len(bes))
 	for i, be := range bes {
-		stops[i] = echoOn(t, be, "0.0.0.0:80") // the VIP and the backend's own address
+		stops[i] = netnstest.ServeTCP(t, be, "0.0.0.0:80", be.NameEcho) // the VIP and the backend's own address
 	}
 	lb, client := tp.LB(), tp.Client()
 	dir := t.TempDir()
@@ -164,7 +138,7 @@ address = %q
 	if seen := flows(24); seen["be2"] != 0 || seen["error"] != 0 {
 		t.Errorf("after be2's service stopped: %v, want no flow on be2 and none failing", seen)
 	}
-	stops[1] = echoOn(t, bes[1], "0.0.0.0:80")
+	stops[1] = netnstest.ServeTCP(t, bes[1], "0.0.0.0:80", bes[1].NameEcho)
 	waitHealth(bes[1], true)
 	if seen := flows(24); seen["be2"] == 0 || seen["error"] != 0 {
 		t.Errorf("after be2 came back: %v", seen)

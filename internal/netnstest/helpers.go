@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -184,4 +186,45 @@ func helperEnvAndWait(cmd *exec.Cmd, name string, env []string) {
 		return strings.HasPrefix(kv, helperEnv+"=") || strings.HasPrefix(kv, "GORACE=")
 	}), helperEnv+"="+name, "GORACE="+gorace), env...)
 	cmd.WaitDelay = 5 * time.Second
+}
+
+// ServeTCP accepts connections on addr inside h's namespace and runs handle
+// for each on its own goroutine (handle closes nothing: the connection is
+// closed when it returns). The listener closes when the test ends or when
+// stop is called; connections already accepted run on.
+func ServeTCP(t testing.TB, h *Host, addr string, handle func(net.Conn)) (stop func()) {
+	t.Helper()
+	ln, err := h.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("netnstest: %s: listen on %s: %v", h.name, addr, err)
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				handle(c)
+			}()
+		}
+	}()
+	stop = func() { ln.Close() }
+	t.Cleanup(stop)
+	return stop
+}
+
+// NameEcho is a ServeTCP handler: the host's name on a line, then
+// everything the connection sends echoed back.
+func (h *Host) NameEcho(c net.Conn) {
+	fmt.Fprintf(c, "%s\n", h.name)
+	io.Copy(c, c)
+}
+
+// CountBytes is a ServeTCP handler: it reads until the peer's FIN, then
+// answers with the number of bytes read, in decimal.
+func CountBytes(c net.Conn) {
+	n, _ := io.Copy(io.Discard, c)
+	fmt.Fprintf(c, "%d", n)
 }

@@ -1,10 +1,8 @@
 package xdp
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -93,8 +91,10 @@ func startLab(t *testing.T, off map[string]netnstest.Offloads, mode link.XDPAtta
 	return tp, f
 }
 
-// HTTP through the VIP with the program on the LB's eth0 (a veth): in
-// generic mode (New's choice on veth), and in native mode, where veth
+// HTTP through the VIP with the program on the LB's eth0 (a veth), for what
+// internal/dsr's suite (which runs on both data paths) does not see: New's
+// choice of generic mode on veth and its mode string, the LB's own traffic
+// passing, the program's counters, and native mode, where veth
 // delivers XDP_TX frames only to a peer with NAPI: an XDP program there
 // (without, the frames are lost; GRO on the peer did not do on 6.18).
 func TestLinuxXDPHTTP(t *testing.T) {
@@ -107,11 +107,6 @@ func TestLinuxXDPHTTP(t *testing.T) {
 		off     map[string]netnstest.Offloads
 	}{
 		{"New (generic on veth)", 0, false, map[string]netnstest.Offloads{"*": {}}},
-		{"generic, client csum offload, lb GRO", link.XDPGenericMode, false, map[string]netnstest.Offloads{
-			"client": {TxChecksum: true, TSO: true, GSO: true},
-			"lb":     {TxChecksum: true, GRO: true},
-			"*":      {TxChecksum: true, TSO: true, GSO: true},
-		}},
 		{"native, XDP on the peer", link.XDPDriverMode, true, map[string]netnstest.Offloads{"*": {}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -146,55 +141,6 @@ func TestLinuxXDPHTTP(t *testing.T) {
 			t.Logf("stats: %+v (%v)", st, time.Since(start).Round(time.Millisecond))
 		})
 	}
-}
-
-// An upload through the VIP with the client's offloads on and GRO on the
-// LB: generic XDP sees the super-frames, and what it sends on must arrive
-// intact (the backend counts what it got).
-func TestLinuxXDPUploadWithOffloads(t *testing.T) {
-	netnstest.SkipUnprivileged(t)
-	tp, f := startLab(t, map[string]netnstest.Offloads{
-		"*":  {TxChecksum: true, TSO: true, GSO: true},
-		"lb": {TxChecksum: true, GRO: true, TSO: true, GSO: true},
-	}, link.XDPGenericMode, false)
-	payload := bytes.Repeat([]byte("upload!"), 1<<19) // 3.5 MiB
-	for _, be := range tp.Backends() {
-		ln, err := be.Listen("tcp", tp.VIP().String()+":81")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { ln.Close() })
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				go func() {
-					defer c.Close()
-					n, _ := io.Copy(io.Discard, c)
-					fmt.Fprintf(c, "%d", n)
-				}()
-			}
-		}()
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	c, err := tp.Client().Dial(ctx, "tcp", tp.VIP().String()+":81")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(15 * time.Second))
-	if _, err := c.Write(payload); err != nil {
-		t.Fatalf("upload: %v (stats %+v)", err, f.Stats())
-	}
-	c.(*net.TCPConn).CloseWrite()
-	got, err := io.ReadAll(c)
-	if err != nil || string(got) != fmt.Sprint(len(payload)) {
-		t.Fatalf("backend received %q bytes, want %d: %v (stats %+v)", got, len(payload), err, f.Stats())
-	}
-	t.Logf("stats: %+v", f.Stats())
 }
 
 // passOn attaches an XDP program that passes every frame to dev in the
