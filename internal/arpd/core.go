@@ -436,26 +436,26 @@ func (c *core) inUseBy(now time.Time, a netip.Addr) ([6]byte, bool) {
 // handle decides what to do with one received frame: it appends the frames
 // to send to out and returns them with its verdict.
 func (c *core) handle(now time.Time, b []byte, out []frame) ([]frame, verdict) {
-	p, ok := parseARP(b)
+	p, ok := ParseFrame(b)
 	if !ok {
 		c.ctr.malformed.Add(1)
 		return out, vMalformed
 	}
-	if p.sha == c.mac || p.ethSrc == c.mac {
+	if p.SHA == c.mac || p.EthSrc == c.mac {
 		return out, vOwn // ours, or the kernel's on our interface
 	}
 	var v verdict
 	switch {
-	case p.spa.IsUnspecified():
+	case p.SPA.IsUnspecified():
 		// A probe (RFC 5227) for tpa: the sender wants that address.
-		if p.op == opRequest && p.tpa != c.ip {
-			v |= c.noteSender(now, p.tpa, p.sha)
+		if p.Op == opRequest && p.TPA != c.ip {
+			v |= c.noteSender(now, p.TPA, p.SHA)
 		}
-	case p.spa != c.ip:
-		v |= c.noteSender(now, p.spa, p.sha)
+	case p.SPA != c.ip:
+		v |= c.noteSender(now, p.SPA, p.SHA)
 		v |= c.fromBackend(now, &p)
 	}
-	if p.op == opRequest {
+	if p.Op == opRequest {
 		c.ctr.requestsSeen.Add(1)
 		var rv verdict
 		out, rv = c.request(now, &p, out)
@@ -524,19 +524,19 @@ func (c *core) logLimit(now time.Time, format string, args ...any) {
 // ignores everything else that claims an address for a backend. p's sender
 // address is the backend's: the reply comes from the address we asked
 // about (a reply from any other address is not an answer for this one).
-func (c *core) fromBackend(now time.Time, p *arpPacket) verdict {
-	b, ok := c.backends[p.spa]
+func (c *core) fromBackend(now time.Time, p *Packet) verdict {
+	b, ok := c.backends[p.SPA]
 	if !ok {
 		return 0
 	}
-	if p.op == opReply && p.tpa == c.ip && p.tha == c.mac && b.waiting(now) {
-		return c.answered(now, p.spa, b, p.sha)
+	if p.Op == opReply && p.TPA == c.ip && p.THA == c.mac && b.waiting(now) {
+		return c.answered(now, p.SPA, b, p.SHA)
 	}
-	if b.has && b.mac == p.sha {
+	if b.has && b.mac == p.SHA {
 		return 0 // agrees with what we know
 	}
 	var v verdict
-	if p.op == opReply || p.spa == p.tpa {
+	if p.Op == opReply || p.SPA == p.TPA {
 		c.ctr.unsolicited.Add(1)
 		v = vUnsolicited
 	}
@@ -618,9 +618,9 @@ func (c *core) closeWindow(now time.Time, a netip.Addr, b *backendEntry) {
 
 // request answers a request for a claimed VIP or tarpit address, and
 // starts a tarpit probe on the first request for a tarpit address.
-func (c *core) request(now time.Time, p *arpPacket, out []frame) ([]frame, verdict) {
-	a := p.tpa
-	if a == c.ip || p.spa == a || a.IsUnspecified() || a.IsMulticast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+func (c *core) request(now time.Time, p *Packet, out []frame) ([]frame, verdict) {
+	a := p.TPA
+	if a == c.ip || p.SPA == a || a.IsUnspecified() || a.IsMulticast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
 		return out, 0 // the kernel's address; a gratuitous ARP; nonsense
 	}
 	if e, ok := c.vips[a]; ok {
@@ -644,7 +644,7 @@ func (c *core) request(now time.Time, p *arpPacket, out []frame) ([]frame, verdi
 		c.ctr.repliesTarpit.Add(1)
 		return c.appendReply(out, p), vReply
 	}
-	if _, used := c.inUseBy(now, a); used || p.spa.IsUnspecified() {
+	if _, used := c.inUseBy(now, a); used || p.SPA.IsUnspecified() {
 		return out, 0
 	}
 	if len(c.tpProbing) >= c.opt.TarpitProbes {
@@ -775,8 +775,8 @@ func (c *core) appendARP(out []frame, dst [6]byte, op arp.Operation, spa netip.A
 }
 
 // appendReply answers request p for p.tpa with our MAC.
-func (c *core) appendReply(out []frame, p *arpPacket) []frame {
-	return c.appendARP(out, p.sha, opReply, p.tpa, p.sha, p.spa)
+func (c *core) appendReply(out []frame, p *Packet) []frame {
+	return c.appendARP(out, p.SHA, opReply, p.TPA, p.SHA, p.SPA)
 }
 
 // appendProbe asks who has a, with sender address 0.0.0.0 (RFC 5227), so

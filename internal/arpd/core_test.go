@@ -93,16 +93,16 @@ func reply(sha [6]byte, spa netip.Addr, tha [6]byte, tpa netip.Addr) []byte {
 // decoded is a sent frame, parsed back.
 type decoded struct {
 	dst [6]byte
-	arpPacket
+	Packet
 }
 
 func decode(t *testing.T, f frame) decoded {
 	t.Helper()
-	p, ok := parseARP(f[:])
+	p, ok := ParseFrame(f[:])
 	if !ok {
 		t.Fatalf("we built an unparsable frame % x", f[:])
 	}
-	return decoded{dst: [6]byte(f[0:6]), arpPacket: p}
+	return decoded{dst: [6]byte(f[0:6]), Packet: p}
 }
 
 func wantReplyFrame(t *testing.T, out []frame, to [6]byte, toIP, forIP netip.Addr) {
@@ -111,7 +111,7 @@ func wantReplyFrame(t *testing.T, out []frame, to [6]byte, toIP, forIP netip.Add
 		t.Fatalf("sent %d frames, want 1 reply", len(out))
 	}
 	d := decode(t, out[0])
-	if d.dst != to || d.op != opReply || d.sha != lbMAC || d.ethSrc != lbMAC || d.spa != forIP || d.tha != to || d.tpa != toIP {
+	if d.dst != to || d.Op != opReply || d.SHA != lbMAC || d.EthSrc != lbMAC || d.SPA != forIP || d.THA != to || d.TPA != toIP {
 		t.Fatalf("reply = %+v, want from %s (%s) to %s (%s)", d, forIP, macString(lbMAC), toIP, macString(to))
 	}
 }
@@ -206,14 +206,14 @@ func TestAnswer(t *testing.T) {
 			out, _ := h.in(tc.pkt)
 			if !tc.answer.IsValid() {
 				for _, f := range out {
-					if d := decode(t, f); d.op == opReply {
+					if d := decode(t, f); d.Op == opReply {
 						t.Fatalf("answered: %+v", d)
 					}
 				}
 				return
 			}
-			p, _ := parseARP(tc.pkt)
-			wantReplyFrame(t, out, p.sha, p.spa, tc.answer)
+			p, _ := ParseFrame(tc.pkt)
+			wantReplyFrame(t, out, p.SHA, p.SPA, tc.answer)
 		})
 	}
 }
@@ -225,7 +225,7 @@ func TestVIPClaimAndAnnounce(t *testing.T) {
 	if len(out) != 1 {
 		t.Fatalf("first tick sent %d frames, want a probe", len(out))
 	}
-	if d := decode(t, out[0]); d.op != opRequest || d.dst != broadcast || d.spa != netip.IPv4Unspecified() || d.tpa != vip || d.sha != lbMAC {
+	if d := decode(t, out[0]); d.Op != opRequest || d.dst != broadcast || d.SPA != netip.IPv4Unspecified() || d.TPA != vip || d.SHA != lbMAC {
 		t.Fatalf("probe = %+v", d)
 	}
 	h.at(500 * time.Millisecond)
@@ -240,7 +240,7 @@ func TestVIPClaimAndAnnounce(t *testing.T) {
 		h.at(time.Duration(ms) * time.Millisecond)
 		for _, f := range h.tick() {
 			d := decode(t, f)
-			if d.op != opRequest || d.dst != broadcast || d.spa != vip || d.tpa != vip || d.sha != lbMAC || d.tha != ([6]byte{}) {
+			if d.Op != opRequest || d.dst != broadcast || d.SPA != vip || d.TPA != vip || d.SHA != lbMAC || d.THA != ([6]byte{}) {
 				t.Fatalf("announcement = %+v", d)
 			}
 			announces = append(announces, h.now.Sub(t0))
@@ -300,7 +300,7 @@ func TestVIPInUseNeverClaimed(t *testing.T) {
 	// Silent for InUseTTL: probe again, and claim.
 	h.at(300*time.Millisecond + testOpt.InUseTTL)
 	out := h.tick()
-	if len(out) != 1 || decode(t, out[0]).spa != netip.IPv4Unspecified() {
+	if len(out) != 1 || decode(t, out[0]).SPA != netip.IPv4Unspecified() {
 		t.Fatalf("no new probe after the in-use entry expired: %d frames", len(out))
 	}
 	h.now = h.now.Add(testOpt.ProbeWindow)
@@ -334,7 +334,7 @@ func TestVIPConflictAfterClaim(t *testing.T) {
 		t.Fatalf("verdict %b conflicts %d", v, h.ctr.conflicts.Load())
 	}
 	out := h.tick()
-	if len(out) != 1 || decode(t, out[0]).spa != vip {
+	if len(out) != 1 || decode(t, out[0]).SPA != vip {
 		t.Fatalf("no defending announcement: %d frames", len(out))
 	}
 	h.at(6 * time.Second)
@@ -360,7 +360,7 @@ func TestTarpitLazyClaim(t *testing.T) {
 	if v&vProbe == 0 || len(out) != 1 {
 		t.Fatalf("first request: verdict %b, %d frames; want a probe and no answer", v, len(out))
 	}
-	if d := decode(t, out[0]); d.op != opRequest || d.spa != netip.IPv4Unspecified() || d.tpa != x {
+	if d := decode(t, out[0]); d.Op != opRequest || d.SPA != netip.IPv4Unspecified() || d.TPA != x {
 		t.Fatalf("probe %+v", d)
 	}
 	h.at(500 * time.Millisecond)
@@ -519,7 +519,7 @@ func resolved(t *testing.T) *harness {
 	if len(out) != 1 {
 		t.Fatalf("backend not requested at once (%d frames)", len(out))
 	}
-	if d := decode(t, out[0]); d.op != opRequest || d.dst != broadcast || d.spa != lbIP || d.sha != lbMAC || d.tpa != be1 {
+	if d := decode(t, out[0]); d.Op != opRequest || d.dst != broadcast || d.SPA != lbIP || d.SHA != lbMAC || d.TPA != be1 {
 		t.Fatalf("request %+v", d)
 	}
 	h.at(100 * time.Millisecond)
@@ -599,7 +599,7 @@ func TestBackendMACChangeLearnedViaRefresh(t *testing.T) {
 		t.Fatal("learned from gratuitous ARP")
 	}
 	out := h.tick()
-	if len(out) != 1 || decode(t, out[0]).tpa != be1 {
+	if len(out) != 1 || decode(t, out[0]).TPA != be1 {
 		t.Fatalf("no early refresh after a MAC change was seen (%d frames)", len(out))
 	}
 	h.at(5*time.Second + 10*time.Millisecond)
@@ -876,8 +876,8 @@ func TestProbesSpread(t *testing.T) {
 	probes := map[netip.Addr][]time.Duration{}
 	note := func(out []frame) {
 		for _, f := range out {
-			if d := decode(t, f); d.spa == netip.IPv4Unspecified() {
-				probes[d.tpa] = append(probes[d.tpa], h.now.Sub(t0))
+			if d := decode(t, f); d.SPA == netip.IPv4Unspecified() {
+				probes[d.TPA] = append(probes[d.TPA], h.now.Sub(t0))
 			}
 		}
 	}

@@ -108,13 +108,13 @@ func TestRunWithFakeConn(t *testing.T) {
 	go func() { done <- d.Run(ctx) }()
 
 	d.SetVIPs([]netip.Addr{vip})
-	fc.expect(t, "probe", func(p decoded) bool { return p.op == opRequest && p.spa == netip.IPv4Unspecified() && p.tpa == vip })
-	fc.expect(t, "announcement", func(p decoded) bool { return p.op == opRequest && p.spa == vip && p.tpa == vip })
+	fc.expect(t, "probe", func(p decoded) bool { return p.Op == opRequest && p.SPA == netip.IPv4Unspecified() && p.TPA == vip })
+	fc.expect(t, "announcement", func(p decoded) bool { return p.Op == opRequest && p.SPA == vip && p.TPA == vip })
 	fc.in <- request(client, clientIP, vip)
-	fc.expect(t, "reply", func(p decoded) bool { return p.op == opReply && p.spa == vip && p.dst == client })
+	fc.expect(t, "reply", func(p decoded) bool { return p.Op == opReply && p.SPA == vip && p.dst == client })
 
 	d.SetBackends([]netip.Addr{be1})
-	fc.expect(t, "backend request", func(p decoded) bool { return p.op == opRequest && p.spa == lbIP && p.tpa == be1 })
+	fc.expect(t, "backend request", func(p decoded) bool { return p.Op == opRequest && p.SPA == lbIP && p.TPA == be1 })
 	v := d.Version()
 	fc.in <- reply(be1MAC, be1, lbMAC, lbIP)
 	for i := 0; i < 300 && d.Version() == v; i++ {
@@ -270,14 +270,14 @@ func TestRunFollowsInterface(t *testing.T) {
 	go d.Run(ctx)
 	d.SetVIPs([]netip.Addr{vip})
 	d.SetBackends([]netip.Addr{be1})
-	fc.expect(t, "backend request", func(p decoded) bool { return p.op == opRequest && p.spa == lbIP && p.tpa == be1 })
-	fc.expect(t, "announcement", func(p decoded) bool { return p.spa == vip && p.tpa == vip })
+	fc.expect(t, "backend request", func(p decoded) bool { return p.Op == opRequest && p.SPA == lbIP && p.TPA == be1 })
+	fc.expect(t, "announcement", func(p decoded) bool { return p.SPA == vip && p.TPA == vip })
 
 	newIP := netip.MustParseAddr("192.0.2.3")
 	if err := d.SetIP(newIP); err != nil {
 		t.Fatal(err)
 	}
-	fc.expect(t, "request from the new address", func(p decoded) bool { return p.op == opRequest && p.spa == newIP && p.tpa == be1 })
+	fc.expect(t, "request from the new address", func(p decoded) bool { return p.Op == opRequest && p.SPA == newIP && p.TPA == be1 })
 	if d.IP() != newIP {
 		t.Fatalf("IP() = %s", d.IP())
 	}
@@ -285,12 +285,12 @@ func TestRunFollowsInterface(t *testing.T) {
 	if err := d.SetMAC(newMAC); err != nil {
 		t.Fatal(err)
 	}
-	fc.expect(t, "announcement at the new MAC", func(p decoded) bool { return p.spa == vip && p.tpa == vip && p.sha == newMAC && p.ethSrc == newMAC })
+	fc.expect(t, "announcement at the new MAC", func(p decoded) bool { return p.SPA == vip && p.TPA == vip && p.SHA == newMAC && p.EthSrc == newMAC })
 	if d.MAC() != newMAC {
 		t.Fatalf("MAC() = %s", macString(d.MAC()))
 	}
 	d.LinkUp()
-	fc.expect(t, "announcement after the link came up", func(p decoded) bool { return p.spa == vip && p.tpa == vip && p.sha == newMAC })
+	fc.expect(t, "announcement after the link came up", func(p decoded) bool { return p.SPA == vip && p.TPA == vip && p.SHA == newMAC })
 
 	if d.SetIP(netip.MustParseAddr("2001:db8::1")) == nil || d.SetIP(netip.IPv4Unspecified()) == nil {
 		t.Fatal("SetIP took an unusable address")

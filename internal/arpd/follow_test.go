@@ -30,9 +30,9 @@ func TestSetIP(t *testing.T) {
 	h.at(30*time.Second + 200*time.Millisecond)
 	var asked bool
 	for _, f := range h.tick() {
-		if d := decode(t, f); d.op == opRequest && d.tpa == be1 {
+		if d := decode(t, f); d.Op == opRequest && d.TPA == be1 {
 			asked = true
-			if d.spa != newIP || d.sha != lbMAC || d.dst != broadcast {
+			if d.SPA != newIP || d.SHA != lbMAC || d.dst != broadcast {
 				t.Fatalf("request after the change: %+v, want from %s", d, newIP)
 			}
 		}
@@ -82,13 +82,13 @@ func TestSetMAC(t *testing.T) {
 		h.at(time.Duration(ms) * time.Millisecond)
 		for _, f := range h.tick() {
 			d := decode(t, f)
-			if d.sha != newMAC || d.ethSrc != newMAC {
+			if d.SHA != newMAC || d.EthSrc != newMAC {
 				t.Fatalf("sent from the old MAC: %+v", d)
 			}
 			switch {
-			case d.spa == vip && d.tpa == vip:
+			case d.SPA == vip && d.TPA == vip:
 				announced++
-			case d.tpa == be1 && d.spa == lbIP:
+			case d.TPA == be1 && d.SPA == lbIP:
 				asked++
 				h.in(reply(be1MAC, be1, newMAC, lbIP))
 			}
@@ -104,7 +104,7 @@ func TestSetMAC(t *testing.T) {
 	if len(out) != 1 {
 		t.Fatalf("%d frames for a request for the VIP", len(out))
 	}
-	if d := decode(t, out[0]); d.op != opReply || d.sha != newMAC || d.ethSrc != newMAC || d.spa != vip {
+	if d := decode(t, out[0]); d.Op != opReply || d.SHA != newMAC || d.EthSrc != newMAC || d.SPA != vip {
 		t.Fatalf("reply %+v, want the VIP at %s", d, macString(newMAC))
 	}
 	if _, v := h.in(request(lbMAC, lbIP, be1)); v&vOwn != 0 {
@@ -145,12 +145,12 @@ func TestLinkUp(t *testing.T) {
 		for _, f := range h.tick() {
 			d := decode(t, f)
 			switch {
-			case d.op == opRequest && d.spa == d.tpa:
-				if d.spa != vip {
-					t.Fatalf("announced %s", d.spa)
+			case d.Op == opRequest && d.SPA == d.TPA:
+				if d.SPA != vip {
+					t.Fatalf("announced %s", d.SPA)
 				}
 				announces = append(announces, h.now.Sub(t0))
-			case d.tpa == be1:
+			case d.TPA == be1:
 				if h.now.Sub(t0) == 60100*time.Millisecond {
 					asked = true
 				}

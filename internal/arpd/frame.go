@@ -31,23 +31,23 @@ const (
 
 var broadcast = [6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 
-// arpPacket is a parsed Ethernet/IPv4 ARP packet, in the fixed-size form
-// arpd's rules compare.
-type arpPacket struct {
-	ethSrc [6]byte
-	op     arp.Operation
-	sha    [6]byte
-	spa    netip.Addr
-	tha    [6]byte
-	tpa    netip.Addr
+// Packet is a parsed Ethernet/IPv4 ARP packet, in the fixed-size form
+// arpd's rules compare (and setup check's, internal/dsrcheck).
+type Packet struct {
+	EthSrc [6]byte // the Ethernet source
+	Op     arp.Operation
+	SHA    [6]byte // sender hardware address
+	SPA    netip.Addr
+	THA    [6]byte
+	TPA    netip.Addr
 }
 
-// parseARP parses an Ethernet frame carrying an Ethernet/IPv4 ARP packet
+// ParseFrame parses an Ethernet frame carrying an Ethernet/IPv4 ARP packet
 // (trailing padding allowed). ok is false for anything else: short frames,
 // another EtherType (a VLAN tag included), hardware or protocol type,
 // lengths other than 6 and 4, an operation other than request or reply, or
 // a sender MAC that is zero, multicast or broadcast.
-func parseARP(b []byte) (p arpPacket, ok bool) {
+func ParseFrame(b []byte) (p Packet, ok bool) {
 	if len(b) < ethHdrLen+arpLen || binary.BigEndian.Uint16(b[12:14]) != etherTypeARP {
 		return p, false
 	}
@@ -64,13 +64,13 @@ func parseARP(b []byte) (p arpPacket, ok bool) {
 	if a.Operation != opRequest && a.Operation != opReply {
 		return p, false
 	}
-	p.op = a.Operation
-	copy(p.ethSrc[:], b[6:12])
-	copy(p.sha[:], a.SenderHardwareAddr)
-	p.spa = a.SenderIP
-	copy(p.tha[:], a.TargetHardwareAddr)
-	p.tpa = a.TargetIP
-	if p.sha == ([6]byte{}) || p.sha[0]&1 != 0 {
+	p.Op = a.Operation
+	copy(p.EthSrc[:], b[6:12])
+	copy(p.SHA[:], a.SenderHardwareAddr)
+	p.SPA = a.SenderIP
+	copy(p.THA[:], a.TargetHardwareAddr)
+	p.TPA = a.TargetIP
+	if p.SHA == ([6]byte{}) || p.SHA[0]&1 != 0 {
 		return p, false
 	}
 	return p, true
@@ -98,6 +98,16 @@ func buildARP(dst, src [6]byte, op arp.Operation, sha [6]byte, spa netip.Addr, t
 	binary.BigEndian.PutUint16(f[12:14], etherTypeARP)
 	copy(f[ethHdrLen:], b)
 	return f, nil
+}
+
+// AppendRequest appends a broadcast "who-has target, tell ip" frame from
+// mac, padded to the minimum Ethernet size. ip and target must be IPv4.
+func AppendRequest(b []byte, mac [6]byte, ip, target netip.Addr) ([]byte, error) {
+	f, err := buildARP(broadcast, mac, opRequest, mac, ip, [6]byte{}, target)
+	if err != nil {
+		return b, err
+	}
+	return append(b, f[:]...), nil
 }
 
 // macString formats a MAC the usual way without a net.HardwareAddr.

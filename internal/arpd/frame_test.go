@@ -3,6 +3,7 @@ package arpd
 import (
 	"bytes"
 	"net"
+	"net/netip"
 	"testing"
 
 	"github.com/mdlayher/arp"
@@ -45,5 +46,27 @@ func TestFrameCodec(t *testing.T) {
 	}
 	if len(f) != minFrame || !bytes.Equal(f[ethHdrLen+arpLen:], make([]byte, minFrame-ethHdrLen-arpLen)) {
 		t.Fatal("reply not zero-padded to 60 bytes")
+	}
+}
+
+// AppendRequest (what setup check asks with): a broadcast who-has, padded.
+func TestAppendRequest(t *testing.T) {
+	mac := [6]byte{0x02, 0, 0xc6, 0x33, 0x64, 0x02}
+	b, err := AppendRequest([]byte("x"), mac, netip.MustParseAddr("198.51.100.2"), netip.MustParseAddr("198.51.100.100"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = b[1:]
+	want := []byte{
+		0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0xc6, 0x33, 0x64, 0x02, 0x08, 0x06, // Ethernet
+		0, 1, 0x08, 0, 6, 4, 0, 1, // Ethernet/IPv4, request
+		0x02, 0, 0xc6, 0x33, 0x64, 0x02, 198, 51, 100, 2, // sender
+		0, 0, 0, 0, 0, 0, 198, 51, 100, 100, // target
+	}
+	if len(b) != minFrame || !bytes.Equal(b[:len(want)], want) || !bytes.Equal(b[len(want):], make([]byte, minFrame-len(want))) {
+		t.Errorf("frame\n% x\nwant\n% x (then zeros to %d bytes)", b, want, minFrame)
+	}
+	if _, err := AppendRequest(nil, mac, netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("198.51.100.100")); err == nil {
+		t.Error("an IPv6 sender was accepted")
 	}
 }

@@ -53,34 +53,34 @@ func FuzzHandle(f *testing.F) {
 			before := h.c.backends[be1].mac
 			hadMAC := h.c.backends[be1].has
 			out, _ := h.in(in)
-			p, parsed := parseARP(in)
+			p, parsed := ParseFrame(in)
 			for _, f := range out {
 				d := decode(t, f)
-				if d.ethSrc != lbMAC || d.sha != lbMAC {
+				if d.EthSrc != lbMAC || d.SHA != lbMAC {
 					t.Fatalf("frame %d: sent a frame not from our MAC: %+v", i, d)
 				}
-				if d.op != opReply {
+				if d.Op != opReply {
 					continue
 				}
-				claimedTP := h.c.tpClaimed.touch(d.spa)
-				if e, ok := h.c.vips[d.spa]; !(ok && e.state == VIPClaimed) && !claimedTP {
-					t.Fatalf("frame %d: answered for %s, neither a claimed VIP nor a claimed tarpit address", i, d.spa)
+				claimedTP := h.c.tpClaimed.touch(d.SPA)
+				if e, ok := h.c.vips[d.SPA]; !(ok && e.state == VIPClaimed) && !claimedTP {
+					t.Fatalf("frame %d: answered for %s, neither a claimed VIP nor a claimed tarpit address", i, d.SPA)
 				}
-				if d.spa == lbIP || d.spa == be1 {
-					t.Fatalf("frame %d: answered for %s", i, d.spa)
+				if d.SPA == lbIP || d.SPA == be1 {
+					t.Fatalf("frame %d: answered for %s", i, d.SPA)
 				}
-				if !parsed || d.dst != p.sha || d.tha != p.sha || d.tpa != p.spa || d.spa != p.tpa {
+				if !parsed || d.dst != p.SHA || d.THA != p.SHA || d.TPA != p.SPA || d.SPA != p.TPA {
 					t.Fatalf("frame %d: reply %+v does not answer %+v", i, d, p)
 				}
 			}
 			if be := h.c.backends[be1]; be.has && (!hadMAC || be.mac != before) {
-				if !parsed || p.op != opReply || p.spa != be1 || p.tpa != lbIP || p.tha != lbMAC || p.sha != be.mac {
+				if !parsed || p.Op != opReply || p.SPA != be1 || p.TPA != lbIP || p.THA != lbMAC || p.SHA != be.mac {
 					t.Fatalf("frame %d: backend MAC set to %s by %+v (parsed %v)", i, macString(be.mac), p, parsed)
 				}
 			}
 			h.now = h.now.Add(50 * time.Millisecond)
 			for _, f := range h.tick() {
-				if d := decode(t, f); d.ethSrc != lbMAC || d.sha != lbMAC || d.op == opReply {
+				if d := decode(t, f); d.EthSrc != lbMAC || d.SHA != lbMAC || d.Op == opReply {
 					t.Fatalf("tick sent %+v", d)
 				}
 			}

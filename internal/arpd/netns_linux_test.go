@@ -56,7 +56,7 @@ func (r *rawARP) replyFrom(mac [6]byte, addr netip.Addr, d time.Duration) bool {
 		if err != nil {
 			return false
 		}
-		if p, ok := parseARP(buf[:n]); ok && p.op == opReply && p.sha == mac && p.spa == addr {
+		if p, ok := ParseFrame(buf[:n]); ok && p.Op == opReply && p.SHA == mac && p.SPA == addr {
 			return true
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mdlayher/packet"
+	"github.com/nib-lb/nib/internal/arpd"
 	"golang.org/x/net/bpf"
 )
 
@@ -152,7 +153,10 @@ func arpRound(ctx context.Context, l link, vip netip.Addr, backends []netip.Addr
 	st := newARPState(l.mac, l.ip, vip, backends)
 	out := make([]byte, 0, minFrame)
 	ask := func(target netip.Addr) error {
-		out = appendARPRequest(out[:0], l.mac, l.ip, target)
+		var err error
+		if out, err = arpd.AppendRequest(out[:0], l.mac, l.ip, target); err != nil {
+			return err
+		}
 		if _, err := c.WriteTo(out, &packet.Addr{HardwareAddr: broadcast[:]}); err != nil {
 			return fmt.Errorf("dsrcheck: sending ARP on %s: %w", l.ifi.Name, err)
 		}
@@ -190,7 +194,7 @@ func arpRound(ctx context.Context, l link, vip netip.Addr, backends []netip.Addr
 			}
 			continue
 		}
-		if p, ok := parseARP(b); ok {
+		if p, ok := arpd.ParseFrame(b); ok {
 			st.observe(p)
 		}
 	}

@@ -1,17 +1,14 @@
 package dsrcheck
 
 import (
-	"encoding/binary"
 	"net/netip"
 
-	"github.com/mdlayher/arp"
 	"github.com/nib-lb/nib/internal/frame"
 )
 
-// The frames: ARP requests are marshalled and ARP packets parsed with
-// github.com/mdlayher/arp, behind an Ethernet header written and checked
-// here; the SYN and RST probes are built, and answers parsed, with nib's
-// internal/frame. Nothing here touches a socket.
+// The frames: ARP is arpd's codec (arpd.AppendRequest, arpd.ParseFrame, on
+// github.com/mdlayher/arp); the SYN and RST probes are built, and answers
+// parsed, with nib's internal/frame. Nothing here touches a socket.
 
 const (
 	ethHdrLen = 14
@@ -25,63 +22,12 @@ const (
 
 var broadcast = [6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 
-// appendARPRequest appends a broadcast "who-has target, tell ip" frame from
-// mac. ip and target must be IPv4.
-func appendARPRequest(b []byte, mac [6]byte, ip, target netip.Addr) []byte {
-	p, err := arp.NewPacket(arp.OperationRequest, mac[:], ip, make([]byte, 6), target)
-	if err != nil {
-		panic("dsrcheck: ARP request: " + err.Error()) // callers pass IPv4 addresses
-	}
-	body, _ := p.MarshalBinary() // never fails
-	start := len(b)
-	b = frame.AppendEthernet(b, broadcast, mac, nil, etherTypeARP)
-	b = append(b, body...)
-	return pad(b, start)
-}
-
 // pad pads the frame starting at b[start] with zeros to minFrame bytes.
 func pad(b []byte, start int) []byte {
 	for len(b)-start < minFrame {
 		b = append(b, 0)
 	}
 	return b
-}
-
-// arpPacket is a parsed Ethernet/IPv4 ARP packet.
-type arpPacket struct {
-	ethSrc [6]byte
-	op     arp.Operation
-	sha    [6]byte
-	spa    netip.Addr
-	tha    [6]byte
-	tpa    netip.Addr
-}
-
-// parseARP parses an untagged Ethernet frame carrying an Ethernet/IPv4 ARP
-// request or reply (trailing padding allowed). ok is false for anything
-// else, and for a sender MAC that is zero, multicast or broadcast.
-func parseARP(b []byte) (p arpPacket, ok bool) {
-	if len(b) < ethHdrLen+arpLen || binary.BigEndian.Uint16(b[12:14]) != etherTypeARP {
-		return p, false
-	}
-	var a arp.Packet
-	if err := a.UnmarshalBinary(b[ethHdrLen:]); err != nil {
-		return p, false
-	}
-	if a.HardwareType != htypeEthernet || a.ProtocolType != etherTypeIPv4 ||
-		a.HardwareAddrLength != 6 || a.IPLength != 4 ||
-		(a.Operation != arp.OperationRequest && a.Operation != arp.OperationReply) {
-		return p, false
-	}
-	p.op = a.Operation
-	copy(p.ethSrc[:], b[6:12])
-	copy(p.sha[:], a.SenderHardwareAddr)
-	copy(p.tha[:], a.TargetHardwareAddr)
-	p.spa, p.tpa = a.SenderIP, a.TargetIP
-	if p.sha == ([6]byte{}) || p.sha[0]&1 != 0 {
-		return p, false
-	}
-	return p, true
 }
 
 // synProbe is one SYN to the VIP, sent to one backend's MAC.

@@ -71,26 +71,6 @@ func answerFrame(p synProbe, ethSrc [6]byte, flags uint8, ack uint32) []byte {
 	return b
 }
 
-func TestAppendARPRequest(t *testing.T) {
-	b := appendARPRequest([]byte("x"), ourMAC, ourIP, vipAddr)[1:]
-	if len(b) != minFrame {
-		t.Fatalf("frame of %d bytes, want %d (padded)", len(b), minFrame)
-	}
-	want := []byte{
-		0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0xc6, 0x33, 0x64, 0x02, 0x08, 0x06, // Ethernet
-		0, 1, 0x08, 0, 6, 4, 0, 1, // Ethernet/IPv4, request
-		0x02, 0, 0xc6, 0x33, 0x64, 0x02, 198, 51, 100, 2, // sender
-		0, 0, 0, 0, 0, 0, 198, 51, 100, 100, // target
-	}
-	if !bytes.Equal(b[:len(want)], want) || !bytes.Equal(b[len(want):], make([]byte, minFrame-len(want))) {
-		t.Errorf("frame\n% x\nwant\n% x (then zeros)", b, want)
-	}
-	p, ok := parseARP(b)
-	if !ok || p.op != arp.OperationRequest || p.sha != ourMAC || p.spa != ourIP || p.tpa != vipAddr {
-		t.Errorf("parseARP of our request = %+v, %v", p, ok)
-	}
-}
-
 func TestAppendSYNAndRST(t *testing.T) {
 	p := testProbe()
 	for _, tc := range []struct {
@@ -139,46 +119,6 @@ func TestAppendSYNAndRST(t *testing.T) {
 				t.Errorf("padding not zero: % x", b[34+tc.tcpLen:])
 			}
 		})
-	}
-}
-
-func TestParseARP(t *testing.T) {
-	good := arpFrame(t, beMAC, arp.OperationReply, beMAC, be1Addr, ourMAC, ourIP)
-	edit := func(f func(b []byte) []byte) []byte { return f(append([]byte(nil), good...)) }
-	for _, tc := range []struct {
-		name string
-		b    []byte
-		ok   bool
-	}{
-		{"reply", good, true},
-		{"padded", append(append([]byte(nil), good...), make([]byte, 18)...), true},
-		{"request", arpFrame(t, beMAC, arp.OperationRequest, beMAC, be1Addr, [6]byte{}, ourIP), true},
-		{"truncated", good[:len(good)-1], false},
-		{"empty", nil, false},
-		{"ipv4 ethertype", edit(func(b []byte) []byte { b[13] = 0; return b }), false},
-		{"vlan tagged", edit(func(b []byte) []byte {
-			return append(append(append([]byte(nil), b[:12]...), 0x81, 0, 0, 5), b[12:]...)
-		}), false},
-		{"hardware type 6", edit(func(b []byte) []byte { b[15] = 6; return b }), false},
-		{"protocol type ipv6", edit(func(b []byte) []byte { b[16], b[17] = 0x86, 0xdd; return b }), false},
-		{"hardware length 8", edit(func(b []byte) []byte { b[18] = 8; return append(b, 0, 0, 0, 0) }), false},
-		{"operation 3", edit(func(b []byte) []byte { b[21] = 3; return b }), false},
-		{"zero sender", arpFrame(t, beMAC, arp.OperationReply, [6]byte{}, be1Addr, ourMAC, ourIP), false},
-		{"multicast sender", arpFrame(t, beMAC, arp.OperationReply, [6]byte{1, 0, 0x5e, 0, 0, 1}, be1Addr, ourMAC, ourIP), false},
-		{"broadcast sender", arpFrame(t, beMAC, arp.OperationReply, broadcast, be1Addr, ourMAC, ourIP), false},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			p, ok := parseARP(tc.b)
-			if ok != tc.ok {
-				t.Fatalf("ok = %v, want %v (%+v)", ok, tc.ok, p)
-			}
-			if ok && (p.ethSrc != beMAC || p.sha != beMAC || p.spa != be1Addr || p.tpa != ourIP) {
-				t.Errorf("parsed %+v", p)
-			}
-		})
-	}
-	if p, _ := parseARP(good); p.op != arp.OperationReply || p.tha != ourMAC {
-		t.Errorf("reply parsed as %+v", p)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/mdlayher/arp"
+	"github.com/nib-lb/nib/internal/arpd"
 )
 
 // The rules, pure: what the ARP frames seen say about the backends and the
@@ -60,32 +61,32 @@ func newARPState(mac [6]byte, ip, vip netip.Addr, backends []netip.Addr) *arpSta
 //   - a reply to us (target address ours) from a backend's address gives
 //     that backend's MAC; the first MAC is kept, others are noted as
 //     conflicts (two hosts with one address).
-func (s *arpState) observe(p arpPacket) {
-	if p.sha == s.mac || p.ethSrc == s.mac {
+func (s *arpState) observe(p arpd.Packet) {
+	if p.SHA == s.mac || p.EthSrc == s.mac {
 		return
 	}
-	if p.spa == s.vip {
-		c := s.claim(p.sha)
+	if p.SPA == s.vip {
+		c := s.claim(p.SHA)
 		if c == nil {
 			return
 		}
-		if p.op == arp.OperationReply {
+		if p.Op == arp.OperationReply {
 			c.answered = true
 		} else {
 			c.announced = true
 		}
 		return
 	}
-	i, ok := s.index[p.spa]
-	if !ok || p.op != arp.OperationReply || p.tpa != s.ip {
+	i, ok := s.index[p.SPA]
+	if !ok || p.Op != arp.OperationReply || p.TPA != s.ip {
 		return
 	}
 	b := &s.backends[i]
 	switch {
 	case !b.resolved:
-		b.mac, b.resolved = p.sha, true
-	case b.mac != p.sha && !containsMAC(b.conflicts, p.sha) && len(b.conflicts) < maxConflicts:
-		b.conflicts = append(b.conflicts, p.sha)
+		b.mac, b.resolved = p.SHA, true
+	case b.mac != p.SHA && !containsMAC(b.conflicts, p.SHA) && len(b.conflicts) < maxConflicts:
+		b.conflicts = append(b.conflicts, p.SHA)
 	}
 }
 

@@ -7,14 +7,15 @@ import (
 	"time"
 
 	"github.com/mdlayher/arp"
+	"github.com/nib-lb/nib/internal/arpd"
 )
 
-func reply(sha [6]byte, spa netip.Addr, tpa netip.Addr) arpPacket {
-	return arpPacket{ethSrc: sha, op: arp.OperationReply, sha: sha, spa: spa, tha: ourMAC, tpa: tpa}
+func reply(sha [6]byte, spa netip.Addr, tpa netip.Addr) arpd.Packet {
+	return arpd.Packet{EthSrc: sha, Op: arp.OperationReply, SHA: sha, SPA: spa, THA: ourMAC, TPA: tpa}
 }
 
-func request(sha [6]byte, spa, tpa netip.Addr) arpPacket {
-	return arpPacket{ethSrc: sha, op: arp.OperationRequest, sha: sha, spa: spa, tpa: tpa}
+func request(sha [6]byte, spa, tpa netip.Addr) arpd.Packet {
+	return arpd.Packet{EthSrc: sha, Op: arp.OperationRequest, SHA: sha, SPA: spa, TPA: tpa}
 }
 
 var testParams = params{iface: "eth0", ip: ourIP, vip: vipAddr, port: 80, timeout: time.Second}
@@ -30,7 +31,7 @@ func TestAssemble(t *testing.T) {
 		name     string
 		params   params
 		backends []netip.Addr
-		seen     []arpPacket
+		seen     []arpd.Packet
 		syn      []synOutcome
 		want     []Verdict
 		detail   []string // substring of each detail
@@ -38,35 +39,35 @@ func TestAssemble(t *testing.T) {
 	}{{
 		name:     "ready",
 		backends: []netip.Addr{be1Addr},
-		seen:     []arpPacket{reply(beMAC, be1Addr, ourIP)},
+		seen:     []arpd.Packet{reply(beMAC, be1Addr, ourIP)},
 		syn:      []synOutcome{accepted},
 		want:     []Verdict{OK},
 		detail:   []string{"SYN+ACK from 198.51.100.100:80"},
 	}, {
 		name:     "leak dominates a SYN+ACK",
 		backends: []netip.Addr{be1Addr, be2Addr},
-		seen:     []arpPacket{reply(beMAC, be1Addr, ourIP), reply(be2MAC, be2Addr, ourIP), reply(be2MAC, vipAddr, ourIP)},
+		seen:     []arpd.Packet{reply(beMAC, be1Addr, ourIP), reply(be2MAC, be2Addr, ourIP), reply(be2MAC, vipAddr, ourIP)},
 		syn:      []synOutcome{accepted, accepted},
 		want:     []Verdict{OK, ARPLeak},
 		detail:   []string{"SYN+ACK", "answers ARP who-has 198.51.100.100 with its own MAC"},
 	}, {
 		name:     "leak seen before the backend's own reply",
 		backends: []netip.Addr{be2Addr},
-		seen:     []arpPacket{reply(be2MAC, vipAddr, ourIP), reply(be2MAC, be2Addr, ourIP)},
+		seen:     []arpd.Packet{reply(be2MAC, vipAddr, ourIP), reply(be2MAC, be2Addr, ourIP)},
 		syn:      []synOutcome{{}},
 		want:     []Verdict{ARPLeak},
 		detail:   []string{"who-has"},
 	}, {
 		name:     "announcing the VIP is a leak too",
 		backends: []netip.Addr{be2Addr},
-		seen:     []arpPacket{reply(be2MAC, be2Addr, ourIP), request(be2MAC, vipAddr, ourIP), reply(be2MAC, vipAddr, ourIP)},
+		seen:     []arpd.Packet{reply(be2MAC, be2Addr, ourIP), request(be2MAC, vipAddr, ourIP), reply(be2MAC, vipAddr, ourIP)},
 		syn:      []synOutcome{{}},
 		want:     []Verdict{ARPLeak},
 		detail:   []string{"answers ARP who-has 198.51.100.100 with its own MAC and sends ARP with 198.51.100.100 as its sender address"},
 	}, {
 		name:     "every fault",
 		backends: []netip.Addr{be1Addr, be2Addr, be3Addr, netip.MustParseAddr("198.51.100.25")},
-		seen:     []arpPacket{reply(beMAC, be1Addr, ourIP), reply(be2MAC, be2Addr, ourIP), reply(be3MAC, be3Addr, ourIP)},
+		seen:     []arpd.Packet{reply(beMAC, be1Addr, ourIP), reply(be2MAC, be2Addr, ourIP), reply(be3MAC, be3Addr, ourIP)},
 		syn:      []synOutcome{none, reset, {kind: synNoAnswer, other: otherMAC}, {}},
 		want:     []Verdict{VIPNotBound, NotListening, VIPNotBound, Unreachable},
 		detail: []string{
@@ -79,21 +80,21 @@ func TestAssemble(t *testing.T) {
 		name:     "no port: SYN skipped",
 		params:   params{iface: "eth0", ip: ourIP, vip: vipAddr, timeout: time.Second},
 		backends: []netip.Addr{be1Addr},
-		seen:     []arpPacket{reply(beMAC, be1Addr, ourIP)},
+		seen:     []arpd.Packet{reply(beMAC, be1Addr, ourIP)},
 		syn:      []synOutcome{{}},
 		want:     []Verdict{OK},
 		detail:   []string{"SYN probe skipped"},
 	}, {
 		name:     "our own MAC is not a leak nor another host",
 		backends: []netip.Addr{be1Addr},
-		seen:     []arpPacket{reply(ourMAC, vipAddr, ourIP), request(ourMAC, vipAddr, vipAddr), reply(beMAC, be1Addr, ourIP)},
+		seen:     []arpd.Packet{reply(ourMAC, vipAddr, ourIP), request(ourMAC, vipAddr, vipAddr), reply(beMAC, be1Addr, ourIP)},
 		syn:      []synOutcome{accepted},
 		want:     []Verdict{OK},
 		detail:   []string{"SYN+ACK"},
 	}, {
 		name:     "another host answers for the VIP",
 		backends: []netip.Addr{be1Addr},
-		seen:     []arpPacket{reply(otherMAC, vipAddr, ourIP), reply(beMAC, be1Addr, ourIP), reply(otherMAC, vipAddr, ourIP)},
+		seen:     []arpd.Packet{reply(otherMAC, vipAddr, ourIP), reply(beMAC, be1Addr, ourIP), reply(otherMAC, vipAddr, ourIP)},
 		syn:      []synOutcome{accepted},
 		want:     []Verdict{OK},
 		detail:   []string{"SYN+ACK"},
@@ -101,7 +102,7 @@ func TestAssemble(t *testing.T) {
 	}, {
 		name:     "unreachable backend's MAC answering for the VIP is another host",
 		backends: []netip.Addr{be1Addr},
-		seen:     []arpPacket{reply(beMAC, vipAddr, ourIP)},
+		seen:     []arpd.Packet{reply(beMAC, vipAddr, ourIP)},
 		syn:      []synOutcome{{}},
 		want:     []Verdict{Unreachable},
 		detail:   []string{"no ARP reply"},
@@ -109,14 +110,14 @@ func TestAssemble(t *testing.T) {
 	}, {
 		name:     "replies not to us and requests do not resolve",
 		backends: []netip.Addr{be1Addr},
-		seen:     []arpPacket{reply(beMAC, be1Addr, be2Addr), request(beMAC, be1Addr, ourIP)},
+		seen:     []arpd.Packet{reply(beMAC, be1Addr, be2Addr), request(beMAC, be1Addr, ourIP)},
 		syn:      []synOutcome{{}},
 		want:     []Verdict{Unreachable},
 		detail:   []string{"no ARP reply"},
 	}, {
 		name:     "address conflict: first MAC kept, others noted",
 		backends: []netip.Addr{be1Addr},
-		seen:     []arpPacket{reply(beMAC, be1Addr, ourIP), reply(otherMAC, be1Addr, ourIP), reply(otherMAC, be1Addr, ourIP)},
+		seen:     []arpd.Packet{reply(beMAC, be1Addr, ourIP), reply(otherMAC, be1Addr, ourIP), reply(otherMAC, be1Addr, ourIP)},
 		syn:      []synOutcome{accepted},
 		want:     []Verdict{OK},
 		detail:   []string{"SYN+ACK from 198.51.100.100:80 (address conflict: 02:00:c6:33:64:0a also answered ARP for 198.51.100.21)"},
