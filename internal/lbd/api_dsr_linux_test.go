@@ -5,13 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -95,39 +93,7 @@ address = %q
 	c.SetDeadline(time.Now().Add(90 * time.Second))
 	t.Logf("the long-lived flow is on %s", owner)
 
-	stop := make(chan struct{})
-	werr, rerr := make(chan error, 1), make(chan error, 1)
-	var wrote, read atomic.Int64
-	go func() {
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				werr <- nil
-				return
-			default:
-			}
-			if _, err := fmt.Fprintf(c, "line %08d\n", i); err != nil {
-				werr <- err
-				return
-			}
-			wrote.Add(1)
-			time.Sleep(time.Millisecond)
-		}
-	}()
-	go func() {
-		buf := make([]byte, len("line 00000000\n"))
-		for {
-			if _, err := io.ReadFull(c, buf); err != nil {
-				rerr <- err
-				return
-			}
-			if want := fmt.Sprintf("line %08d\n", read.Load()); string(buf) != want {
-				rerr <- fmt.Errorf("got %q, want %q", buf, want)
-				return
-			}
-			read.Add(1)
-		}
-	}()
+	end := lineStream(t, c)
 	time.Sleep(200 * time.Millisecond)
 
 	// A broken file is rejected with its position; the old config stays.
@@ -170,21 +136,11 @@ address = %q
 	}
 	time.Sleep(300 * time.Millisecond)
 
-	close(stop)
-	if err := <-werr; err != nil {
-		t.Fatalf("writer: %v", err)
+	sent := end()
+	if sent < 100 {
+		t.Fatalf("the flow carried only %d lines", sent)
 	}
-	for deadline := time.Now().Add(10 * time.Second); read.Load() < wrote.Load() && time.Now().Before(deadline); {
-		select {
-		case err := <-rerr:
-			t.Fatalf("reader after %d of %d lines: %v", read.Load(), wrote.Load(), err)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	if read.Load() != wrote.Load() || wrote.Load() < 100 {
-		t.Fatalf("the flow carried %d of %d lines", read.Load(), wrote.Load())
-	}
-	t.Logf("the flow carried all %d lines through two reloads and two backend changes", wrote.Load())
+	t.Logf("the flow carried all %d lines through two reloads and two backend changes", sent)
 
 	code, metrics := a.do("GET", "/metrics", "")
 	for _, want := range []string{`lbd_reloads_total{outcome="applied"} 1`, `lbd_reloads_total{outcome="rejected"} 1`, `lbd_dsr_frames_forwarded_total{interface="eth0"}`} {

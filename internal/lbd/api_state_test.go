@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -136,43 +137,7 @@ address = %q
 
 	// A writer sends numbered lines without pause; a reader checks each
 	// one comes back, in order.
-	stop := make(chan struct{})
-	wrote := make(chan int, 1)
-	werr := make(chan error, 1)
-	go func() {
-		i := 0
-		defer func() { wrote <- i }()
-		for {
-			select {
-			case <-stop:
-				werr <- nil
-				return
-			default:
-			}
-			if _, err := fmt.Fprintf(c, "line %08d\n", i); err != nil {
-				werr <- err
-				return
-			}
-			i++
-			time.Sleep(time.Millisecond)
-		}
-	}()
-	var read atomic.Int64
-	rerr := make(chan error, 1)
-	go func() {
-		buf := make([]byte, len("line 00000000\n"))
-		for {
-			if _, err := io.ReadFull(c, buf); err != nil {
-				rerr <- err
-				return
-			}
-			if want := fmt.Sprintf("line %08d\n", read.Load()); string(buf) != want {
-				rerr <- fmt.Errorf("got %q, want %q", buf, want)
-				return
-			}
-			read.Add(1)
-		}
-	}()
+	end := lineStream(t, c)
 	time.Sleep(100 * time.Millisecond)
 
 	// A broken file: 422, the old config keeps running.
@@ -194,30 +159,7 @@ address = %q
 	}
 	time.Sleep(100 * time.Millisecond)
 
-	close(stop)
-	if err := <-werr; err != nil {
-		t.Fatalf("writer: %v", err)
-	}
-	sent := <-wrote
-	// Every line sent comes back, in order, before the reader is stopped.
-	deadline := time.Now().Add(10 * time.Second)
-	for read.Load() < int64(sent) {
-		select {
-		case err := <-rerr:
-			t.Fatalf("reader after %d of %d lines: %v", read.Load(), sent, err)
-		case <-time.After(10 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d lines sent, %d came back", sent, read.Load())
-		}
-	}
-	c.SetReadDeadline(time.Now())
-	if err := <-rerr; !errors.Is(err, os.ErrDeadlineExceeded) {
-		t.Fatalf("reader: %v", err)
-	}
-	if got := read.Load(); got != int64(sent) {
-		t.Fatalf("%d lines sent, %d came back", sent, got)
-	}
+	sent := end()
 	if sent < 50 {
 		t.Errorf("only %d lines exchanged", sent)
 	}
@@ -304,5 +246,73 @@ address = %q
 	a = newAPIClient(t, apiAddr.String(), e.state)
 	if out := apiPen(t, a, "debug"); strings.TrimSpace(out) != "3" {
 		t.Errorf("debug after the restart %q, want 3", out)
+	}
+}
+
+// lineStream writes numbered lines to c, an echo, about one a millisecond,
+// and checks each comes back in order, until end is called: end stops the
+// writer, waits (at most 10 s) until every line sent has come back, stops
+// the reader and returns how many lines made the round trip. A line lost,
+// reordered or garbled, or a broken connection, fails the test.
+func lineStream(t *testing.T, c net.Conn) (end func() int64) {
+	t.Helper()
+	stop := make(chan struct{})
+	werr, rerr := make(chan error, 1), make(chan error, 1)
+	var wrote, read atomic.Int64
+	go func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				werr <- nil
+				return
+			default:
+			}
+			if _, err := fmt.Fprintf(c, "line %08d\n", i); err != nil {
+				werr <- err
+				return
+			}
+			wrote.Add(1)
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	go func() {
+		buf := make([]byte, len("line 00000000\n"))
+		for {
+			if _, err := io.ReadFull(c, buf); err != nil {
+				rerr <- err
+				return
+			}
+			if want := fmt.Sprintf("line %08d\n", read.Load()); string(buf) != want {
+				rerr <- fmt.Errorf("got %q, want %q", buf, want)
+				return
+			}
+			read.Add(1)
+		}
+	}()
+	return func() int64 {
+		t.Helper()
+		close(stop)
+		if err := <-werr; err != nil {
+			t.Fatalf("writer: %v", err)
+		}
+		sent := wrote.Load()
+		for deadline := time.Now().Add(10 * time.Second); read.Load() < sent; {
+			select {
+			case err := <-rerr:
+				t.Fatalf("reader after %d of %d lines: %v", read.Load(), sent, err)
+			case <-time.After(10 * time.Millisecond):
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d lines sent, %d came back", sent, read.Load())
+			}
+		}
+		c.SetReadDeadline(time.Now())
+		if err := <-rerr; !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("reader: %v", err)
+		}
+		if got := read.Load(); got != sent {
+			t.Fatalf("%d lines sent, %d came back", sent, got)
+		}
+		return sent
 	}
 }
