@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -39,9 +38,6 @@ func dsrAPIReloadUnderLoad(t *testing.T, path string) {
 	}
 	lb, client := tp.LB(), tp.Client()
 
-	dir := t.TempDir()
-	file, state := filepath.Join(dir, "config.toml"), filepath.Join(dir, "state")
-	apiAddr := "127.0.0.1:9443" // inside the LB's namespace
 	cfg := fmt.Sprintf(`[control]
 listen = %q
 
@@ -57,16 +53,10 @@ address = %q
 
 [[service.backend]]
 address = %q
-`, apiAddr, vip, bes[0].Addr(), bes[1].Addr())
-	putFile(t, file, []byte(cfg))
-	out := lbdIn(t, lb, "-config", file, "-state", state, "-dsr-path", path)
-	out.waitFor(t, "forwarding", 10*time.Second)
+`, nsAPIAddr, vip, bes[0].Addr(), bes[1].Addr())
+	out, file, a := lbdWithAPI(t, lb, cfg, "-dsr-path", path)
 	if path == DSRXDP && !strings.Contains(out.String(), "XDP forwarder attached") {
 		t.Fatalf("no XDP forwarder:\n%s", out.String())
-	}
-	a := newAPIClient(t, apiAddr, state)
-	a.c.Transport.(*http.Transport).DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		return lb.Dial(ctx, network, addr)
 	}
 
 	// The long-lived flow (the first connections wait for ARP).
@@ -148,9 +138,6 @@ address = %q
 			t.Errorf("metrics lack %s (%d)", want, code)
 		}
 	}
-	if _, err := os.Stat(filepath.Join(state, "control.token")); err != nil {
-		t.Error(err)
-	}
 }
 
 // ownerAddr is the address of the backend host named name.
@@ -185,10 +172,7 @@ func TestLinuxDSRCheckThroughAPI(t *testing.T) {
 		}
 	}
 	lb := tp.LB()
-	dir := t.TempDir()
-	file, state := filepath.Join(dir, "config.toml"), filepath.Join(dir, "state")
-	apiAddr := "127.0.0.1:9443"
-	putFile(t, file, []byte(fmt.Sprintf(`[control]
+	_, _, a := lbdWithAPI(t, lb, fmt.Sprintf(`[control]
 listen = %q
 
 [[service]]
@@ -212,13 +196,7 @@ listen = "127.0.0.1:8080"
 
 [[service.backend]]
 address = "127.0.0.1:8081"
-`, apiAddr, vip, bes[0].Addr(), bes[1].Addr(), bes[2].Addr())))
-	out := lbdIn(t, lb, "-config", file, "-state", state)
-	out.waitFor(t, "forwarding", 10*time.Second)
-	a := newAPIClient(t, apiAddr, state)
-	a.c.Transport.(*http.Transport).DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		return lb.Dial(ctx, network, addr)
-	}
+`, nsAPIAddr, vip, bes[0].Addr(), bes[1].Addr(), bes[2].Addr()))
 
 	code, body := a.do("POST", "/api/v1/check", `{"service":"web"}`)
 	var rep control.CheckReply
@@ -245,4 +223,26 @@ address = "127.0.0.1:8081"
 	if code, body := a.do("POST", "/api/v1/check", `{"service":"nope"}`); code != 404 {
 		t.Errorf("check of no service: %d %s", code, body)
 	}
+}
+
+// nsAPIAddr is where lbdWithAPI's lbd serves the control API: loopback
+// inside the LB's namespace.
+const nsAPIAddr = "127.0.0.1:9443"
+
+// lbdWithAPI runs lbd in appliance mode in lb's namespace on the TOML text
+// cfg (whose [control] listens on nsAPIAddr), with more flags, until its
+// DSR port forwards; it returns lbd's output, its config file, and an API
+// client that dials inside the namespace.
+func lbdWithAPI(t *testing.T, lb *netnstest.Host, cfg string, flags ...string) (out *syncBuffer, file string, a *apiClient) {
+	t.Helper()
+	dir := t.TempDir()
+	file, state := filepath.Join(dir, "config.toml"), filepath.Join(dir, "state")
+	putFile(t, file, []byte(cfg))
+	out = lbdIn(t, lb, append([]string{"-config", file, "-state", state}, flags...)...)
+	out.waitFor(t, "forwarding", 10*time.Second)
+	a = newAPIClient(t, nsAPIAddr, state)
+	a.c.Transport.(*http.Transport).DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return lb.Dial(ctx, network, addr)
+	}
+	return out, file, a
 }

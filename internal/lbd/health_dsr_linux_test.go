@@ -5,9 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
-	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -37,10 +34,7 @@ func dsrHealth(t *testing.T, path string) {
 		stops[i] = netnstest.ServeTCP(t, be, "0.0.0.0:80", be.NameEcho) // the VIP and the backend's own address
 	}
 	lb, client := tp.LB(), tp.Client()
-	dir := t.TempDir()
-	file, state := filepath.Join(dir, "config.toml"), filepath.Join(dir, "state")
-	apiAddr := "127.0.0.1:9443"
-	putFile(t, file, []byte(fmt.Sprintf(`[control]
+	out, _, a := lbdWithAPI(t, lb, fmt.Sprintf(`[control]
 listen = %q
 
 [[service]]
@@ -66,13 +60,7 @@ address = %q
 
 [[service.backend]]
 address = %q
-`, apiAddr, vip, bes[0].Addr(), bes[1].Addr(), bes[2].Addr())))
-	out := lbdIn(t, lb, "-config", file, "-state", state, "-dsr-path", path)
-	out.waitFor(t, "forwarding", 10*time.Second)
-	a := newAPIClient(t, apiAddr, state)
-	a.c.Transport.(*http.Transport).DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		return lb.Dial(ctx, network, addr)
-	}
+`, nsAPIAddr, vip, bes[0].Addr(), bes[1].Addr(), bes[2].Addr()), "-dsr-path", path)
 	health := func(be *netnstest.Host) *control.HealthStatus {
 		t.Helper()
 		code, body := a.do("GET", "/api/v1/status", "")
