@@ -7,11 +7,12 @@ import (
 	"github.com/nib-lb/nib/internal/frame"
 )
 
-// hashFlow is the flow hash Maglev picks backends by. It is deterministic
+// HashFlow is the flow hash Maglev picks backends by. It is deterministic
 // across restarts and machines (several LBs behind ECMP, or a restarted one,
 // pick the same backend for a flow): FNV-1a over addresses and ports, then a
-// 64-bit finaliser (balance.KeyHash).
-func hashFlow(fl frame.Flow) uint64 {
+// 64-bit finaliser (balance.KeyHash). The XDP path (internal/xdp) computes
+// the same in the kernel; its tests compare with this function.
+func HashFlow(fl frame.Flow) uint64 {
 	var b [37]byte
 	s, d := fl.Src.As16(), fl.Dst.As16()
 	copy(b[0:], s[:])

@@ -49,7 +49,7 @@ func TestWeightsRespected(t *testing.T) {
 	count := map[netip.Addr]int{}
 	const n = 100000
 	for i := range n {
-		count[s.choose(hashFlow(client(i))).addr]++
+		count[s.choose(HashFlow(client(i))).addr]++
 	}
 	if got := float64(count[be2]) / n; math.Abs(got-0.75) > 0.02 {
 		t.Errorf("weight 3 of 4 got %.3f of flows (%v)", got, count)
@@ -59,7 +59,7 @@ func TestWeightsRespected(t *testing.T) {
 func TestHashIsDeterministic(t *testing.T) {
 	k := frame.Flow{Src: netip.MustParseAddr("198.51.100.1"), Dst: vip, SrcPort: 40000, DstPort: 80, Proto: ProtoTCP}
 	// A fixed value: a change here moves flows between LBs and restarts.
-	if got, want := hashFlow(k), uint64(0x6ee202702757b496); got != want {
+	if got, want := HashFlow(k), uint64(0x6ee202702757b496); got != want {
 		t.Fatalf("hash = %#x, want %#x", got, want)
 	}
 }
@@ -74,7 +74,7 @@ func TestFlowsSurviveChanges(t *testing.T) {
 	s := tb.lookup(vip, ProtoTCP, 80)
 	for i := range 3000 {
 		k := client(i)
-		b := s.choose(hashFlow(k))
+		b := s.choose(HashFlow(k))
 		ft.put(k, b, 1)
 		owner[k] = b
 	}
@@ -101,7 +101,7 @@ func TestFlowsSurviveChanges(t *testing.T) {
 		t.Fatalf("moved %d kept %d", moved, kept)
 	}
 	for i := 5000; i < 8000; i++ {
-		if b := s.choose(hashFlow(client(i))); b.addr == be2 || b.addr == be3 {
+		if b := s.choose(HashFlow(client(i))); b.addr == be2 || b.addr == be3 {
 			t.Fatalf("new flow went to %v", b.addr)
 		}
 	}
@@ -114,7 +114,7 @@ func TestDownBackendGetsNoFlows(t *testing.T) {
 	s := tb.lookup(vip, ProtoTCP, 80)
 	var onBe2 frame.Flow
 	for i := 0; ; i++ {
-		if b := s.choose(hashFlow(client(i))); b.addr == be2 {
+		if b := s.choose(HashFlow(client(i))); b.addr == be2 {
 			onBe2 = client(i)
 			ft.put(onBe2, b, 1)
 			break
@@ -126,7 +126,7 @@ func TestDownBackendGetsNoFlows(t *testing.T) {
 	}
 	s = tb2.lookup(vip, ProtoTCP, 80)
 	for i := range 1000 {
-		if s.choose(hashFlow(client(i))).addr != be1 {
+		if s.choose(HashFlow(client(i))).addr != be1 {
 			t.Fatal("a dead backend got a new flow")
 		}
 	}
@@ -174,7 +174,7 @@ func TestDownPerService(t *testing.T) {
 	for _, port := range []uint16{80, 443} {
 		s := tb.lookup(vip, ProtoTCP, port)
 		for i := range 1000 {
-			count[s.cfg.Name][s.choose(hashFlow(client(i))).addr]++
+			count[s.cfg.Name][s.choose(HashFlow(client(i))).addr]++
 		}
 	}
 	if count["s80"][be1] != 0 || count["s80"][be2] != 1000 {

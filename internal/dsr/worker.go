@@ -160,7 +160,7 @@ func (w *worker) process(t *table, b []byte, now uint32) (action, DropReason) {
 	}
 	be := w.flows.get(key, now)
 	if be == nil {
-		if be = s.choose(hashFlow(key)); be == nil {
+		if be = s.choose(HashFlow(key)); be == nil {
 			s.stats[w.slot].noBackend.Add(1)
 			return actDrop, DropNoBackend
 		}

@@ -246,13 +246,13 @@ func TestProgSameChoiceAsDSR(t *testing.T) {
 		src := netip.AddrFrom4([4]byte{203, 0, 113, byte(i)})
 		sport := uint16(1024 + 7*i)
 		fl := frame.Flow{Src: src, Dst: vip, Proto: dsr.ProtoTCP, SrcPort: sport, DstPort: 80}
-		want := macOf(addrs[m.Lookup(hashFlow(fl))])
+		want := macOf(addrs[m.Lookup(dsr.HashFlow(fl))])
 		if got := forwarded(t, f, pkt{src: src, sport: sport, dport: 80, flags: frame.FlagSYN}.build()); got != want {
 			t.Fatalf("flow %v: backend %x, dsr's choice %x", fl, got, want)
 		}
 		// Client-sticky: the flow key is the client, VIP and service port.
 		fl = frame.Flow{Src: src, Dst: vip, Proto: dsr.ProtoTCP, DstPort: 443}
-		want = macOf(addrs[m.Lookup(hashFlow(fl))])
+		want = macOf(addrs[m.Lookup(dsr.HashFlow(fl))])
 		if got := forwarded(t, f, pkt{src: src, sport: sport, dport: 443, flags: frame.FlagSYN}.build()); got != want {
 			t.Fatalf("sticky %v: backend %x, dsr's choice %x", fl, got, want)
 		}
@@ -451,7 +451,7 @@ func TestProgFragmentsAndICMP(t *testing.T) {
 		if first != later {
 			t.Fatalf("client %s: first fragment to %x, later one to %x", src, first, later)
 		}
-		want := macOf([]netip.Addr{be1, be2, be3}[balance.NewMaglev([]string{be1.String(), be2.String(), be3.String()}, []int{1, 1, 1}, 0).Lookup(hashFlow(frame.Flow{Src: src, Dst: vip, Proto: dsr.ProtoTCP, DstPort: 80}))])
+		want := macOf([]netip.Addr{be1, be2, be3}[balance.NewMaglev([]string{be1.String(), be2.String(), be3.String()}, []int{1, 1, 1}, 0).Lookup(dsr.HashFlow(frame.Flow{Src: src, Dst: vip, Proto: dsr.ProtoTCP, DstPort: 80}))])
 		if first != want {
 			t.Fatalf("fragments to %x, want %x", first, want)
 		}

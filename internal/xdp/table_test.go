@@ -12,7 +12,6 @@ import (
 
 	"github.com/nib-lb/nib/internal/balance"
 	"github.com/nib-lb/nib/internal/dsr"
-	"github.com/nib-lb/nib/internal/frame"
 )
 
 var (
@@ -79,18 +78,6 @@ func TestNoKernelBTFNeeded(t *testing.T) {
 			}
 		}
 	}
-}
-
-// hashFlow is dsr's flow hash (dsr.hashFlow, unexported there).
-func hashFlow(fl frame.Flow) uint64 {
-	var b [37]byte
-	s, d := fl.Src.As16(), fl.Dst.As16()
-	copy(b[0:], s[:])
-	copy(b[16:], d[:])
-	binary.BigEndian.PutUint16(b[32:], fl.SrcPort)
-	binary.BigEndian.PutUint16(b[34:], fl.DstPort)
-	b[36] = fl.Proto
-	return balance.KeyHash(b[:])
 }
 
 func svc(name string, port uint16, perFlow bool, bs ...dsr.BackendConfig) dsr.ServiceConfig {
