@@ -31,7 +31,6 @@ const apiReloadTimeout = time.Minute
 type apiState struct {
 	addr    string
 	srv     *control.Server
-	stopped []*control.Server      // stopped by closeAPI, for Close to wait for
 	aclSnap atomic.Pointer[ctlACL] // the ACL of the running config
 	secrets *control.Secrets       // loaded once, before any chroot
 	// reloads carries API reload requests to the main loop (main.go, serve),
@@ -101,26 +100,16 @@ func (d *Daemon) prepareAPI(cfg *config.Config) (commit, abort func(), err error
 
 // closeAPI stops the API (d.mu held): its listener and connections close
 // now; its goroutines end once d.mu is released (the history sampler may be
-// waiting for it), and waitAPI waits for them.
-func (d *Daemon) closeAPI() {
-	if d.api.srv != nil {
-		d.api.srv.Stop()
-		d.api.stopped = append(d.api.stopped, d.api.srv)
+// waiting for it). It returns the stopped server (nil if none), for Close
+// to Wait for after releasing d.mu.
+func (d *Daemon) closeAPI() *control.Server {
+	srv := d.api.srv
+	if srv != nil {
+		srv.Stop()
 		d.api.srv = nil
 	}
 	d.api.addr = ""
-}
-
-// waitAPI waits for the servers closeAPI stopped (Close, after d.mu is
-// released).
-func (d *Daemon) waitAPI() {
-	d.mu.Lock()
-	stopped := d.api.stopped
-	d.api.stopped = nil
-	d.mu.Unlock()
-	for _, s := range stopped {
-		s.Wait()
-	}
+	return srv
 }
 
 func (d *Daemon) apiAllowed(a netip.Addr) bool {

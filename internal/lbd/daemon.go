@@ -13,6 +13,7 @@ import (
 	"github.com/nib-lb/nib/config"
 	"github.com/nib-lb/nib/internal/acl"
 	"github.com/nib-lb/nib/internal/balance"
+	"github.com/nib-lb/nib/internal/control"
 	"github.com/nib-lb/nib/internal/dummy"
 	"github.com/nib-lb/nib/internal/proxy"
 )
@@ -190,6 +191,7 @@ func (d *Daemon) stop(r *running, all bool) {
 // mid-command, and returns once their goroutines are gone; it waits for
 // them only after releasing the daemon lock their commands take.
 func (d *Daemon) Close() {
+	var api *control.Server
 	d.mu.Lock()
 	if !d.closed {
 		d.closed = true
@@ -198,7 +200,7 @@ func (d *Daemon) Close() {
 			d.penctl = nil
 		}
 		d.hangUpControl()
-		d.closeAPI()
+		api = d.closeAPI()
 		d.closeHealth()
 		for _, r := range d.services {
 			d.stop(r, true)
@@ -227,7 +229,9 @@ func (d *Daemon) Close() {
 	d.mu.Unlock()
 	d.ctlWG.Wait()
 	d.waitHealth()
-	d.waitAPI()
+	if api != nil {
+		api.Wait()
+	}
 }
 
 // SetRoot sets the directory that request log paths are relative to: Pen's
