@@ -56,9 +56,10 @@ type iperfSet struct {
 	up1, upN, down1 iperfRes
 }
 
-// frameRes is one 64-byte frame load.
+// frameRes is one UDP frame load (64-byte frames or DNS-size datagrams).
 type frameRes struct {
 	rate      float64 // pacing asked for (0: full)
+	payload   int     // UDP payload bytes
 	sent      uint64
 	refused   uint64
 	secs      float64
@@ -103,9 +104,11 @@ type lbResult struct {
 	// offload settings, the same for lbd and pen: neither is saturated,
 	// so their CPU per frame compares.
 	sharedPace frameRes
-	tarpit     tarpitRes
-	cmdlines   []string
-	notes      []string
+	// dns and dnsShared are the same two loads with DNS-size datagrams.
+	dns, dnsShared frameRes
+	tarpit         tarpitRes
+	cmdlines       []string
+	notes          []string
 }
 
 func (e *env) lbHost() *netnstest.Host     { return e.topo.LB() }
@@ -176,18 +179,32 @@ func (e *env) bench() error {
 		if err := e.setOffloads(true); err != nil {
 			return err
 		}
-		lbd.atPen = e.framesAt(lbd, rate)
+		lbd.atPen = e.framesAt(lbd, rate, smallPayload)
 		lbd.atPen.targetNote = how
 	}
 	// Phase 4: lbd and pen at one pace that saturates neither, with pen's
 	// offloads, for the CPU each spends per frame.
-	if lbd != nil && pen != nil && pen.frames.measured && pen.frames.fwdPPS > 0 && slices.Contains(o.tests, "frames") && !benchkit.Stopping() {
+	shared := func(full func(*lbResult) *frameRes, paced func(*lbResult) *frameRes, payload int) error {
+		if lbd == nil || pen == nil || !full(pen).measured || full(pen).fwdPPS <= 0 || benchkit.Stopping() {
+			return nil
+		}
 		if err := e.setOffloads(false); err != nil {
 			return err
 		}
-		rate := pen.frames.fwdPPS / 2
-		pen.sharedPace = e.framesAt(pen, rate)
-		lbd.sharedPace = e.framesAt(lbd, rate)
+		rate := full(pen).fwdPPS / 2
+		*paced(pen) = e.framesAt(pen, rate, payload)
+		*paced(lbd) = e.framesAt(lbd, rate, payload)
+		return nil
+	}
+	if slices.Contains(o.tests, "frames") {
+		if err := shared(func(r *lbResult) *frameRes { return &r.frames }, func(r *lbResult) *frameRes { return &r.sharedPace }, smallPayload); err != nil {
+			return err
+		}
+	}
+	if slices.Contains(o.tests, "dns") {
+		if err := shared(func(r *lbResult) *frameRes { return &r.dns }, func(r *lbResult) *frameRes { return &r.dnsShared }, o.dnsSize); err != nil {
+			return err
+		}
 	}
 	if benchkit.Stopping() {
 		return nil
@@ -400,7 +417,7 @@ func rusageTicks(c *benchkit.Child, clk int64) int64 {
 	return us * clk / 1e6
 }
 
-// measureLB runs the iperf3 set, the 64-byte load and the tarpit against
+// measureLB runs the iperf3 set, the 64-byte and DNS-size loads and the tarpit against
 // load balancer r.name.
 func (e *env) measureLB(r *lbResult) {
 	r.iperf.offload = e.offload
@@ -410,7 +427,10 @@ func (e *env) measureLB(r *lbResult) {
 		e.measureIperf(r)
 	}
 	if slices.Contains(e.o.tests, "frames") && !benchkit.Stopping() {
-		r.frames = e.framesAt(r, 0)
+		r.frames = e.framesAt(r, 0, smallPayload)
+	}
+	if slices.Contains(e.o.tests, "dns") && !benchkit.Stopping() {
+		r.dns = e.framesAt(r, 0, e.o.dnsSize)
 	}
 	if slices.Contains(e.o.tests, "tarpit") && !benchkit.Stopping() {
 		r.tarpit = e.tarpitLoad(r)
@@ -606,13 +626,25 @@ func (e *env) counters() (lb uint64, be []uint64, err error) {
 	return lb, be, nil
 }
 
+// smallPayload is the UDP payload of a 64-byte frame: 14 Ethernet, 20 IP,
+// 8 UDP and 18 bytes, plus the 4-byte FCS on the wire.
+const smallPayload = 18
+
+// sizeLabel names the frames of a load with payload bytes of UDP payload.
+func sizeLabel(payload int) string {
+	if payload == smallPayload {
+		return "64-byte frames"
+	}
+	return fmt.Sprintf("DNS-size datagrams (%d-byte UDP payload)", payload)
+}
+
 // framesAt starts the load balancer for UDP VIP:9 (per-flow, -r) and runs
-// the 64-byte generator at rate (0: full speed).
-func (e *env) framesAt(r *lbResult, rate float64) frameRes {
+// the UDP generator with payload bytes per datagram at rate (0: full speed).
+func (e *env) framesAt(r *lbResult, rate float64, payload int) frameRes {
 	name := r.name
 	vip := e.topo.VIP().String()
 	be := []string{e.backends()[0].Addr().String(), e.backends()[1].Addr().String()}
-	res := frameRes{rate: rate}
+	res := frameRes{rate: rate, payload: payload}
 	args := []string{"-r", "-U", "-O", "dsr_if eth0", vip + ":" + framePort, be[0], be[1]}
 	ctl := ""
 	if name == "lbd" {
@@ -633,7 +665,7 @@ func (e *env) framesAt(r *lbResult, rate float64) frameRes {
 	// Warm up until frames reach the backends (the LB resolves their MACs).
 	ready := false
 	for range 10 {
-		w, err := e.frameLoad(c, 5000, time.Second)
+		w, err := e.frameLoad(c, 5000, time.Second, payload)
 		if err != nil {
 			res.err = err
 			return res
@@ -648,10 +680,10 @@ func (e *env) framesAt(r *lbResult, rate float64) frameRes {
 		}
 	}
 	if !ready {
-		res.err = fmt.Errorf("no 64-byte frames reached both backends during the warm-up")
+		res.err = fmt.Errorf("no %s reached both backends during the warm-up", sizeLabel(payload))
 		return res
 	}
-	f, err := e.frameLoad(c, rate, e.o.frameDur)
+	f, err := e.frameLoad(c, rate, e.o.frameDur, payload)
 	if err != nil {
 		res.err = err
 		return res
@@ -662,20 +694,20 @@ func (e *env) framesAt(r *lbResult, rate float64) frameRes {
 	}
 	f.measured = true
 	f.diag = e.lbDiag(c, ctl)
-	benchkit.Logf("%s: 64-byte frames%s: sent %d in %.2fs (%.3f Mpps, %d refused by the client's send), lb eth0 received %d, backends %v = %.3f Mpps forwarded, loss %.2f%%, backlog drops %d, LB process %.0f%% of its CPU, LB CPU busy %.0f%% (process, softirq, XDP: everything on it, less its idle share), %.2f µs per forwarded frame%s",
-		name, map[bool]string{true: fmt.Sprintf(" paced at %.3f Mpps", rate/1e6), false: " at full rate"}[rate > 0],
+	benchkit.Logf("%s: %s%s: sent %d in %.2fs (%.3f Mpps, %d refused by the client's send), lb eth0 received %d, backends %v = %.3f Mpps forwarded, loss %.2f%%, backlog drops %d, LB process %.0f%% of its CPU, LB CPU busy %.0f%% (process, softirq, XDP: everything on it, less its idle share), %.2f µs per forwarded frame%s",
+		name, sizeLabel(payload), map[bool]string{true: fmt.Sprintf(" paced at %.3f Mpps", rate/1e6), false: " at full rate"}[rate > 0],
 		f.sent, f.secs, f.offered/1e6, f.refused, f.atLB, f.beRx, f.fwdPPS/1e6, 100*f.loss, f.backlog, 100*f.lbCPU, 100*f.cpuAll, 1e6*f.cpuPerFrame, noiseSuffix(f.noise))
 	if f.diag != "" {
 		benchkit.Logf("%s: after the load: %s", name, f.diag)
-		r.notes = append(r.notes, fmt.Sprintf("64-byte frames%s, after the load: %s",
+		r.notes = append(r.notes, fmt.Sprintf("%s%s, after the load: %s", sizeLabel(payload),
 			map[bool]string{true: fmt.Sprintf(" paced at %.3f Mpps", rate/1e6), false: " at full rate"}[rate > 0], f.diag))
 	}
 	return f
 }
 
 // frameLoad runs the UDP generator once and counts what the backends got.
-func (e *env) frameLoad(lb *benchkit.Child, rate float64, d time.Duration) (frameRes, error) {
-	f := frameRes{rate: rate}
+func (e *env) frameLoad(lb *benchkit.Child, rate float64, d time.Duration, payload int) (frameRes, error) {
+	f := frameRes{rate: rate, payload: payload}
 	lb0, be0, err := e.counters()
 	if err != nil {
 		return f, err
@@ -699,7 +731,7 @@ func (e *env) frameLoad(lb *benchkit.Child, rate float64, d time.Duration) (fram
 	}
 	w := e.watch(lb)
 	res, err := e.helper(e.client(), "udp", d+30*time.Second, "-dst", e.topo.VIP().String(), "-dport", framePort,
-		"-src", e.client().Addr().String(), "-for", d.String(), "-rate", strconv.FormatFloat(rate, 'f', 0, 64))
+		"-src", e.client().Addr().String(), "-for", d.String(), "-rate", strconv.FormatFloat(rate, 'f', 0, 64), "-payload", strconv.Itoa(payload))
 	if err != nil {
 		w.done(0)
 		return f, err

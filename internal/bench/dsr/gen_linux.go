@@ -30,6 +30,7 @@ type helperOpts struct {
 	dport    int
 	duration time.Duration
 	rate     float64 // frames per second; 0: as fast as possible
+	payload  int     // udp: bytes of UDP payload (18: 64-byte frames on the wire)
 	batch    int
 	timeout  time.Duration // arp
 }
@@ -213,7 +214,10 @@ func generate(o helperOpts, ifi *net.Interface, src, dst netip.Addr, dstMAC net.
 
 	s4, d4 := src.As4(), dst.As4()
 	var proto byte = 17
-	l4len := 8 + 18 // UDP header and 18 bytes: 60 bytes + FCS = 64 on the wire
+	l4len := 8 + o.payload // UDP header and payload (18 bytes: 60 bytes + FCS = 64 on the wire)
+	if o.mode == "udp" && (o.payload < 18 || o.payload > 1472) {
+		return fmt.Errorf("UDP payload of %d bytes: want 18 to 1472 (a 64-byte frame up to a 1500-byte MTU)", o.payload)
+	}
 	if o.mode == "syn" {
 		proto, l4len = 6, 40
 	}

@@ -2,8 +2,9 @@
 // network-namespace topology (client, lb, be1, be2 on one bridge, see
 // internal/netnstest) it measures lbd and Debian's pen in DSR mode in one run:
 // iperf3 upload and download through the VIP against the same transfer
-// straight to a backend, 64-byte frames forwarded (from a sendmmsg generator
-// in the client namespace) with loss, and tarpit SYN+ACKs per second, and
+// straight to a backend, 64-byte frames and DNS-size UDP datagrams forwarded
+// (from a sendmmsg generator in the client namespace) with loss and the LB's
+// CPU per frame, and tarpit SYN+ACKs per second, and
 // prints them next to the targets in DESIGN.md.
 //
 // It is a benchmark, not a test: it needs root, installs missing Debian
@@ -28,7 +29,8 @@ import (
 type options struct {
 	duration  time.Duration // each iperf3 run
 	streams   int           // iperf3 -P of the multi-stream upload
-	frameDur  time.Duration // each 64-byte load
+	frameDur  time.Duration // each 64-byte (and DNS-size) load
+	dnsSize   int           // UDP payload of the DNS-size loads
 	tarpitDur time.Duration
 	batch     int
 	lbCPU     string
@@ -44,7 +46,7 @@ type options struct {
 
 var (
 	allLBs   = []string{"lbd", "pen"}
-	allTests = []string{"iperf", "frames", "tarpit"}
+	allTests = []string{"iperf", "frames", "dns", "tarpit"}
 )
 
 var (
@@ -65,11 +67,12 @@ func main() {
 	var h helperOpts
 	flag.DurationVar(&o.duration, "t", 10*time.Second, "duration of each iperf3 run (iperf3 -t)")
 	flag.IntVar(&o.streams, "P", 4, "parallel streams of the multi-stream upload (iperf3 -P)")
-	flag.DurationVar(&o.frameDur, "frames", 5*time.Second, "duration of each 64-byte frame load")
+	flag.DurationVar(&o.frameDur, "frames", 5*time.Second, "duration of each 64-byte and DNS-size frame load")
+	flag.IntVar(&o.dnsSize, "dns-size", 512, "UDP payload bytes of the DNS-size loads (512: the largest DNS message over UDP without EDNS, RFC 1035)")
 	flag.DurationVar(&o.tarpitDur, "tarpit", 5*time.Second, "duration of each tarpit SYN load")
 	flag.IntVar(&o.batch, "batch", 64, "frames per sendmmsg of the generators")
 	flag.StringVar(&only, "only", strings.Join(allLBs, ","), "comma-separated load balancers to measure: lbd,pen")
-	flag.StringVar(&tests, "tests", strings.Join(allTests, ","), "comma-separated measurements: iperf,frames,tarpit")
+	flag.StringVar(&tests, "tests", strings.Join(allTests, ","), "comma-separated measurements: iperf,frames (64-byte),dns (DNS-size UDP),tarpit")
 	flag.StringVar(&o.lbCPU, "lb-cpu", "0", "CPU the load balancer is pinned to (taskset -c), and where lb's eth0 receive is steered (RPS)")
 	flag.StringVar(&o.loadCPU, "load-cpu", "1", "CPU of iperf3, the frame generators and (RPS) the switch, client and backends")
 	flag.StringVar(&o.lbdPath, "lbd", "", "use this lbd binary instead of building ./lbd")
@@ -85,6 +88,7 @@ func main() {
 	flag.IntVar(&h.dport, "dport", 9, "internal (helper): destination port")
 	flag.DurationVar(&h.duration, "for", 5*time.Second, "internal (helper): how long to send")
 	flag.Float64Var(&h.rate, "rate", 0, "internal (helper): frames per second (0: as fast as possible)")
+	flag.IntVar(&h.payload, "payload", smallPayload, "internal (helper, udp): bytes of UDP payload")
 	flag.DurationVar(&h.timeout, "arp-timeout", 5*time.Second, "internal (helper): time to wait for ARP")
 	flag.Parse()
 
@@ -116,12 +120,12 @@ func main() {
 			continue
 		}
 		if !slices.Contains(allTests, p) {
-			fmt.Fprintf(os.Stderr, "-tests: unknown measurement %q (want iperf,frames,tarpit)\n", p)
+			fmt.Fprintf(os.Stderr, "-tests: unknown measurement %q (want iperf,frames,dns,tarpit)\n", p)
 			os.Exit(2)
 		}
 		o.tests = append(o.tests, p)
 	}
-	if len(o.only) == 0 || len(o.tests) == 0 || o.duration < time.Second || o.streams < 1 || o.frameDur <= 0 || o.tarpitDur <= 0 {
+	if len(o.only) == 0 || len(o.tests) == 0 || o.duration < time.Second || o.streams < 1 || o.frameDur <= 0 || o.tarpitDur <= 0 || o.dnsSize < smallPayload || o.dnsSize > 1472 {
 		flag.Usage()
 		os.Exit(2)
 	}
