@@ -57,6 +57,21 @@ type VMOptions struct {
 	Log      io.Writer // the runner's own messages
 	MemoryMB int       // default 1024
 	CPUs     int       // default 2
+	// Taps are further network cards, eth1, eth2, ... in the guest (eth0
+	// is the user-network card with Forwards). None by default.
+	Taps []TapNIC
+}
+
+// TapNIC is a virtio-net card of the VM on a host tap device.
+//
+// QEMU opens the tap by name in its own network namespace and creates it
+// there if it does not exist; a tap QEMU created goes away when QEMU
+// exits, and RunVM runs QEMU again at every guest reboot, so a caller that
+// moves the tap elsewhere (into a test's network namespace) must do so
+// after each start. QEMU does not configure the host side (script=no).
+type TapNIC struct {
+	Name string           // the host device, 1 to 15 bytes
+	MAC  net.HardwareAddr // the guest's MAC on it; nil lets QEMU choose
 }
 
 // RunVM boots the image in qemu-system-aarch64 (TCG, virt machine) the way
@@ -79,6 +94,14 @@ func RunVM(ctx context.Context, o VMOptions) error {
 	}
 	if err := hosttool.Missing("qemu-system-aarch64"); err != nil {
 		return err
+	}
+	for _, t := range o.Taps {
+		if t.Name == "" || len(t.Name) > 15 || strings.ContainsAny(t.Name, ",=/ \t\n") {
+			return fmt.Errorf("vm: tap name %q: want 1 to 15 bytes without , = / or spaces", t.Name)
+		}
+		if t.MAC != nil && len(t.MAC) != 6 {
+			return fmt.Errorf("vm: tap %s: MAC %v is not an Ethernet address", t.Name, t.MAC)
+		}
 	}
 	dir, err := os.MkdirTemp("", "nib-vm-")
 	if err != nil {
@@ -145,12 +168,25 @@ func bootOnce(ctx context.Context, o VMOptions, dir string, boot int) (string, e
 		"-drive", "file=" + o.Image + ",format=raw,if=virtio",
 		"-device", "virtio-net-pci,netdev=net0,romfile=",
 		"-netdev", "user,id=net0" + fwd.String(),
-		"-device", "i6300esb", "-action", "watchdog=reset",
-		"-qmp", "unix:" + qmpSock + ",server=on,wait=off",
 	}
+	for i, t := range o.Taps {
+		dev := fmt.Sprintf("virtio-net-pci,netdev=tap%d,romfile=", i)
+		if t.MAC != nil {
+			dev += ",mac=" + t.MAC.String()
+		}
+		args = append(args, "-device", dev,
+			"-netdev", fmt.Sprintf("tap,id=tap%d,ifname=%s,script=no,downscript=no", i, t.Name))
+	}
+	args = append(args,
+		"-device", "i6300esb", "-action", "watchdog=reset",
+		"-qmp", "unix:"+qmpSock+",server=on,wait=off",
+	)
 	fmt.Fprintf(o.Log, "vm: boot %d from root partition %d", boot, root)
 	for _, f := range o.Forwards {
 		fmt.Fprintf(o.Log, "; %s -> guest :%d", f.Host, f.Guest)
+	}
+	for i, t := range o.Taps {
+		fmt.Fprintf(o.Log, "; tap %s -> guest eth%d", t.Name, i+1)
 	}
 	fmt.Fprintln(o.Log)
 	cmd := exec.Command("qemu-system-aarch64", args...)
