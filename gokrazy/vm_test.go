@@ -44,11 +44,17 @@ func instance(t *testing.T) string {
 
 func buildVM(t *testing.T, inst, out string, epoch int64) *appliance.Result {
 	t.Helper()
+	return buildVMConfig(t, inst, out, epoch, config.ApplianceTOML())
+}
+
+// buildVMConfig builds a VM image whose /perm/lbd/config.toml is lbdConfig.
+func buildVMConfig(t *testing.T, inst, out string, epoch int64, lbdConfig []byte) *appliance.Result {
+	t.Helper()
 	perm, _, err := appliance.ControlSecrets(inst, "nib", "127.0.0.1:9443", filepath.Join(inst, "penctl-vm.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	perm["lbd/config.toml"] = config.ApplianceTOML()
+	perm["lbd/config.toml"] = lbdConfig
 	o := appliance.Options{
 		ModuleDir: ".", InstanceDir: inst, Output: out,
 		PermSize:  64 * appliance.MiB,
@@ -89,7 +95,8 @@ type vm struct {
 	console      *syncbuf.Buffer
 }
 
-func startVM(t *testing.T, img, password string) *vm {
+// startVM boots img; taps become the guest's eth1, eth2, ...
+func startVM(t *testing.T, img, password string, taps ...appliance.TapNIC) *vm {
 	v := &vm{t: t, web: freeAddr(t), ui: freeAddr(t), api: freeAddr(t), password: password, done: make(chan error, 1), console: &syncbuf.Buffer{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	v.cancel = cancel
@@ -104,6 +111,7 @@ func startVM(t *testing.T, img, password string) *vm {
 			Image:    img,
 			Forwards: []appliance.Forward{{Host: v.web, Guest: 80}, {Host: v.ui, Guest: uiPort}, {Host: v.api, Guest: 9443}},
 			Console:  v.console, Log: v.console,
+			Taps: taps,
 		})
 	}()
 	t.Cleanup(func() { v.stop() })
