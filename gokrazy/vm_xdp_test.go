@@ -134,7 +134,11 @@ func TestApplianceXDP(t *testing.T) {
 		t.Fatalf("lbd does not forward with XDP on the guest's kernel: %s", line)
 	}
 
-	// What the guest's kernel says about the attached program and its JIT.
+	// What the guest's kernel says about the attached program and its JIT
+	// (virtio_net warns on the console when XDP_TX must share TX queues).
+	for _, m := range regexp.MustCompile(`\[ *[0-9.]+\] virtio_net [^\n]*XDP[^\n]*`).FindAllString(v.console.String(), -1) {
+		t.Logf("guest console: %s", m)
+	}
 	report := v.runProbe(t, probe, "eth1")
 	for _, l := range report {
 		t.Logf("guest: %s", l)
@@ -153,6 +157,14 @@ func TestApplianceXDP(t *testing.T) {
 	}
 	if !strings.Contains(xdpLine, "name=xdp_dsr") || strings.Contains(xdpLine, "mode=none") {
 		t.Errorf("the guest's eth1 does not run lbd's XDP program: %q", xdpLine)
+	}
+	// lbd's log and the kernel agree on how it is attached.
+	mode := "generic"
+	if strings.Contains(line, "(native)") {
+		mode = "native"
+	}
+	if !strings.Contains(xdpLine, "mode="+mode+" ") {
+		t.Errorf("lbd says %q, the kernel %q", line, xdpLine)
 	}
 
 	api := func() control.Status {
