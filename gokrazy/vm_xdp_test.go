@@ -158,12 +158,16 @@ func TestApplianceXDP(t *testing.T) {
 	if !strings.Contains(xdpLine, "name=xdp_dsr") || strings.Contains(xdpLine, "mode=none") {
 		t.Errorf("the guest's eth1 does not run lbd's XDP program: %q", xdpLine)
 	}
-	// lbd's log and the kernel agree on how it is attached.
+	// lbd's log and the kernel agree on how it is attached and whether
+	// the JIT compiled it.
 	mode := "generic"
-	if strings.Contains(line, "(native)") {
+	if strings.Contains(line, "(native;") {
 		mode = "native"
 	}
 	if !strings.Contains(xdpLine, "mode="+mode+" ") {
+		t.Errorf("lbd says %q, the kernel %q", line, xdpLine)
+	}
+	if strings.Contains(xdpLine, "jited=true") != strings.Contains(line, "JIT-compiled") {
 		t.Errorf("lbd says %q, the kernel %q", line, xdpLine)
 	}
 

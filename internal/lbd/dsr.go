@@ -195,7 +195,7 @@ func (d *Daemon) newForwarder(cfg dsr.Config, sp *dsrSpec, a *arpd.Daemon, down 
 	if d.DSRPath != DSRPacket {
 		f, err := xdp.New(cfg, sp.services, sp.tarpit, a, down, logf)
 		if err == nil {
-			logf("XDP forwarder attached (%s)", f.Mode())
+			logf("XDP forwarder attached (%s; %s)", f.Mode(), f.Compiled())
 			return f, nil
 		}
 		if d.DSRPath == DSRXDP {

@@ -221,6 +221,21 @@ func driver(iface string) string {
 // the driver, on socket buffers: slower, but every interface has it).
 func (f *Forwarder) Mode() string { return f.mode }
 
+// Compiled says whether the kernel runs the program as machine code (the
+// BPF JIT, net.core.bpf_jit_enable) or in its interpreter, which costs
+// several times the CPU per frame.
+func (f *Forwarder) Compiled() string {
+	info, err := f.objs.XdpDsr.Info()
+	if err != nil {
+		return fmt.Sprintf("JIT unknown: %v", err)
+	}
+	n, err := info.JitedSize()
+	if err != nil || n == 0 {
+		return "interpreted: the BPF JIT is off (net.core.bpf_jit_enable)"
+	}
+	return fmt.Sprintf("JIT-compiled, %d bytes of machine code", n)
+}
+
 // MAC is the interface's MAC as the forwarder knows it: frames to it are
 // ours, and forwarded frames leave from it.
 func (f *Forwarder) MAC() [6]byte { return *f.mac.Load() }

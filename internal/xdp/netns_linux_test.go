@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -77,7 +78,14 @@ func startLab(t *testing.T, off map[string]netnstest.Offloads, mode link.XDPAtta
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("mode: %s", f.Mode())
+	t.Logf("mode: %s; %s", f.Mode(), f.Compiled())
+	// Compiled follows the kernel's JIT switch (1, or 2 for debugging: on).
+	if jit, err := os.ReadFile("/proc/sys/net/core/bpf_jit_enable"); err == nil {
+		on := strings.TrimSpace(string(jit)) != "0"
+		if got := strings.HasPrefix(f.Compiled(), "JIT-compiled, "); got != on {
+			t.Errorf("bpf_jit_enable %s, but Compiled says %q", strings.TrimSpace(string(jit)), f.Compiled())
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- f.Run(ctx) }()
