@@ -108,11 +108,20 @@ func newBatch(n int) *batch {
 // parking on the netpoller until at least one frame is there. It returns
 // the number of messages; message i holds vnet header and frame in
 // bufs[i][:msgs[i].Len], truncated frames have MSG_TRUNC set.
+//
+// recvmmsg and sendmmsg are raw system calls: on this non-blocking socket
+// they never sleep (EAGAIN instead) and copy at most a batch of frames, so
+// the runtime need not hand the P off around them. That keeps the
+// runtime's monitor from seeing a system call every few microseconds and
+// waking at its shortest period (a timer, in a VM an exit, each time): at
+// 20 kpps of 64-byte frames on the AF_PACKET path this measured 28 % fewer
+// context switches and 3-14 % less CPU per frame than unix.Syscall6
+// (bench-dsr, perf stat on lbd).
 func (c *conn) recv(b *batch) (int, error) {
 	var n int
 	var serr error
 	err := c.rc.Read(func(fd uintptr) bool {
-		r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.msgs[0])), uintptr(len(b.msgs)), unix.MSG_DONTWAIT, 0, 0)
+		r, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.msgs[0])), uintptr(len(b.msgs)), unix.MSG_DONTWAIT, 0, 0)
 		if e == unix.EAGAIN {
 			return false
 		}
@@ -150,7 +159,7 @@ func (c *conn) send(b *batch) (sent, refused int, last error) {
 	k := 0
 	for k < len(b.outMsgs) {
 		err := c.rc.Write(func(fd uintptr) bool {
-			r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.outMsgs[k])), uintptr(len(b.outMsgs)-k), 0, 0, 0)
+			r, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.outMsgs[k])), uintptr(len(b.outMsgs)-k), 0, 0, 0)
 			switch {
 			case e == unix.EAGAIN:
 				return false
