@@ -81,7 +81,18 @@ address = "%s"
 	return b.Bytes()
 }
 
+// TestApplianceXDP runs lbd's default path (auto: native XDP on virtio_net)
+// and -dsr-path xdp-generic (generic XDP, the only hook the Pis' NICs
+// have), each in its own boot.
 func TestApplianceXDP(t *testing.T) {
+	for _, tc := range []struct{ path, mode string }{{"auto", ""}, {"xdp-generic", "generic"}} {
+		t.Run(tc.path, func(t *testing.T) { testApplianceXDP(t, tc.path, tc.mode) })
+	}
+}
+
+// testApplianceXDP boots the appliance with lbd's LBD_DSR_PATH set to path
+// (auto: not set) and wants its XDP program attached in mode (any if "").
+func testApplianceXDP(t *testing.T, path, wantMode string) {
 	if testing.Short() {
 		t.Skip("boots QEMU: skipped with -short")
 	}
@@ -97,6 +108,9 @@ func TestApplianceXDP(t *testing.T) {
 	tap := "nibx" + randomHex(t, 4)
 
 	inst := instance(t)
+	if path != "auto" {
+		setLbdEnv(t, inst, "LBD_DSR_PATH="+path)
+	}
 	img := filepath.Join(t.TempDir(), "nib-vm.img")
 	cfg := xdpConfig(vip, be.Addr())
 	if _, err := config.Parse("config.toml", cfg); err != nil {
@@ -166,6 +180,9 @@ func TestApplianceXDP(t *testing.T) {
 	}
 	if !strings.Contains(xdpLine, "mode="+mode+" ") {
 		t.Errorf("lbd says %q, the kernel %q", line, xdpLine)
+	}
+	if wantMode != "" && mode != wantMode {
+		t.Errorf("-dsr-path %s: lbd attached in %s mode, want %s: %q", path, mode, wantMode, line)
 	}
 	if strings.Contains(xdpLine, "jited=true") != strings.Contains(line, "JIT-compiled") {
 		t.Errorf("lbd says %q, the kernel %q", line, xdpLine)
@@ -302,6 +319,33 @@ func TestApplianceXDP(t *testing.T) {
 }
 
 // randomHex is n random bytes in hex.
+// setLbdEnv adds kv to lbd's environment in the instance's config.json.
+func setLbdEnv(t *testing.T, inst, kv string) {
+	t.Helper()
+	file := filepath.Join(inst, "config.json")
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg map[string]any
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	pcs, _ := cfg["PackageConfig"].(map[string]any)
+	pc, _ := pcs["github.com/nib-lb/nib/lbd"].(map[string]any)
+	if pc == nil {
+		t.Fatalf("%s: no PackageConfig for lbd", file)
+	}
+	env, _ := pc["Environment"].([]any)
+	pc["Environment"] = append(env, kv)
+	if b, err = json.MarshalIndent(cfg, "", "    "); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(file, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func randomHex(t *testing.T, n int) string {
 	b := make([]byte, n)
 	if _, err := rand.Read(b); err != nil {

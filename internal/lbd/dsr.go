@@ -185,21 +185,26 @@ func (d *Daemon) openDSR(iface string, sp *dsrSpec) (*dsrPort, error) {
 
 // The DSR data paths (lbd -dsr-path).
 const (
-	DSRAuto   = "auto"   // XDP, else AF_PACKET with the reason logged (the default)
-	DSRXDP    = "xdp"    // internal/xdp: an XDP program; an error if it cannot attach
-	DSRPacket = "packet" // internal/dsr: AF_PACKET, in lbd
+	DSRAuto       = "auto"        // XDP, else AF_PACKET with the reason logged (the default)
+	DSRXDP        = "xdp"         // internal/xdp: an XDP program; an error if it cannot attach
+	DSRXDPGeneric = "xdp-generic" // DSRXDP in generic mode only: the Pis' hook; around a misbehaving native driver
+	DSRPacket     = "packet"      // internal/dsr: AF_PACKET, in lbd
 )
 
 // newForwarder opens the data path d.DSRPath asks for.
 func (d *Daemon) newForwarder(cfg dsr.Config, sp *dsrSpec, a *arpd.Daemon, down func(string, netip.Addr) bool, logf func(string, ...any)) (forwarder, error) {
 	if d.DSRPath != DSRPacket {
-		f, err := xdp.New(cfg, sp.services, sp.tarpit, a, down, logf)
+		newXDP := xdp.New
+		if d.DSRPath == DSRXDPGeneric {
+			newXDP = xdp.NewGeneric
+		}
+		f, err := newXDP(cfg, sp.services, sp.tarpit, a, down, logf)
 		if err == nil {
 			logf("XDP forwarder attached (%s; %s)", f.Mode(), f.Compiled())
 			return f, nil
 		}
-		if d.DSRPath == DSRXDP {
-			return nil, fmt.Errorf("dsr %s: XDP (-dsr-path xdp): %w", cfg.Interface.Name, err)
+		if d.DSRPath == DSRXDP || d.DSRPath == DSRXDPGeneric {
+			return nil, fmt.Errorf("dsr %s: XDP (-dsr-path %s): %w", cfg.Interface.Name, d.DSRPath, err)
 		}
 		logf("XDP is not available (%v): using the AF_PACKET forwarder", err)
 	}

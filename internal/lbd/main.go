@@ -52,7 +52,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		dsrPath = DSRAuto
 	}
 	if !validDSRPath(dsrPath) {
-		fmt.Fprintf(stderr, "lbd: %s=%q: want packet, xdp or auto\n", dsrPathEnv, dsrPath)
+		fmt.Fprintf(stderr, "lbd: %s=%q: want auto, xdp, xdp-generic or packet\n", dsrPathEnv, dsrPath)
 		return 2
 	}
 	if native(args) {
@@ -102,13 +102,14 @@ Usage:
   lbd -config FILE -state DIR [-d]
                            appliance mode: serve FILE, or else the last good
                            config or a built-in one, never refusing to start
-  lbd -config FILE -dsr-path auto|xdp|packet ...
+  lbd -config FILE -dsr-path auto|xdp|xdp-generic|packet ...
                            the DSR data path: auto (the default: the XDP
                            program, else lbd's AF_PACKET forwarder with the
                            reason logged), xdp (an error if XDP cannot
-                           attach) or packet (AF_PACKET only); the
-                           environment's LBD_DSR_PATH sets it too, also
-                           for Pen's command line
+                           attach), xdp-generic (xdp in generic mode only,
+                           the hook the Pis' NICs have) or packet
+                           (AF_PACKET only); the environment's LBD_DSR_PATH
+                           sets it too, also for Pen's command line
   lbd -check FILE          validate a TOML config; exit 0 if valid, 1 if not
   lbd -print-toml ARGS...  print the TOML equivalent of a Pen command line
   lbd -version             print the version
@@ -169,7 +170,7 @@ func mainNative(args []string, dsrPathDefault string, stdout, stderr io.Writer) 
 	fs.Lookup("d").DefValue = ""
 	boolFlag(fs, "d")
 	foreground := fs.Bool("f", true, "stay in the foreground (always true with -config)")
-	dsrPath := fs.String("dsr-path", dsrPathDefault, "DSR data path (default from $LBD_DSR_PATH, else auto): `auto` (XDP, else AF_PACKET with the reason logged), xdp (an XDP program in the kernel; fails if it cannot attach) or packet (AF_PACKET, in lbd)")
+	dsrPath := fs.String("dsr-path", dsrPathDefault, "DSR data path (default from $LBD_DSR_PATH, else auto): `auto` (XDP, else AF_PACKET with the reason logged), xdp (an XDP program in the kernel; fails if it cannot attach) xdp-generic (xdp in generic mode only) or packet (AF_PACKET, in lbd)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -200,7 +201,7 @@ func mainNative(args []string, dsrPathDefault string, stdout, stderr io.Writer) 
 		return 2
 	}
 	if !validDSRPath(*dsrPath) {
-		fmt.Fprintf(stderr, "lbd: -dsr-path %q: want packet, xdp or auto\n", *dsrPath)
+		fmt.Fprintf(stderr, "lbd: -dsr-path %q: want auto, xdp, xdp-generic or packet\n", *dsrPath)
 		return 2
 	}
 	inv := &invocation{foreground: *foreground, native: true, debug: debug, dsrPath: *dsrPath}
@@ -538,4 +539,6 @@ func (d *Daemon) writeWebStats(logger *log.Logger) {
 // no flag for it); -dsr-path overrides it.
 const dsrPathEnv = "LBD_DSR_PATH"
 
-func validDSRPath(p string) bool { return p == DSRPacket || p == DSRXDP || p == DSRAuto }
+func validDSRPath(p string) bool {
+	return p == DSRPacket || p == DSRXDP || p == DSRXDPGeneric || p == DSRAuto
+}

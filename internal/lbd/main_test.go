@@ -221,11 +221,17 @@ func TestBackgroundStart(t *testing.T) {
 	}
 }
 
-// -dsr-path and LBD_DSR_PATH take packet, xdp or auto; anything else is a
-// usage error before anything starts.
+// -dsr-path and LBD_DSR_PATH take auto, xdp, xdp-generic or packet;
+// anything else is a usage error before anything starts.
 func TestDSRPathChecked(t *testing.T) {
-	if _, stderr, code := runLbd(t, "-config", "/nonexistent.toml", "-dsr-path", "ebpf"); code != 2 || !strings.Contains(stderr, "want packet, xdp or auto") {
+	if _, stderr, code := runLbd(t, "-config", "/nonexistent.toml", "-dsr-path", "ebpf"); code != 2 || !strings.Contains(stderr, "want auto, xdp, xdp-generic or packet") {
 		t.Errorf("-dsr-path ebpf: exit %d, %s", code, stderr)
+	}
+	for _, p := range []string{"auto", "xdp", "xdp-generic", "packet"} {
+		// Accepted: lbd gets as far as the missing config file.
+		if _, stderr, code := runLbd(t, "-config", "/nonexistent.toml", "-dsr-path", p); code == 0 || strings.Contains(stderr, "-dsr-path") || !strings.Contains(stderr, "nonexistent.toml") {
+			t.Errorf("-dsr-path %s: exit %d, %s", p, code, stderr)
+		}
 	}
 	t.Setenv("LBD_DSR_PATH", "fast")
 	for _, args := range [][]string{{"-check", "/nonexistent.toml"}, {"-f", "127.0.0.1:0", "127.0.0.1:1"}} {

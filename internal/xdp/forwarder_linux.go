@@ -66,11 +66,22 @@ var errClosed = errors.New("xdp: forwarder closed")
 // shared by all CPUs. New must run in the interface's network namespace.
 // An error means lbd should use dsr.New instead (the error says why).
 func New(cfg dsr.Config, services []dsr.ServiceConfig, tp dsr.Tarpit, nb dsr.Neighbors, down func(service string, backend netip.Addr) bool, logf func(string, ...any)) (*Forwarder, error) {
+	return newAttached(0, cfg, services, tp, nb, down, logf)
+}
+
+// NewGeneric is New in generic mode only, whatever the driver offers: the
+// hook the Pis' NICs have, and a way around a driver whose native XDP
+// misbehaves.
+func NewGeneric(cfg dsr.Config, services []dsr.ServiceConfig, tp dsr.Tarpit, nb dsr.Neighbors, down func(service string, backend netip.Addr) bool, logf func(string, ...any)) (*Forwarder, error) {
+	return newAttached(link.XDPGenericMode, cfg, services, tp, nb, down, logf)
+}
+
+func newAttached(mode link.XDPAttachFlags, cfg dsr.Config, services []dsr.ServiceConfig, tp dsr.Tarpit, nb dsr.Neighbors, down func(service string, backend netip.Addr) bool, logf func(string, ...any)) (*Forwarder, error) {
 	f, err := load(cfg, services, tp, nb, down, logf)
 	if err != nil {
 		return nil, err
 	}
-	if err := f.attach(0); err != nil {
+	if err := f.attach(mode); err != nil {
 		f.Close()
 		return nil, err
 	}

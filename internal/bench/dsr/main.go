@@ -76,7 +76,7 @@ func main() {
 	flag.StringVar(&o.lbCPU, "lb-cpu", "0", "CPU the load balancer is pinned to (taskset -c), and where lb's eth0 receive is steered (RPS)")
 	flag.StringVar(&o.loadCPU, "load-cpu", "1", "CPU of iperf3, the frame generators and (RPS) the switch, client and backends")
 	flag.StringVar(&o.lbdPath, "lbd", "", "use this lbd binary instead of building ./lbd")
-	flag.StringVar(&o.dsrPath, "dsr-path", "auto", "lbd's DSR data path: auto (lbd's default: XDP, else AF_PACKET), xdp (the XDP program; generic mode on veth) or packet (AF_PACKET in lbd)")
+	flag.StringVar(&o.dsrPath, "dsr-path", "auto", "lbd's DSR data path: auto (lbd's default: XDP, else AF_PACKET), xdp (the XDP program; generic mode on veth), xdp-generic (generic mode always) or packet (AF_PACKET in lbd)")
 	flag.BoolVar(&o.steer, "steer", true, "steer receive processing with RPS: lb's eth0 to -lb-cpu, every other interface to -load-cpu")
 	flag.BoolVar(&o.penDebug, "pen-d", true, "run pen with -d, as the seed command lines do")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (logs)")
@@ -100,8 +100,8 @@ func main() {
 		}
 		return
 	}
-	if o.dsrPath != "packet" && o.dsrPath != "xdp" && o.dsrPath != "auto" {
-		fmt.Fprintf(os.Stderr, "-dsr-path %q: want auto, xdp or packet\n", o.dsrPath)
+	if o.dsrPath != "packet" && o.dsrPath != "xdp" && o.dsrPath != "xdp-generic" && o.dsrPath != "auto" {
+		fmt.Fprintf(os.Stderr, "-dsr-path %q: want auto, xdp, xdp-generic or packet\n", o.dsrPath)
 		os.Exit(2)
 	}
 	for _, p := range strings.Split(only, ",") {
