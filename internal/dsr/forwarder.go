@@ -241,45 +241,55 @@ func (w *worker) run(c *conn) error {
 				w.stats.drops[DropTruncated].Add(1)
 				continue
 			}
-			msg := b.bufs[i][:m.Len]
-			w.reply = replies[i][:cap(replies[i])]
-			act, why := w.process(t, msg[vnetHdrLen:], now)
-			if act == actReply {
-				w.stats.tarpitReplies.Add(1)
-				b.queueBuf(w.reply)
-				continue
-			}
-			if act == actForward {
-				// Forwarded frames keep their vnet header: the kernel
-				// completes a partial checksum and segments a
-				// super-frame on the way out. Receive-only flags go.
-				msg[0] &^= unix.VIRTIO_NET_HDR_F_DATA_VALID | unix.VIRTIO_NET_HDR_F_RSC_INFO
-				if msg[0]&unix.VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 {
-					w.stats.partial.Add(1)
-				}
-				if msg[1] != unix.VIRTIO_NET_HDR_GSO_NONE {
-					w.stats.super.Add(1)
-				}
-				b.queue(i, len(msg))
-				continue
-			}
-			w.stats.drops[why].Add(1)
+			w.handle(t, b.bufs[i][:m.Len], now, b, replies[i])
 		}
-		if len(b.outMsgs) > 0 {
-			sent, refused, lastErr := c.send(b)
-			w.stats.forwarded.Add(uint64(sent))
-			if refused > 0 {
-				// Counted always, logged at most once a second.
-				w.stats.drops[DropSendFailed].Add(uint64(refused))
-				if now != lastRefusedLog {
-					lastRefusedLog = now
-					w.f.logf("dsr: frames refused by the kernel (%d in this batch): %v", refused, lastErr)
-				}
-			}
-		}
+		w.flush(c, b, now, &lastRefusedLog)
 		if now != lastExpire {
 			lastExpire = now
 			w.flows.expire(now, 256)
+		}
+	}
+}
+
+// handle decides about one received message (vnet header and frame) and
+// queues the frame to forward, or the tarpit answer built in reply, on b.
+func (w *worker) handle(t *table, msg []byte, now uint32, b *batch, reply []byte) {
+	w.reply = reply[:cap(reply)]
+	act, why := w.process(t, msg[vnetHdrLen:], now)
+	switch act {
+	case actReply:
+		w.stats.tarpitReplies.Add(1)
+		b.queueBuf(w.reply)
+	case actForward:
+		// Forwarded frames keep their vnet header: the kernel completes a
+		// partial checksum and segments a super-frame on the way out.
+		// Receive-only flags go.
+		msg[0] &^= unix.VIRTIO_NET_HDR_F_DATA_VALID | unix.VIRTIO_NET_HDR_F_RSC_INFO
+		if msg[0]&unix.VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 {
+			w.stats.partial.Add(1)
+		}
+		if msg[1] != unix.VIRTIO_NET_HDR_GSO_NONE {
+			w.stats.super.Add(1)
+		}
+		b.queueBuf(msg)
+	default:
+		w.stats.drops[why].Add(1)
+	}
+}
+
+// flush sends what the batch has queued and counts the outcome; refusals
+// are logged at most once a second (lastLog).
+func (w *worker) flush(c *conn, b *batch, now uint32, lastLog *uint32) {
+	if len(b.outMsgs) == 0 {
+		return
+	}
+	sent, refused, lastErr := c.send(b)
+	w.stats.forwarded.Add(uint64(sent))
+	if refused > 0 {
+		w.stats.drops[DropSendFailed].Add(uint64(refused))
+		if now != *lastLog {
+			*lastLog = now
+			w.f.logf("dsr: frames refused by the kernel (%d in this batch): %v", refused, lastErr)
 		}
 	}
 }
