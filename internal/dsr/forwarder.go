@@ -196,9 +196,6 @@ func (f *Forwarder) Close() {
 }
 
 func (w *worker) run(c *conn) error {
-	if c.ring != nil {
-		return w.runRing(c)
-	}
 	b := newBatch(w.f.cfg.Batch)
 	// Tarpit answers are built here, one per received frame at most;
 	// the vnet header in front stays zero (checksums are complete).

@@ -28,9 +28,8 @@ const maxFrame = 65536 + 256
 // conn is one AF_PACKET socket of the forwarder: bound to the interface,
 // filtered to the frames that concern lbd, one member of a fanout group.
 type conn struct {
-	pc   *packet.Conn
-	rc   syscall.RawConn
-	ring *ring // experiment: NIB_DSR_RING=1
+	pc *packet.Conn
+	rc syscall.RawConn
 }
 
 // dropAll is the filter a socket starts with, so that no frame is queued
@@ -63,10 +62,6 @@ func listen(ifi *net.Interface, filter []bpf.RawInstruction, fanoutGroup uint16)
 	set("PACKET_IGNORE_OUTGOING", unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1)
 	set("SO_RCVBUF", unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20)
 	set("PACKET_FANOUT", unix.SOL_PACKET, unix.PACKET_FANOUT, int(fanoutGroup)|unix.PACKET_FANOUT_HASH<<16)
-	var rg *ring
-	if serr == nil && ringMode {
-		rc.Control(func(fd uintptr) { rg, serr = setupRing(int(fd)) })
-	}
 	if serr != nil {
 		pc.Close()
 		return nil, fmt.Errorf("packet socket on %s: %w", ifi.Name, serr)
@@ -75,7 +70,7 @@ func listen(ifi *net.Interface, filter []bpf.RawInstruction, fanoutGroup uint16)
 		pc.Close()
 		return nil, fmt.Errorf("packet socket on %s: filter: %w", ifi.Name, err)
 	}
-	return &conn{pc: pc, rc: rc, ring: rg}, nil
+	return &conn{pc: pc, rc: rc}, nil
 }
 
 func (c *conn) Close() error { return c.pc.Close() }
