@@ -142,9 +142,6 @@ func (c *conn) recv(b *batch) (int, error) {
 	return n, serr
 }
 
-// queue adds bufs[i][:n] (vnet header and frame) to the batch's output.
-func (b *batch) queue(i, n int) { b.queueBuf(b.bufs[i][:n]) }
-
 // queueBuf adds buf (vnet header and frame) to the batch's output; it must
 // stay untouched until send. At most len(bufs) frames can be queued.
 func (b *batch) queueBuf(buf []byte) {
