@@ -716,18 +716,18 @@ func (e *env) frameLoad(lb *benchkit.Child, rate float64, d time.Duration, paylo
 	// The LB's CPU is not idle without the load either (timers, the
 	// namespaces' housekeeping, whatever else runs there): its busy share
 	// over a quiet second is taken off the load's.
-	idleBusy0, idleTotal0, err := cpuTicks(e.o.lbCPU)
+	quiet0, err := benchkit.ReadCPU(e.o.lbCPU)
 	if err != nil {
 		return f, err
 	}
 	time.Sleep(time.Second)
-	busy0, total0, err := cpuTicks(e.o.lbCPU)
+	start, err := benchkit.ReadCPU(e.o.lbCPU)
 	if err != nil {
 		return f, err
 	}
 	idleShare := 0.0
-	if total0 > idleTotal0 {
-		idleShare = float64(busy0-idleBusy0) / float64(total0-idleTotal0)
+	if start.Total > quiet0.Total {
+		idleShare = float64(busy(start)-busy(quiet0)) / float64(start.Total-quiet0.Total)
 	}
 	w := e.watch(lb)
 	res, err := e.helper(e.client(), "udp", d+30*time.Second, "-dst", e.topo.VIP().String(), "-dport", framePort,
@@ -736,7 +736,7 @@ func (e *env) frameLoad(lb *benchkit.Child, rate float64, d time.Duration, paylo
 		w.done(0)
 		return f, err
 	}
-	busy1, total1, err := cpuTicks(e.o.lbCPU)
+	end, err := benchkit.ReadCPU(e.o.lbCPU)
 	if err != nil {
 		return f, err
 	}
@@ -760,18 +760,20 @@ func (e *env) frameLoad(lb *benchkit.Child, rate float64, d time.Duration, paylo
 	if f.sent > 0 {
 		f.loss = 1 - float64(f.forwarded)/float64(f.sent)
 	}
-	if total1 > total0 {
-		net := float64(busy1-busy0) - idleShare*float64(total1-total0)
-		f.cpuAll = max(net, 0) / float64(total1-total0)
+	if span := end.Total - start.Total; span > 0 {
+		net := float64(busy(end)-busy(start)) - idleShare*float64(span)
+		f.cpuAll = max(net, 0) / float64(span)
 		if f.forwarded > 0 {
-			f.cpuPerFrame = max(net, 0) / float64(clockTicks) / float64(f.forwarded)
+			f.cpuPerFrame = max(net, 0) / float64(e.clk) / float64(f.forwarded)
 		}
 	}
 	return f, nil
 }
 
-// clockTicks is USER_HZ, the unit of /proc/stat (100 on Linux).
-const clockTicks = 100
+// busy is a CPU's time not idle: its tasks (the LB's process), the
+// kernel's interrupt and softirq work (receive, XDP, forwarding) and what
+// the hypervisor took, all that ran there.
+func busy(s benchkit.CPUSample) int64 { return s.Task + s.IRQ + s.Steal }
 
 // tarpitLoad starts the load balancer with a tarpit for 198.51.100.77 and
 // floods it with SYNs from the client.

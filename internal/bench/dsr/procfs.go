@@ -40,32 +40,3 @@ func softnetDrops() uint64 {
 	}
 	return n
 }
-
-// cpuTicks returns the busy and total clock ticks of one CPU from
-// /proc/stat: busy is everything but idle and iowait, so it counts the
-// LB's process, the kernel's softirq work (receive, XDP, forwarding) and
-// anything else that ran there.
-func cpuTicks(cpu string) (busy, total uint64, err error) {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0, 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 6 || f[0] != "cpu"+cpu {
-			continue
-		}
-		for i, v := range f[1:] {
-			n, err := strconv.ParseUint(v, 10, 64)
-			if err != nil {
-				return 0, 0, fmt.Errorf("/proc/stat %s: %q", f[0], v)
-			}
-			total += n
-			if i != 3 && i != 4 { // idle, iowait
-				busy += n
-			}
-		}
-		return busy, total, nil
-	}
-	return 0, 0, fmt.Errorf("/proc/stat: no line for cpu%s", cpu)
-}
