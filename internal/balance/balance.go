@@ -589,18 +589,22 @@ func (p *Pool) SetBlacklist(index int, d time.Duration, now time.Time) {
 
 // SetDown holds the servers at addr out of the choice (down) or lets them
 // back (an active health check's verdict): like Drain, their connections
-// stay. The state stays with the address through Update. Whether every
-// server being down should rather leave them all usable (fail open) is
-// the caller's decision.
+// stay. The state stays with the address through Update. lbd calls it for
+// every backend whenever a verdict changes, so a call that changes nothing
+// costs no Maglev rebuild. Whether every server being down should rather
+// leave them all usable (fail open) is the caller's decision.
 func (p *Pool) SetDown(addr netip.AddrPort, down bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	changed := false
 	for i := range p.slots {
-		if p.slots[i].Addr == addr {
-			p.slots[i].down = down
+		if s := &p.slots[i]; s.Addr == addr && s.down != down {
+			s.down, changed = down, true
 		}
 	}
-	p.rebuildMaglev()
+	if changed {
+		p.rebuildMaglev()
+	}
 }
 
 // Stats returns each slot's counters, in slot order.
