@@ -96,17 +96,18 @@ type Status struct {
 // A Checker checks a set of backends on a schedule, each every Interval,
 // and keeps their health. Its methods are safe for concurrent use.
 type Checker struct {
-	mu       sync.Mutex
-	opts     Options
-	targets  map[string]*target
-	queue    schedule
-	running  bool // the scheduler goroutine was started
-	closed   bool
-	wake     chan struct{}
-	ctx      context.Context
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
-	snapshot atomic.Pointer[map[string]*target] // for Up, without locks
+	mu      sync.Mutex
+	opts    Options
+	queue   schedule
+	running bool // a scheduler goroutine runs
+	closed  bool
+	wake    chan struct{}
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	// targets is replaced, never written, by Update (under mu): Up reads
+	// it without locks.
+	targets atomic.Pointer[map[string]*target]
 }
 
 // target is one backend of a Checker.
@@ -132,10 +133,9 @@ type target struct {
 func New(o Options, targets []Target) *Checker {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Checker{
-		targets: map[string]*target{},
-		wake:    make(chan struct{}, 1),
-		ctx:     ctx,
-		cancel:  cancel,
+		wake:   make(chan struct{}, 1),
+		ctx:    ctx,
+		cancel: cancel,
 	}
 	c.Update(o, targets)
 	return c
@@ -158,13 +158,14 @@ func (c *Checker) Update(o Options, targets []Target) {
 	now := time.Now()
 	old := c.opts
 	c.opts = o
+	cur := c.all()
 	keep := make(map[string]*target, len(targets))
 	var added []*target
 	for _, tg := range targets {
 		if _, dup := keep[tg.Key]; dup {
 			continue
 		}
-		t := c.targets[tg.Key]
+		t := cur[tg.Key]
 		if t == nil {
 			t = &target{key: tg.Key}
 			t.ctx, t.cancel = context.WithCancel(c.ctx)
@@ -182,7 +183,7 @@ func (c *Checker) Update(o Options, targets []Target) {
 		t.probe = tg.Probe
 		keep[tg.Key] = t
 	}
-	for k, t := range c.targets {
+	for k, t := range cur {
 		if keep[k] == nil {
 			t.gone = true
 			t.cancel()
@@ -193,12 +194,7 @@ func (c *Checker) Update(o Options, targets []Target) {
 		t.next = now.Add(time.Duration(i) * (o.Interval / time.Duration(len(added))))
 		heap.Push(&c.queue, t)
 	}
-	c.targets = keep
-	snap := make(map[string]*target, len(keep))
-	for k, t := range keep {
-		snap[k] = t
-	}
-	c.snapshot.Store(&snap)
+	c.targets.Store(&keep)
 	if len(keep) > 0 && !c.running {
 		c.running = true
 		c.wg.Add(1)
@@ -217,12 +213,16 @@ func (c *Checker) Up(key string) bool {
 	if c == nil {
 		return true
 	}
-	m := c.snapshot.Load()
-	if m == nil {
-		return true
-	}
-	t := (*m)[key]
+	t := c.all()[key]
 	return t == nil || t.up.Load()
+}
+
+// all is the set of targets by key, to be read only.
+func (c *Checker) all() map[string]*target {
+	if m := c.targets.Load(); m != nil {
+		return *m
+	}
+	return nil
 }
 
 // Status returns the backend key's health and history, and false for a
@@ -230,7 +230,7 @@ func (c *Checker) Up(key string) bool {
 func (c *Checker) Status(key string) (Status, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	t := c.targets[key]
+	t := c.all()[key]
 	if t == nil {
 		return Status{}, false
 	}
@@ -241,8 +241,9 @@ func (c *Checker) Status(key string) (Status, bool) {
 func (c *Checker) Statuses() map[string]Status {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	m := make(map[string]Status, len(c.targets))
-	for k, t := range c.targets {
+	all := c.all()
+	m := make(map[string]Status, len(all))
+	for k, t := range all {
 		m[k] = t.status()
 	}
 	return m
@@ -275,6 +276,13 @@ func (c *Checker) run() {
 	defer timer.Stop()
 	for {
 		c.mu.Lock()
+		if len(c.queue) == 0 {
+			// Nothing to check: Update starts a scheduler again when it
+			// adds targets.
+			c.running = false
+			c.mu.Unlock()
+			return
+		}
 		now := time.Now()
 		iv := c.opts.Interval
 		for len(c.queue) > 0 && !c.queue[0].next.After(now) {
@@ -290,10 +298,7 @@ func (c *Checker) run() {
 			}
 			heap.Fix(&c.queue, 0)
 		}
-		wait := time.Hour
-		if len(c.queue) > 0 {
-			wait = c.queue[0].next.Sub(now)
-		}
+		wait := c.queue[0].next.Sub(now)
 		c.mu.Unlock()
 		timer.Reset(wait)
 		select {
@@ -332,7 +337,9 @@ func (c *Checker) check(t *target, p Probe, lim *Limiter, timeout time.Duration)
 	if r.Latency <= 0 {
 		r.Latency = elapsed
 	}
-	if timedOut {
+	// A pass that came too late fails; a failure keeps the probe's own
+	// reason (e.g. "dns ID mismatch"), unless it gives none.
+	if timedOut && (r.OK || r.Reason == "") {
 		r.OK, r.Reason = false, "timeout"
 	}
 

@@ -159,10 +159,12 @@ func TestCheckerFallRise(t *testing.T) {
 func TestCheckerTimeout(t *testing.T) {
 	rec := newRecorder()
 	var cancelled atomic.Bool
-	blocking := func(ctx context.Context) Result {
-		<-ctx.Done()
-		cancelled.Store(true)
-		return Result{Reason: "whatever the probe says"}
+	blocking := func(reason string) Probe {
+		return func(ctx context.Context) Result {
+			<-ctx.Done()
+			cancelled.Store(true)
+			return Result{Reason: reason}
+		}
 	}
 	// A probe that passes, but too late, fails as well.
 	late := func(ctx context.Context) Result {
@@ -170,16 +172,17 @@ func TestCheckerTimeout(t *testing.T) {
 		return Result{OK: true}
 	}
 	c := New(Options{Interval: 40 * time.Millisecond, Timeout: 15 * time.Millisecond, Fall: 1, OnChange: rec.onChange},
-		[]Target{{Key: "a", Probe: blocking}, {Key: "b", Probe: late}})
+		[]Target{{Key: "a", Probe: blocking("")}, {Key: "b", Probe: late}, {Key: "c", Probe: blocking("dns ID mismatch")}})
 	defer c.Close()
 	got := map[string]event{}
-	for range 2 {
+	for range 3 {
 		e := rec.wait(t, time.Second)
 		got[e.key] = e
 	}
-	for _, k := range []string{"a", "b"} {
-		if e := got[k]; e.up || e.r.Reason != "timeout" {
-			t.Errorf("%s: %+v", k, e)
+	// A failure at the deadline keeps the probe's own reason.
+	for k, want := range map[string]string{"a": "timeout", "b": "timeout", "c": "dns ID mismatch"} {
+		if e := got[k]; e.up || e.r.Reason != want {
+			t.Errorf("%s: %+v, want reason %q", k, e, want)
 		}
 	}
 	if !cancelled.Load() {
@@ -449,6 +452,13 @@ func TestCheckerIdle(t *testing.T) {
 	if !c.Up("x") {
 		t.Error("unknown key down")
 	}
+	// Targets come and go: the scheduler goes with them.
+	c.Update(Options{Interval: 10 * time.Millisecond}, []Target{{Key: "a", Probe: func(context.Context) Result { return Result{OK: true} }}})
+	if n := runtime.NumGoroutine(); n <= before {
+		t.Errorf("%d goroutines with a target, %d before", n, before)
+	}
+	c.Update(Options{Interval: 10 * time.Millisecond}, nil)
+	settle(t, before)
 	c.Close()
 	var nilChecker *Checker
 	if !nilChecker.Up("x") {

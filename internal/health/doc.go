@@ -37,10 +37,11 @@
 // timeout runs from when the check starts, not while it waits. A backend
 // never has more than one check queued or in flight: a check still
 // running when the next is due makes the backend skip that round. A check
-// that outlasts Timeout is cancelled and fails as "timeout". The checks
-// never touch the data path: it reads the state with Up, an atomic load.
-// A Checker without targets runs nothing; no Checker (check = none) costs
-// nothing: a nil *Checker reports every backend up.
+// that outlasts Timeout is cancelled and fails with the probe's reason, or
+// "timeout" when it gives none or passed too late. The checks never touch
+// the data path: it reads the state with Up, an atomic load. A Checker
+// without targets runs nothing, not even its scheduler; no Checker (check
+// = none) costs nothing: a nil *Checker reports every backend up.
 //
 // # Transitions and history
 //
