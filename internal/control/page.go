@@ -3,7 +3,6 @@ package control
 import (
 	"bytes"
 	"crypto/sha256"
-	"crypto/subtle"
 	"embed"
 	"encoding/hex"
 	"errors"
@@ -166,7 +165,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request, src netip.Addr, n
 	}
 	if wait := s.thr.blocked(src, now); wait > 0 {
 		w.Header().Set("Connection", "close")
-		w.Header().Set("Retry-After", strconv.Itoa(int((wait+time.Second-1)/time.Second)))
+		w.Header().Set("Retry-After", strconv.Itoa(retrySeconds(wait)))
 		s.loginForm(w, http.StatusTooManyRequests, retryMessage(wait))
 		return
 	}
@@ -176,7 +175,8 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request, src netip.Addr, n
 		return
 	}
 	if !s.tokenOK(token) {
-		s.loginFailed(w, src, now)
+		s.authFailed(w, src, now, "wrong token at the status page login from %s", src)
+		s.loginForm(w, http.StatusUnauthorized, "Wrong token.")
 		return
 	}
 	s.thr.ok(src)
@@ -206,24 +206,6 @@ func loginToken(w http.ResponseWriter, r *http.Request) (token string, code int,
 	return r.PostForm.Get("token"), 0, ""
 }
 
-// tokenOK checks a token from the login form in constant time, as
-// authorized checks a bearer token.
-func (s *Server) tokenOK(token string) bool {
-	return len(s.token) > 0 && subtle.ConstantTimeCompare([]byte(strings.TrimSpace(token)), s.token) == 1
-}
-
-// loginFailed counts a wrong token and shows the form again.
-func (s *Server) loginFailed(w http.ResponseWriter, src netip.Addr, now time.Time) {
-	if block := s.thr.fail(src, now); block > 0 {
-		s.failLog.Logf(s.o.Logf, "control: wrong token at the status page login from %s; source blocked for %v", src, block)
-	} else {
-		s.failLog.Logf(s.o.Logf, "control: wrong token at the status page login from %s", src)
-	}
-	w.Header().Set("Connection", "close") // as for the API's 401
-	w.Header().Set("WWW-Authenticate", `Bearer realm="lbd"`)
-	s.loginForm(w, http.StatusUnauthorized, "Wrong token.")
-}
-
 // logout serves POST /logout: the session ends and the cookie goes.
 func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
 	if err := csrf.Check(r); err != nil {
@@ -240,8 +222,7 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
 
 // retryMessage is the login form's note for a blocked source.
 func retryMessage(wait time.Duration) string {
-	secs := int((wait + time.Second - 1) / time.Second)
-	return "Too many failed attempts: retry later (in " + strconv.Itoa(secs) + " s)."
+	return "Too many failed attempts: retry later (in " + strconv.Itoa(retrySeconds(wait)) + " s)."
 }
 
 // loginData is what login.html shows.

@@ -322,10 +322,32 @@ func remote(r *http.Request) netip.Addr {
 func (s *Server) authorized(r *http.Request) bool {
 	h := r.Header.Get("Authorization")
 	const p = "Bearer "
-	if len(h) < len(p) || !strings.EqualFold(h[:len(p)], p) || len(s.token) == 0 {
-		return false
+	return len(h) >= len(p) && strings.EqualFold(h[:len(p)], p) && s.tokenOK(h[len(p):])
+}
+
+// tokenOK checks a token (the bearer token, the login form's) in constant
+// time.
+func (s *Server) tokenOK(token string) bool {
+	return len(s.token) > 0 && subtle.ConstantTimeCompare([]byte(strings.TrimSpace(token)), s.token) == 1
+}
+
+// authFailed counts a wrong or missing token (the API's, the login form's)
+// against src, logs it (rate-limited; format and args say what), and sets
+// the headers of the 401 the caller then writes.
+func (s *Server) authFailed(w http.ResponseWriter, src netip.Addr, now time.Time, format string, args ...any) {
+	if block := s.thr.fail(src, now); block > 0 {
+		s.failLog.Logf(s.o.Logf, "control: "+format+"; source blocked for %v", append(args, block)...)
+	} else {
+		s.failLog.Logf(s.o.Logf, "control: "+format, args...)
 	}
-	return subtle.ConstantTimeCompare([]byte(strings.TrimSpace(h[len(p):])), s.token) == 1
+	w.Header().Set("Connection", "close") // no idle connections for strangers
+	w.Header().Set("WWW-Authenticate", `Bearer realm="lbd"`)
+}
+
+// retrySeconds is a block's remaining wait in whole seconds, rounded up
+// (Retry-After, the login form's note).
+func retrySeconds(wait time.Duration) int {
+	return int((wait + time.Second - 1) / time.Second)
 }
 
 // ServeHTTP is the API (see the package documentation).
@@ -344,19 +366,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if wait := s.thr.blocked(src, now); wait > 0 {
 		w.Header().Set("Connection", "close")
-		w.Header().Set("Retry-After", strconv.Itoa(int((wait+time.Second-1)/time.Second)))
+		w.Header().Set("Retry-After", strconv.Itoa(retrySeconds(wait)))
 		writeError(w, http.StatusTooManyRequests, "too many failed attempts; retry later")
 		return
 	}
 	if !s.authorized(r) && !(r.Method == http.MethodGet && cookieReadable(r.URL.Path) && s.sessionOK(r, now)) {
-		block := s.thr.fail(src, now)
-		if block > 0 {
-			s.failLog.Logf(s.o.Logf, "control: unauthorized request from %s (%s %q); source blocked for %v", src, r.Method, r.URL.Path, block)
-		} else {
-			s.failLog.Logf(s.o.Logf, "control: unauthorized request from %s (%s %q)", src, r.Method, r.URL.Path)
-		}
-		w.Header().Set("Connection", "close") // no idle connections for strangers
-		w.Header().Set("WWW-Authenticate", `Bearer realm="lbd"`)
+		s.authFailed(w, src, now, "unauthorized request from %s (%s %q)", src, r.Method, r.URL.Path)
 		writeError(w, http.StatusUnauthorized, "unauthorized")
 		return
 	}
