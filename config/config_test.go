@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -1026,7 +1027,7 @@ func errorLines(t *testing.T, err error) []string {
 }
 
 func TestParseBad(t *testing.T) {
-	for _, tt := range badTests {
+	for _, tt := range slices.Concat(badTests, healthBadTests) {
 		t.Run(tt.name, func(t *testing.T) {
 			c, err := Parse("lbd.toml", []byte(tt.in))
 			if err == nil {

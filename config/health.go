@@ -61,9 +61,8 @@ type Health struct {
 	// ExpectStatus are the http(s) status codes accepted; default
 	// 200-399; codes 100 to 599, Lo <= Hi. Written "200" or "200-299".
 	ExpectStatus StatusRange
-	// ExpectBody is a substring that the response body (its first
-	// HealthBodyLimit bytes) must contain, http(s); "" (the default) none;
-	// at most 1024 bytes.
+	// ExpectBody is a substring that the response body (its first 64 KiB)
+	// must contain, http(s); "" (the default) none; at most 1024 bytes.
 	ExpectBody string
 	// Query is the name a "dns" check queries (type A); required with
 	// CheckDNS; a DNS name such as "example.com." ("." allowed).
@@ -90,13 +89,6 @@ func (r StatusRange) String() string {
 	}
 	return strconv.Itoa(r.Lo) + "-" + strconv.Itoa(r.Hi)
 }
-
-// Contains reports whether code is in the range.
-func (r StatusRange) Contains(code int) bool { return code >= r.Lo && code <= r.Hi }
-
-// HealthBodyLimit is how much of an http(s) check's response body is read
-// and searched for ExpectBody.
-const HealthBodyLimit = 64 << 10
 
 // Limits of [service.health] checked by Validate.
 const (
