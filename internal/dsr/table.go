@@ -139,7 +139,7 @@ func (t *table) lookup(addr netip.Addr, proto uint8, port uint16) *service {
 // buildTable makes a snapshot from configs. prev supplies the live backend
 // state and counters to carry over (by service name and backend address);
 // down reports backends that must not get flows.
-func buildTable(cfgs []ServiceConfig, prev *table, down func(service string, backend netip.Addr) bool) *table {
+func buildTable(cfgs []ServiceConfig, prev *table, isDown func(service string, backend netip.Addr) bool) *table {
 	t := &table{services: make(map[vipKey]*service, len(cfgs))}
 	old := map[string]*service{}
 	if prev != nil {
@@ -154,9 +154,8 @@ func buildTable(cfgs []ServiceConfig, prev *table, down func(service string, bac
 		if o != nil {
 			s.stats = o.stats
 		}
-		var keys []string
-		var weights []int
-		for _, bc := range c.Backends {
+		down := make([]bool, len(c.Backends))
+		for i, bc := range c.Backends {
 			var b *backend
 			if o != nil {
 				for _, ob := range o.backends {
@@ -168,18 +167,16 @@ func buildTable(cfgs []ServiceConfig, prev *table, down func(service string, bac
 			if b == nil {
 				b = &backend{addr: bc.Addr}
 			}
-			isDown := down != nil && down(c.Name, bc.Addr)
-			b.gone.Store(isDown)
+			down[i] = isDown != nil && isDown(c.Name, bc.Addr)
+			b.gone.Store(down[i])
 			kept[b] = true
 			s.backends = append(s.backends, b)
-			if bc.Weight > 0 && !isDown {
-				s.pick = append(s.pick, b)
-				keys = append(keys, bc.Addr.String())
-				weights = append(weights, bc.Weight)
-			}
 		}
-		if len(s.pick) > 0 {
-			s.maglev = balance.NewMaglev(keys, weights, balance.MaglevSize)
+		var pick []int
+		if pick, s.maglev = ServiceMaglev(c, down); s.maglev != nil {
+			for _, i := range pick {
+				s.pick = append(s.pick, s.backends[i])
+			}
 		}
 		t.services[vipKey{c.VIP, c.Proto, c.Port}] = s
 		t.list = append(t.list, s)
@@ -195,6 +192,27 @@ func buildTable(cfgs []ServiceConfig, prev *table, down func(service string, bac
 		}
 	}
 	return t
+}
+
+// ServiceMaglev is service c's Maglev table over the backends that take new
+// flows, those with a weight above 0 that are not down (down[i] for
+// c.Backends[i]), or nil when none does: Lookup's result indexes pick,
+// whose entries index c.Backends. Both data paths build their tables with
+// it, so a flow gets the same backend from either.
+func ServiceMaglev(c ServiceConfig, down []bool) (pick []int, m *balance.MaglevTable) {
+	var keys []string
+	var weights []int
+	for i, bc := range c.Backends {
+		if bc.Weight > 0 && !down[i] {
+			pick = append(pick, i)
+			keys = append(keys, bc.Addr.String())
+			weights = append(weights, bc.Weight)
+		}
+	}
+	if len(pick) == 0 {
+		return nil, nil
+	}
+	return pick, balance.NewMaglev(keys, weights, balance.MaglevSize)
 }
 
 // choose picks a backend for a new flow by Maglev over key's hash.

@@ -205,10 +205,8 @@ func (r *registry) build(cfgs []dsr.ServiceConfig, tp dsr.Tarpit, down func(stri
 			s.freshServices = append(s.freshServices, id)
 		}
 		ss := &serviceState{cfg: c, id: id}
-		var keys []string
-		var weights []int
-		var pick []*backendState
-		for _, bc := range c.Backends {
+		isDown := make([]bool, len(c.Backends))
+		for i, bc := range c.Backends {
 			k := beKey{c.Name, bc.Addr}
 			b := r.backends[k]
 			if b == nil {
@@ -219,18 +217,13 @@ func (r *registry) build(cfgs []dsr.ServiceConfig, tp dsr.Tarpit, down func(stri
 				s.freshBackends = append(s.freshBackends, b.id)
 			}
 			b.down = down != nil && down(c.Name, bc.Addr)
+			isDown[i] = b.down
 			ss.backends = append(ss.backends, b)
-			if bc.Weight > 0 && !b.down {
-				pick = append(pick, b)
-				keys = append(keys, bc.Addr.String())
-				weights = append(weights, bc.Weight)
-			}
 		}
-		if len(pick) > 0 {
-			m := balance.NewMaglev(keys, weights, maglevSize)
+		if pick, m := dsr.ServiceMaglev(c, isDown); m != nil {
 			ss.table = make([]uint32, maglevSize)
 			for i := range ss.table {
-				ss.table[i] = pick[m.Lookup(uint64(i))].id
+				ss.table[i] = ss.backends[pick[m.Lookup(uint64(i))]].id
 			}
 		}
 		s.services = append(s.services, ss)
