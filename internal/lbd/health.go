@@ -31,7 +31,6 @@ type healthRun struct {
 
 // serviceHealth is one service's checker.
 type serviceHealth struct {
-	sc      config.Service
 	checker *health.Checker
 	allDown bool   // every backend is down
 	mode    string // while allDown: "open" (all used) or "closed" (none)
@@ -160,10 +159,9 @@ func (d *Daemon) syncHealth(cfg *config.Config) {
 		}
 		d.startHealthApplier()
 		if sh := d.hc.services[sc.Name]; sh != nil {
-			sh.sc = sc
 			sh.checker.Update(d.healthOptions(sc), targets)
 		} else {
-			d.hc.services[sc.Name] = &serviceHealth{sc: sc, checker: health.New(d.healthOptions(sc), targets)}
+			d.hc.services[sc.Name] = &serviceHealth{checker: health.New(d.healthOptions(sc), targets)}
 		}
 	}
 	for name, sh := range d.hc.services {
