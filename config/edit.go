@@ -59,16 +59,10 @@ var (
 // changed (for OpRemove, the index it had). It checks only what it needs
 // to find and change the backend; Validate checks the result.
 func (c *Config) EditBackend(e Edit) (int, error) {
-	si := -1
-	for i := range c.Services {
-		if c.Services[i].Name == e.Service {
-			si = i
-		}
+	s, err := c.FindService(e.Service)
+	if err != nil {
+		return -1, err
 	}
-	if si < 0 {
-		return -1, fmt.Errorf("%w %q", ErrNoService, e.Service)
-	}
-	s := &c.Services[si]
 	switch e.Op {
 	case OpAdd:
 		a, err := backendAddr(s, e.Backend)
@@ -106,6 +100,17 @@ func (c *Config) EditBackend(e Edit) (int, error) {
 		b.Weight = e.Weight
 	}
 	return i, nil
+}
+
+// FindService returns the service named name; its error wraps
+// ErrNoService.
+func (c *Config) FindService(name string) (*Service, error) {
+	for i := range c.Services {
+		if c.Services[i].Name == name {
+			return &c.Services[i], nil
+		}
+	}
+	return nil, fmt.Errorf("%w %q", ErrNoService, name)
 }
 
 // backendAddr is the address a new backend named by name gets in s.

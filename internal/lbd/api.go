@@ -189,14 +189,9 @@ func (d *Daemon) EditBackend(r control.BackendRequest) (int, error) {
 		return -1, errClosed
 	}
 	if r.Op == control.OpBlacklist {
-		var sc *config.Service
-		for i := range d.cfg.Services {
-			if d.cfg.Services[i].Name == r.Service {
-				sc = &d.cfg.Services[i]
-			}
-		}
-		if sc == nil {
-			return -1, fmt.Errorf("%w %q", config.ErrNoService, r.Service)
+		sc, err := d.cfg.FindService(r.Service)
+		if err != nil {
+			return -1, err
 		}
 		i, err := sc.FindBackend(r.Backend)
 		if err != nil {
