@@ -584,14 +584,14 @@ func CheckBackendRequest(req BackendRequest) error {
 		return errors.New("weight needs \"weight\"")
 	case req.Op == OpBlacklist && req.Seconds == nil:
 		return errors.New("blacklist needs \"seconds\"")
-	case req.Seconds != nil && (*req.Seconds < 0 || *req.Seconds > maxBlacklistSeconds):
-		return fmt.Errorf("seconds must be 0 to %d", maxBlacklistSeconds)
+	case req.Seconds != nil && (*req.Seconds < 0 || *req.Seconds > MaxBlacklistSeconds):
+		return fmt.Errorf("seconds must be 0 to %d", MaxBlacklistSeconds)
 	}
 	return nil
 }
 
-// maxBlacklistSeconds bounds a blacklist (a year).
-const maxBlacklistSeconds = 365 * 24 * 3600
+// MaxBlacklistSeconds bounds a blacklist (a year); penctl checks it too.
+const MaxBlacklistSeconds = 365 * 24 * 3600
 
 func (s *Server) backend(w http.ResponseWriter, r *http.Request) {
 	var req BackendRequest

@@ -52,7 +52,7 @@ func backendRequest(args []string) (control.BackendRequest, error) {
 		if len(rest) != 1 {
 			return req, usagef("penctl: backend blacklist takes SERVICE ADDR SECONDS\n%s", usage)
 		}
-		req.Seconds, err = number("SECONDS", 0, 365*24*3600)
+		req.Seconds, err = number("SECONDS", 0, control.MaxBlacklistSeconds)
 	default:
 		return req, usagef("penctl: backend: unknown operation %q\n%s", req.Op, usage)
 	}
