@@ -189,12 +189,6 @@ func (s *Server) startSampler() {
 	go s.sample(d, sm.stop, sm.done)
 }
 
-// stopSampler stops the sampler and waits for it.
-func (s *Server) stopSampler() {
-	s.signalSampler()
-	s.waitSampler()
-}
-
 // signalSampler tells the sampler to stop (Stop calls it); waitSampler
 // waits until it has (Wait).
 func (s *Server) signalSampler() {

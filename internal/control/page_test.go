@@ -606,7 +606,9 @@ func TestHistorySampler(t *testing.T) {
 	s := newPageServer(t, b, clock)
 	s.o.HistoryInterval = 10 * time.Millisecond
 	s.startSampler()
-	defer s.stopSampler()
+	// As Close stops it: Stop signals, Wait waits.
+	stopSampler := func() { s.signalSampler(); s.waitSampler() }
+	defer stopSampler()
 	var hr HistoryReply
 	deadline := time.Now().Add(10 * time.Second)
 	for len(hr.Points) < 3 {
@@ -639,13 +641,13 @@ func TestHistorySampler(t *testing.T) {
 			t.Errorf("history JSON lacks %s: %s", k, w.Body)
 		}
 	}
-	s.stopSampler()
+	stopSampler()
 	calls, _ := b.counts()
 	time.Sleep(50 * time.Millisecond)
 	if after, _ := b.counts(); after != calls {
 		t.Errorf("%d snapshots after stopSampler", after-calls)
 	}
-	s.stopSampler() // again: a no-op
+	stopSampler() // again: a no-op
 }
 
 // Without a running sampler the history is empty, not an error.
