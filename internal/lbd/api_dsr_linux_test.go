@@ -105,23 +105,8 @@ address = %q
 	if code, body := a.do("POST", "/api/v1/backend", fmt.Sprintf(`{"service":"web","backend":%q,"op":"add"}`, bes[2].Addr())); code != 200 {
 		t.Fatalf("add: %d %s", code, body)
 	}
-	seen := map[string]int{}
-	for i := 0; i < 12; i++ {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		conn, err := client.Dial(ctx, "tcp", vip.String()+":80")
-		cancel()
-		if err != nil {
-			t.Fatalf("new flow %d: %v", i, err)
-		}
-		conn.SetDeadline(time.Now().Add(3 * time.Second))
-		line, err := bufio.NewReader(conn).ReadString('\n')
-		conn.Close()
-		if err != nil {
-			t.Fatalf("new flow %d: %v", i, err)
-		}
-		seen[strings.TrimSpace(line)]++
-	}
-	if seen[owner] != 0 || len(seen) == 0 {
+	seen := client.Names(t, vip.String()+":80", 12)
+	if seen[owner] != 0 || seen["error"] != 0 || len(seen) == 0 {
 		t.Errorf("new flows after draining %s: %v", owner, seen)
 	}
 	time.Sleep(300 * time.Millisecond)

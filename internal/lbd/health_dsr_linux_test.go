@@ -1,8 +1,6 @@
 package lbd
 
 import (
-	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -89,28 +87,7 @@ address = %q
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
-	flows := func(n int) map[string]int {
-		t.Helper()
-		seen := map[string]int{}
-		for i := 0; i < n; i++ {
-			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-			c, err := client.Dial(ctx, "tcp", vip.String()+":80")
-			cancel()
-			if err != nil {
-				seen["error"]++
-				continue
-			}
-			c.SetDeadline(time.Now().Add(3 * time.Second))
-			line, err := bufio.NewReader(c).ReadString('\n')
-			c.Close()
-			if err != nil {
-				seen["error"]++
-				continue
-			}
-			seen[strings.TrimSpace(line)]++
-		}
-		return seen
-	}
+	flows := func(n int) map[string]int { return client.Names(t, vip.String()+":80", n) }
 	for _, be := range bes {
 		waitHealth(be, true)
 	}

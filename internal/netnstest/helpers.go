@@ -1,6 +1,7 @@
 package netnstest
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -220,6 +221,32 @@ func ServeTCP(t testing.TB, h *Host, addr string, handle func(net.Conn)) (stop f
 func (h *Host) NameEcho(c net.Conn) {
 	fmt.Fprintf(c, "%s\n", h.name)
 	io.Copy(c, c)
+}
+
+// Names opens n connections from h to addr, each a new flow, and counts
+// the first line each one reads: the backend's name, from NameEcho. A
+// connection that fails or reads no line within 3 s counts as "error".
+func (h *Host) Names(t testing.TB, addr string, n int) map[string]int {
+	t.Helper()
+	seen := map[string]int{}
+	for range n {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		c, err := h.Dial(ctx, "tcp", addr)
+		cancel()
+		if err != nil {
+			seen["error"]++
+			continue
+		}
+		c.SetDeadline(time.Now().Add(3 * time.Second))
+		line, err := bufio.NewReader(c).ReadString('\n')
+		c.Close()
+		if err != nil {
+			seen["error"]++
+			continue
+		}
+		seen[strings.TrimSpace(line)]++
+	}
+	return seen
 }
 
 // CountBytes is a ServeTCP handler: it reads until the peer's FIN, then
