@@ -132,6 +132,39 @@ func (r *reader) read(deadline time.Time) (b []byte, done bool, err error) {
 	return r.buf[:n], false, nil
 }
 
+// run reads frames for timeout from now, handing each to handle, and
+// calls resend once, at half the timeout. It ends early when handle says
+// done or the read budget is spent; the error is resend's, handle's or
+// read's.
+func (r *reader) run(timeout time.Duration, resend func() error, handle func(b []byte) (done bool, err error)) error {
+	start := time.Now()
+	end, retry := start.Add(timeout), start.Add(timeout/2)
+	retried := false
+	for {
+		deadline := end
+		if !retried {
+			deadline = retry
+		}
+		b, done, err := r.read(deadline)
+		if err != nil {
+			return err
+		}
+		if done {
+			if retried || r.reads >= maxReads {
+				return nil
+			}
+			retried = true
+			if err := resend(); err != nil {
+				return err
+			}
+			continue
+		}
+		if done, err := handle(b); done || err != nil {
+			return err
+		}
+	}
+}
+
 func newReader(ctx context.Context, c *packet.Conn) (*reader, func() bool) {
 	stop := context.AfterFunc(ctx, func() { c.SetReadDeadline(time.Unix(1, 0)) })
 	return &reader{ctx: ctx, c: c, buf: make([]byte, snapLen)}, stop
@@ -162,42 +195,30 @@ func arpRound(ctx context.Context, l link, vip netip.Addr, backends []netip.Addr
 		}
 		return nil
 	}
-	start := time.Now()
-	end, retry := start.Add(timeout), start.Add(timeout/2)
-	retried := false
+	askUnresolved := func() error {
+		for _, i := range st.unresolved() {
+			if err := ask(backends[i]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	if err := ask(vip); err != nil {
 		return nil, err
 	}
-	for _, b := range backends {
-		if err := ask(b); err != nil {
-			return nil, err
-		}
+	if err := askUnresolved(); err != nil {
+		return nil, err
 	}
-	for {
-		deadline := end
-		if !retried {
-			deadline = retry
-		}
-		b, done, err := r.read(deadline)
-		if err != nil {
-			return nil, err
-		}
-		if done {
-			if retried || r.reads >= maxReads {
-				return st, nil
-			}
-			retried = true
-			for _, i := range st.unresolved() {
-				if err := ask(backends[i]); err != nil {
-					return nil, err
-				}
-			}
-			continue
-		}
+	err = r.run(timeout, askUnresolved, func(b []byte) (bool, error) {
 		if p, ok := arpd.ParseFrame(b); ok {
 			st.observe(p)
 		}
+		return false, nil
+	})
+	if err != nil {
+		return nil, err
 	}
+	return st, nil
 }
 
 // synRound sends one SYN for vip:port to each MAC, from consecutive source
@@ -242,58 +263,45 @@ func synRound(ctx context.Context, l link, vip netip.Addr, port uint16, macs [][
 		}
 		return nil
 	}
-	for i := range probes {
-		if err := send(i, false); err != nil {
-			return nil, err
-		}
-	}
-	pending := n
-	start := time.Now()
-	end, retry := start.Add(timeout), start.Add(timeout/2)
-	retried := false
-	for pending > 0 {
-		deadline := end
-		if !retried {
-			deadline = retry
-		}
-		b, done, err := r.read(deadline)
-		if err != nil {
-			return nil, err
-		}
-		if done {
-			if retried || r.reads >= maxReads {
-				break
-			}
-			retried = true
-			for i := range probes {
-				if out[i].kind == synNoAnswer {
-					if err := send(i, false); err != nil {
-						return nil, err
-					}
+	sendUnanswered := func() error {
+		for i := range probes {
+			if out[i].kind == synNoAnswer {
+				if err := send(i, false); err != nil {
+					return err
 				}
 			}
-			continue
 		}
+		return nil
+	}
+	if err := sendUnanswered(); err != nil {
+		return nil, err
+	}
+	pending := n
+	err = r.run(timeout, sendUnanswered, func(b []byte) (bool, error) {
 		a, ok := parseTCPAnswer(b)
 		if !ok || a.dport < base || int(a.dport-base) >= n {
-			continue
+			return false, nil
 		}
 		i := int(a.dport - base)
 		kind := probes[i].answerKind(a)
 		if kind == synNoAnswer || out[i].kind != synNoAnswer {
-			continue
+			return false, nil
 		}
 		if a.ethSrc != probes[i].dstMAC {
 			out[i].other = a.ethSrc
-			continue
+			return false, nil
 		}
 		out[i].kind = kind
 		pending--
 		if kind == synAccepted {
 			if err := send(i, true); err != nil {
-				return nil, err
+				return false, err
 			}
 		}
+		return pending == 0, nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }
