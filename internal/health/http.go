@@ -160,18 +160,13 @@ func sniName(host string) string {
 	return h
 }
 
-// parseHTTPResponse parses the response b (as much of it as was read):
-// the final status code (1xx interim responses are skipped), and whether
-// the body contains want (want "": the body is not read, found is false).
-// err is set when the response is malformed or cut short; status is then 0
-// when no status was read, else found tells about the body as far as read.
-// It reads at most the package's limits of b (plus read-ahead), and a
-// status it returns is within 100..599.
-func parseHTTPResponse(b []byte, want string) (status int, found bool, err error) {
-	return readHTTPResponse(bytes.NewReader(b), want)
-}
-
-// readHTTPResponse is parseHTTPResponse reading from r.
+// readHTTPResponse reads a response from r: the final status code (1xx
+// interim responses are skipped), and whether the body contains want (want
+// "": the body is not read, found is false). err is set when the response
+// is malformed or cut short; status is then 0 when no status was read,
+// else found tells about the body as far as read. It reads at most the
+// package's limits of r (plus read-ahead), and a status it returns is
+// within 100..599.
 func readHTTPResponse(r io.Reader, want string) (status int, found bool, err error) {
 	br := bufio.NewReaderSize(r, readBuf)
 	headerBudget := maxHeaders

@@ -7,6 +7,11 @@ import (
 	"testing"
 )
 
+// parseHTTPResponse is readHTTPResponse of the response b.
+func parseHTTPResponse(b []byte, want string) (status int, found bool, err error) {
+	return readHTTPResponse(bytes.NewReader(b), want)
+}
+
 func TestParseHTTPResponse(t *testing.T) {
 	big := strings.Repeat("x", 70<<10)
 	tests := []struct {
@@ -15,7 +20,7 @@ func TestParseHTTPResponse(t *testing.T) {
 		want    string
 		status  int
 		found   bool
-		wantErr error // nil: no error; errAny: some error
+		wantErr error // nil: no error
 	}{
 		{"200 no body check", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", "", 200, false, nil},
 		{"no reason phrase", "HTTP/1.1 204\r\n\r\n", "", 204, false, nil},
