@@ -12,20 +12,18 @@ import (
 
 const (
 	ethHdrLen = 14
-	arpLen    = 28
 	minFrame  = 60 // shortest Ethernet frame without FCS; what we send is padded to it
 
 	etherTypeARP  = frame.EtherTypeARP
 	etherTypeIPv4 = frame.EtherTypeIPv4
-	htypeEthernet = 1
 )
 
 var broadcast = [6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 
 // pad pads the frame starting at b[start] with zeros to minFrame bytes.
 func pad(b []byte, start int) []byte {
-	for len(b)-start < minFrame {
-		b = append(b, 0)
+	if n := minFrame - (len(b) - start); n > 0 {
+		b = append(b, make([]byte, n)...)
 	}
 	return b
 }
