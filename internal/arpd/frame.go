@@ -12,7 +12,7 @@ import (
 // github.com/mdlayher/arp (the codec the Go networking community shares and
 // fuzzes); arpd adds the Ethernet header, which it writes and checks itself
 // (three fields, no VLAN tags on the LB's interface), and its own rules on
-// what a usable packet is (parseARP).
+// what a usable packet is (ParseFrame).
 
 const (
 	ethHdrLen = 14

@@ -40,7 +40,7 @@ func FuzzHandle(f *testing.F) {
 		{request(lbMAC, lbIP, be1), nil},
 		{request(client, clientIP, vip)[:41], []byte{}},
 		// Lengths that lie: the Packet codec sizes its reads by them,
-		// and parseARP must reject whatever they parse to.
+		// and ParseFrame must reject whatever they parse to.
 		{append(request(client, clientIP, vip)[:14:14], 0, 1, 8, 0, 0xff, 0xff, 0, 1), nil},
 		{append(request(client, clientIP, vip)[:14:14], 0, 1, 8, 0, 0, 0, 0, 2), nil},
 		{append(request(client, clientIP, vip)[:14:14], 0, 1, 8, 0, 6, 16, 0, 1), nil},
