@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -504,5 +505,20 @@ func TestReloadChangesDummyBody(t *testing.T) {
 	}
 	if got := httpGet(t, url); got != "two\n" {
 		t.Fatalf("after reload: %q", got)
+	}
+}
+
+// A reload's outcome is counted by its error: none is applied, an
+// *applyError (a valid file that could not be applied) failed, anything
+// else (the file is invalid) rejected.
+func TestReloadCountsNote(t *testing.T) {
+	var r reloadCounts
+	r.note(nil)
+	r.note(fmt.Errorf("reload: %w", &applyError{"lbd.toml", errors.New("address in use")}))
+	r.note(errors.New("lbd.toml:3:1: bad"))
+	r.note(errors.New("lbd.toml:4:1: bad"))
+	want := map[string]uint64{"applied": 1, "failed": 1, "rejected": 2}
+	if got := r.counts(); !maps.Equal(got, want) {
+		t.Errorf("counts %v, want %v", got, want)
 	}
 }
