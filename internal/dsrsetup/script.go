@@ -138,13 +138,18 @@ func (o ScriptOptions) normalize() (ScriptOptions, error) {
 	return o, nil
 }
 
-// commandLine is the setup command that writes the script for o.
-func (o ScriptOptions) commandLine() string {
+// vipList is o's VIPs joined by sep.
+func (o ScriptOptions) vipList(sep string) string {
 	vips := make([]string, len(o.VIPs))
 	for i, a := range o.VIPs {
 		vips[i] = a.String()
 	}
-	s := "setup script -vip " + strings.Join(vips, ",") + " -os " + o.OS
+	return strings.Join(vips, sep)
+}
+
+// commandLine is the setup command that writes the script for o.
+func (o ScriptOptions) commandLine() string {
+	s := "setup script -vip " + o.vipList(",") + " -os " + o.OS
 	if len(o.Interfaces) > 0 {
 		s += " -iface " + strings.Join(o.Interfaces, ",")
 	}
@@ -166,15 +171,11 @@ func Script(o ScriptOptions) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	vips := make([]string, len(o.VIPs))
-	for i, a := range o.VIPs {
-		vips[i] = a.String()
-	}
 	var b strings.Builder
 	b.WriteString("#!/bin/sh\n")
 	b.WriteString(header(o))
 	b.WriteString("set -eu\n\n")
-	fmt.Fprintf(&b, "VIPS='%s'\n", strings.Join(vips, " "))
+	fmt.Fprintf(&b, "VIPS='%s'\n", o.vipList(" "))
 	if o.OS != OSFreeBSD { // FreeBSD's files are sysrc's business
 		b.WriteString("ROOT=${NIB_DSR_ROOT:-} # prefix of every file path; empty on a backend (tests set it)\n")
 	}
@@ -210,17 +211,17 @@ func Script(o ScriptOptions) (string, error) {
 	case OSFreeBSD:
 		b.WriteString(shCommon + bsdCommon + freebsdCommon)
 		if o.Undo {
-			b.WriteString(freebsdDown)
+			b.WriteString(bsdDown + freebsdDown)
 		} else {
-			b.WriteString(freebsdUp)
+			b.WriteString(bsdUp + freebsdUp)
 		}
 	case OSOpenBSD:
 		fmt.Fprintf(&b, "HOSTNAME_LO0=$ROOT%s\n", OpenBSDHostnameLo0)
 		b.WriteString(shCommon + bsdCommon)
 		if o.Undo {
-			b.WriteString(openbsdDown)
+			b.WriteString(bsdDown + openbsdDown)
 		} else {
-			b.WriteString(openbsdUp)
+			b.WriteString(bsdUp + openbsdUp)
 		}
 	}
 	return b.String(), nil
@@ -672,6 +673,32 @@ const bsdCommon = `command -v ifconfig >/dev/null 2>&1 || die "ifconfig is neede
 on_lo0() { ifconfig lo0 | awk -v a="$1" '$1 == "inet" && $2 == a { f = 1 } END { exit !f }'; }
 `
 
+// bsdUp: lo0_add, for both BSDs' forward scripts.
+const bsdUp = `
+# lo0_add VIP: add VIP/32 to lo0 unless it has it.
+lo0_add() {
+	if on_lo0 "$1"; then
+		say "$1 is on lo0 already"
+	else
+		ifconfig lo0 alias "$1/32"
+		say "added $1/32 to lo0"
+	fi
+}
+`
+
+// bsdDown: lo0_del, for both BSDs' undo scripts.
+const bsdDown = `
+# lo0_del VIP: remove VIP from lo0 if it has it.
+lo0_del() {
+	if on_lo0 "$1"; then
+		ifconfig lo0 inet "$1" -alias
+		say "removed $1 from lo0"
+	else
+		say "$1 is not on lo0"
+	fi
+}
+`
+
 // freebsdCommon: rc.conf's aliases of lo0.
 const freebsdCommon = `
 command -v sysrc >/dev/null 2>&1 || die "sysrc is needed"
@@ -689,12 +716,7 @@ rc_aliases() {
 // freebsdUp: the FreeBSD aliases, now and in rc.conf.
 const freebsdUp = `
 for vip in $VIPS; do
-	if on_lo0 "$vip"; then
-		say "$vip is on lo0 already"
-	else
-		ifconfig lo0 alias "$vip/32"
-		say "added $vip/32 to lo0"
-	fi
+	lo0_add "$vip"
 	if rc_aliases | awk -v a="$vip" '{ split($2, p, "/"); if ($1 == "inet" && p[1] == a) f = 1 } END { exit !f }'; then
 		say "/etc/rc.conf has $vip on lo0 already"
 	else
@@ -710,12 +732,7 @@ say "done: ready for DSR to $VIPS, also after a reboot"
 // freebsdDown: the FreeBSD undo.
 const freebsdDown = `
 for vip in $VIPS; do
-	if on_lo0 "$vip"; then
-		ifconfig lo0 inet "$vip" -alias
-		say "removed $vip from lo0"
-	else
-		say "$vip is not on lo0"
-	fi
+	lo0_del "$vip"
 done
 old=$(rc_aliases)
 keep=$(printf '%s\n' "$old" | awk -v vips="$VIPS" '
@@ -746,12 +763,7 @@ say "done"
 // openbsdUp: the OpenBSD aliases, now and in /etc/hostname.lo0.
 const openbsdUp = `
 for vip in $VIPS; do
-	if on_lo0 "$vip"; then
-		say "$vip is on lo0 already"
-	else
-		ifconfig lo0 alias "$vip/32"
-		say "added $vip/32 to lo0"
-	fi
+	lo0_add "$vip"
 	line="inet alias $vip 255.255.255.255"
 	if grep -qxF "$line" "$HOSTNAME_LO0" 2>/dev/null; then
 		say "$HOSTNAME_LO0 has $vip already"
@@ -770,12 +782,7 @@ say "done: ready for DSR to $VIPS, also after a reboot"
 // openbsdDown: the OpenBSD undo.
 const openbsdDown = `
 for vip in $VIPS; do
-	if on_lo0 "$vip"; then
-		ifconfig lo0 inet "$vip" -alias
-		say "removed $vip from lo0"
-	else
-		say "$vip is not on lo0"
-	fi
+	lo0_del "$vip"
 	line="inet alias $vip 255.255.255.255"
 	if grep -qxF "$line" "$HOSTNAME_LO0" 2>/dev/null; then
 		# Rewritten in place, to keep the file's owner and mode.

@@ -145,18 +145,18 @@ func TestScriptContent(t *testing.T) {
 			"\npersist_down\nlinux_down\n",
 		}, []string{"ip addr add", "persist_up"}},
 		{ScriptOptions{VIPs: one, OS: OSFreeBSD}, []string{
-			`ifconfig lo0 alias "$vip/32"`,
+			`ifconfig lo0 alias "$1/32"`,
 			`sysrc "ifconfig_lo0_alias$n=inet $vip/32"`,
 			"FreeBSD does not answer ARP for addresses on lo0",
 			"no sysctl is needed",
 		}, []string{"arp_ignore", "arp_announce", "/proc/sys", "ROOT", " lo "}},
 		{ScriptOptions{VIPs: one, OS: OSFreeBSD, Undo: true}, []string{
-			`ifconfig lo0 inet "$vip" -alias`,
+			`ifconfig lo0 inet "$1" -alias`,
 			`sysrc -x "ifconfig_lo0_alias$i"`,
-		}, []string{"arp_ignore", `ifconfig lo0 alias "$vip/32"`}},
+		}, []string{"arp_ignore", `ifconfig lo0 alias "$1/32"`}},
 		{ScriptOptions{VIPs: one, OS: OSOpenBSD}, []string{
 			"HOSTNAME_LO0=$ROOT/etc/hostname.lo0\n",
-			`ifconfig lo0 alias "$vip/32"`,
+			`ifconfig lo0 alias "$1/32"`,
 			`line="inet alias $vip 255.255.255.255"`,
 			`"!ifconfig lo0 alias $vip/32"`, // the seed's form, in /etc/hostname.vr0
 			"umask 027",
@@ -164,9 +164,9 @@ func TestScriptContent(t *testing.T) {
 			"no sysctl is needed",
 		}, []string{"arp_ignore", "arp_announce", "/proc/sys", "sysrc"}},
 		{ScriptOptions{VIPs: one, OS: OSOpenBSD, Undo: true}, []string{
-			`ifconfig lo0 inet "$vip" -alias`,
+			`ifconfig lo0 inet "$1" -alias`,
 			`grep -vxF "$line" "$HOSTNAME_LO0"`,
-		}, []string{`ifconfig lo0 alias "$vip/32"`}},
+		}, []string{`ifconfig lo0 alias "$1/32"`}},
 	} {
 		s := script(t, tc.o)
 		for _, w := range tc.want {
