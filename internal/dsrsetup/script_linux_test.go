@@ -49,19 +49,8 @@ func (h *linuxHost) run(t *testing.T, o ScriptOptions, code int) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	cmd := h.be.Command(ctx, "sh", "-s")
-	cmd.Stdin = strings.NewReader(script(t, o))
 	cmd.Env = append(os.Environ(), "NIB_DSR_ROOT="+h.root)
-	out, err := cmd.CombinedOutput()
-	got := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		got = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	if got != code {
-		t.Fatalf("%s: exit %d, want %d\n%s", o.commandLine(), got, code, out)
-	}
-	return string(out)
+	return runScript(t, cmd, o, code)
 }
 
 // sysctl reads net.ipv4.conf.IF.KEY in the namespace.

@@ -326,8 +326,16 @@ func newFakeBSD(t *testing.T, uid int) *fakeBSD {
 func (f *fakeBSD) run(t *testing.T, o ScriptOptions, code int) string {
 	t.Helper()
 	cmd := exec.Command("sh", "-s")
-	cmd.Stdin = strings.NewReader(script(t, o))
 	cmd.Env = append(os.Environ(), "PATH="+filepath.Join(f.dir, "bin")+":"+os.Getenv("PATH"), "FAKE="+f.dir, "NIB_DSR_ROOT="+f.root)
+	return runScript(t, cmd, o, code)
+}
+
+// runScript runs cmd (a shell reading its script from stdin) on the script
+// for o and returns its output; it fails the test unless the exit status
+// is code.
+func runScript(t *testing.T, cmd *exec.Cmd, o ScriptOptions, code int) string {
+	t.Helper()
+	cmd.Stdin = strings.NewReader(script(t, o))
 	out, err := cmd.CombinedOutput()
 	got := 0
 	if ee, ok := err.(*exec.ExitError); ok {
