@@ -29,12 +29,12 @@ func TestLookPathThenSbin(t *testing.T) {
 	inSbin := fakeTool(t, sbin, "nibtool-sbin", 0o755)
 	fakeTool(t, sbin, "nibtool-noexec", 0o644)
 	os.Mkdir(filepath.Join(sbin, "nibtool-dir"), 0o755)
-	for name, want := range map[string]string{"nibtool-both": inBin, "nibtool-sbin": inSbin} {
+	for name, want := range map[string]string{"nibtool-both": inBin, "nibtool-sbin": inSbin, inSbin: inSbin} { // a path is taken as it is
 		if p, err := Look(name); err != nil || p != want {
 			t.Errorf("Look(%q) = %q, %v; want %q", name, p, err, want)
 		}
 	}
-	for _, name := range []string{"nibtool-noexec", "nibtool-dir", "nibtool-none", "/nonexistent/nibtool"} {
+	for _, name := range []string{"nibtool-noexec", "nibtool-dir", "nibtool-none", filepath.Join(bin, "nibtool-sbin"), "/nonexistent/nibtool"} {
 		if p, err := Look(name); err == nil {
 			t.Errorf("Look(%q) = %q, want an error", name, p)
 		}

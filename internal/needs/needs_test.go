@@ -37,10 +37,6 @@ func TestToolLooksInPathThenSbin(t *testing.T) {
 	bin, sbin := t.TempDir(), t.TempDir()
 	inPath := fakeTool(t, bin, "nibtool-a", 0o755)
 	inSbin := fakeTool(t, sbin, "nibtool-b", 0o755)
-	fakeTool(t, sbin, "nibtool-noexec", 0o644)
-	if err := os.Mkdir(filepath.Join(sbin, "nibtool-dir"), 0o755); err != nil {
-		t.Fatal(err)
-	}
 	t.Setenv("PATH", bin)
 	saved := hosttool.SbinDirs
 	hosttool.SbinDirs = []string{sbin}
@@ -55,11 +51,7 @@ func TestToolLooksInPathThenSbin(t *testing.T) {
 			t.Errorf("Tool(%q) = %q, want %q", tc.name, got, tc.want)
 		}
 	}
-	for _, name := range []string{"nibtool-noexec", "nibtool-dir", "nibtool-missing", filepath.Join(bin, "nibtool-b"), "/nonexistent/nibtool-a"} {
-		if p, err := hosttool.Look(name); err == nil {
-			t.Errorf("Look(%q) = %q, want an error", name, p)
-		}
-	}
+	// What Look refuses is hosttool's test.
 }
 
 func TestInstallHint(t *testing.T) {
