@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nib-lb/nib/internal/dnstest"
+	"github.com/nib-lb/nib/internal/tcptest"
 	"golang.org/x/net/dns/dnsmessage"
 )
 
@@ -22,51 +23,6 @@ func run(p Probe, timeout time.Duration) Result {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	return p(ctx)
-}
-
-// serveTCP serves each connection to a loopback listener with handle,
-// until the test ends, when the listener and connections are closed and
-// the handlers waited for.
-func serveTCP(t *testing.T, handle func(net.Conn)) netip.AddrPort {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		conns []net.Conn
-	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				handle(c)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return netip.MustParseAddrPort(ln.Addr().String())
 }
 
 // readRequest reads a request's head from c.
@@ -95,7 +51,7 @@ func respond(resp string) func(net.Conn) {
 }
 
 func TestTCP(t *testing.T) {
-	addr := serveTCP(t, func(net.Conn) {})
+	addr := tcptest.Serve(t, func(net.Conn) {})
 	if r := run(TCP(addr), time.Second); !r.OK || r.Latency <= 0 {
 		t.Errorf("listening: %+v", r)
 	}
@@ -156,7 +112,7 @@ func TestHTTP(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			addr := serveTCP(t, tc.handle)
+			addr := tcptest.Serve(t, tc.handle)
 			start := time.Now()
 			r := run(HTTP(addr, tc.o), 300*time.Millisecond)
 			if r.OK != tc.ok || r.Reason != tc.reason {
@@ -171,7 +127,7 @@ func TestHTTP(t *testing.T) {
 
 func TestHTTPRequest(t *testing.T) {
 	reqs := make(chan string, 2)
-	addr := serveTCP(t, func(c net.Conn) {
+	addr := tcptest.Serve(t, func(c net.Conn) {
 		req, _ := readRequest(c)
 		reqs <- req
 		c.Write([]byte("HTTP/1.1 200 OK\r\n\r\n"))
@@ -220,7 +176,7 @@ func TestHTTPS(t *testing.T) {
 	}
 	mu.Unlock()
 	// HTTPS to a plain HTTP server fails in the handshake.
-	plain := serveTCP(t, func(c net.Conn) { c.Write([]byte("HTTP/1.1 400 Bad Request\r\n\r\n")) })
+	plain := tcptest.Serve(t, func(c net.Conn) { c.Write([]byte("HTTP/1.1 400 Bad Request\r\n\r\n")) })
 	if r := run(HTTP(plain, HTTPOptions{TLS: true}), time.Second); r.OK || !strings.HasPrefix(r.Reason, "tls") {
 		t.Errorf("https to http: %+v", r)
 	}
@@ -336,7 +292,7 @@ func TestDNSIgnoresStrayReply(t *testing.T) {
 }
 
 func TestDNSTCP(t *testing.T) {
-	addr := serveTCP(t, func(c net.Conn) {
+	addr := tcptest.Serve(t, func(c net.Conn) {
 		var n [2]byte
 		if _, err := c.Read(n[:]); err != nil {
 			return
