@@ -200,16 +200,25 @@ func (r Report) OK() bool {
 	return true
 }
 
-// WriteTo writes one line per backend, then one warning line per other host
-// answering ARP for the VIP.
-func (r Report) WriteTo(w io.Writer) (int64, error) {
-	var b strings.Builder
+// Lines is the report: one line per backend, then one warning line per
+// other host answering ARP for the VIP (never nil).
+func (r Report) Lines() []string {
+	lines := make([]string, 0, len(r.Results)+len(r.Others))
 	for _, res := range r.Results {
-		b.WriteString(res.String())
-		b.WriteByte('\n')
+		lines = append(lines, res.String())
 	}
 	for _, mac := range r.Others {
-		fmt.Fprintf(&b, "warning: %s answers ARP for the VIP %s and is neither this host nor a checked backend: fine if it is the load balancer, otherwise it draws the VIP's traffic\n", mac, r.VIP)
+		lines = append(lines, fmt.Sprintf("warning: %s answers ARP for the VIP %s and is neither this host nor a checked backend: fine if it is the load balancer, otherwise it draws the VIP's traffic", mac, r.VIP))
+	}
+	return lines
+}
+
+// WriteTo writes Lines, each ended by a newline.
+func (r Report) WriteTo(w io.Writer) (int64, error) {
+	var b strings.Builder
+	for _, l := range r.Lines() {
+		b.WriteString(l)
+		b.WriteByte('\n')
 	}
 	n, err := io.WriteString(w, b.String())
 	return int64(n), err

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -107,6 +108,12 @@ func TestReport(t *testing.T) {
 	}
 	if lines[0] != want[0] {
 		t.Errorf("an ok line carries advice: %q", lines[0])
+	}
+	if got := rep.Lines(); !slices.Equal(got, lines) {
+		t.Errorf("Lines() = %q, want what WriteTo wrote", got)
+	}
+	if got := (Report{}).Lines(); got == nil || len(got) != 0 {
+		t.Errorf("empty report: Lines() = %#v, want an empty, non-nil slice (JSON [])", got)
 	}
 	if rep.OK() {
 		t.Error("OK() with an unreachable backend")

@@ -3,7 +3,6 @@ package lbd
 import (
 	"context"
 	"fmt"
-	"strings"
 
 	"github.com/nib-lb/nib/config"
 	"github.com/nib-lb/nib/internal/control"
@@ -25,18 +24,12 @@ func (b apiBackend) CheckDSR(ctx context.Context, service string) (control.Check
 	if err != nil {
 		return control.CheckReply{}, err
 	}
-	var sb strings.Builder
-	rep.WriteTo(&sb)
-	lines := strings.Split(strings.TrimSuffix(sb.String(), "\n"), "\n")
-	if sb.Len() == 0 {
-		lines = []string{}
-	}
 	verdict := "every backend is ready"
 	if !rep.OK() {
 		verdict = "some backends are not ready"
 	}
 	b.d.log.Printf("control: DSR check of service %s: %s", service, verdict)
-	return control.CheckReply{OK: rep.OK(), Lines: lines}, nil
+	return control.CheckReply{OK: rep.OK(), Lines: rep.Lines()}, nil
 }
 
 // checkOptions are what the DSR check of a running service checks: its
