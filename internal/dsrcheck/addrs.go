@@ -1,5 +1,3 @@
-//go:build !linux
-
 package dsrcheck
 
 import (
@@ -9,7 +7,8 @@ import (
 )
 
 // interfacePrefixes returns the IPv4 addresses of ifi with their prefix
-// lengths (netlink is Linux's; elsewhere the standard library's view).
+// lengths, in the kernel's order (primary addresses first: on Linux the
+// standard library reads them with netlink, as a dump lists them).
 func interfacePrefixes(ifi *net.Interface) ([]netip.Prefix, error) {
 	addrs, err := ifi.Addrs()
 	if err != nil {
