@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"strings"
+
+	"github.com/nib-lb/nib/internal/control"
 )
 
 // DefaultPort is the control API's port when -s, NIB_HOST or the config
@@ -36,6 +38,9 @@ type options struct {
 
 	verb string
 	args []string
+	// backend is the backend verb's request, read from args and checked
+	// by parseArgs.
+	backend control.BackendRequest
 }
 
 // usageError is a command-line problem: exit status 2.
@@ -127,7 +132,8 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 		return nil, usagef("penctl: check takes one DSR service name: penctl check SERVICE")
 	}
 	if o.verb == "backend" {
-		if _, err := backendRequest(o.args); err != nil {
+		var err error
+		if o.backend, err = backendRequest(o.args); err != nil {
 			return nil, err
 		}
 	}

@@ -277,10 +277,7 @@ func runVerb(c *client, o *options, stdout io.Writer) error {
 		_, err = stdout.Write(b)
 		return err
 	case "backend":
-		req, err := backendRequest(o.args)
-		if err != nil {
-			return err
-		}
+		req := o.backend
 		b, err := c.do("POST", "/api/v1/backend", req)
 		if err != nil {
 			return withVerb("backend "+req.Op, err)
