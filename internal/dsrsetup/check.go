@@ -14,7 +14,10 @@ import (
 	"github.com/nib-lb/nib/internal/dsrcheck"
 )
 
-const checkUsage = `usage: setup check -i IFACE -vip ADDR[:PORT] [-timeout D] BACKEND...
+// checkSynopsis is setup check's command line, for the usage messages.
+const checkSynopsis = "setup check -i IFACE -vip ADDR[:PORT] [-timeout D] BACKEND..."
+
+const checkUsage = "usage: " + checkSynopsis + `
 
 Checks DSR backends from this host's interface IFACE, on their Ethernet
 segment (run it on the load balancer): for each BACKEND address, ARP for

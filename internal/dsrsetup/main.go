@@ -16,9 +16,9 @@ const (
 )
 
 const usage = `usage:
-  setup script -vip ADDR[,ADDR...] -os linux|linux-persistent|freebsd|openbsd [-undo]
+  ` + scriptSynopsis + `
       print the POSIX sh script that prepares a backend for DSR (or undoes it)
-  setup check -i IFACE -vip ADDR[:PORT] BACKEND...
+  ` + checkSynopsis + `
       check DSR backends from this host's interface IFACE on their segment:
       one line per backend, exit status 1 when any is not ready
 `

@@ -802,9 +802,11 @@ fi
 say "done"
 `
 
+// scriptSynopsis is setup script's command line, for the usage messages.
+const scriptSynopsis = "setup script -vip ADDR[,ADDR...] -os linux|linux-persistent|freebsd|openbsd [-iface IF[,IF...]] [-net networkd|ifupdown] [-undo]"
+
 // scriptUsage is `setup script -h`.
-const scriptUsage = `usage: setup script -vip ADDR[,ADDR...] -os linux|linux-persistent|freebsd|openbsd
-                    [-iface IF[,IF...]] [-net networkd|ifupdown] [-undo]
+const scriptUsage = "usage: " + scriptSynopsis + `
 
 Prints the POSIX sh script that prepares a backend for Direct Server Return:
 the VIPs on the loopback interface, and (Linux) no ARP answers for them.
@@ -842,7 +844,7 @@ func scriptMain(args []string, stdout, stderr io.Writer) int {
 	}
 	fail := func(format string, a ...any) int {
 		fmt.Fprintf(stderr, "setup script: "+format+"\n", a...)
-		fmt.Fprintln(stderr, "usage: setup script -vip ADDR[,ADDR...] -os linux|linux-persistent|freebsd|openbsd [-iface IF[,IF...]] [-net networkd|ifupdown] [-undo]")
+		fmt.Fprintln(stderr, "usage: "+scriptSynopsis)
 		return ExitUsage
 	}
 	if fs.NArg() > 0 {
