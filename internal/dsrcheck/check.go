@@ -98,9 +98,16 @@ func listen(l link, etherType int, filter []bpf.Instruction) (*packet.Conn, erro
 // reader reads frames from c until a deadline, ctx's end or maxReads.
 type reader struct {
 	ctx   context.Context
-	c     *packet.Conn
+	c     frameConn
 	buf   []byte
 	reads int
+}
+
+// frameConn is what reader uses of a *packet.Conn (tests fake it).
+type frameConn interface {
+	SetReadDeadline(time.Time) error
+	ReadFrom([]byte) (int, net.Addr, error)
+	LocalAddr() net.Addr
 }
 
 // read returns the next frame; done is true (and the frame nil) when
