@@ -300,7 +300,7 @@ func (p *Pool) rebuildMaglev() {
 	ws := make([]int, len(p.slots))
 	for i, s := range p.slots {
 		keys[i] = s.Addr.String()
-		if s.used && s.weight > 0 && !s.down && !s.Drain {
+		if p.eligible(i) { // the table leaves out what Pick may not choose
 			ws[i] = s.weight
 		}
 	}
