@@ -165,10 +165,16 @@ func (a *appliance) load(d *Daemon, name string, data []byte) error {
 		return err
 	}
 	d.boostDebug(cfg)
-	if err := d.Apply(cfg); err != nil {
-		return &applyError{name, err}
+	return wrapApply(name, d.Apply(cfg))
+}
+
+// wrapApply marks err, from applying config name, as an *applyError (nil
+// stays nil).
+func wrapApply(name string, err error) error {
+	if err == nil {
+		return nil
 	}
-	return nil
+	return &applyError{name, err}
 }
 
 // reload re-reads FILE (SIGHUP): applied and kept as last-good if it is

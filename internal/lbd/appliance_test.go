@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"maps"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -520,5 +522,37 @@ func TestReloadCountsNote(t *testing.T) {
 	want := map[string]uint64{"applied": 1, "failed": 1, "rejected": 2}
 	if got := r.counts(); !maps.Equal(got, want) {
 		t.Errorf("counts %v, want %v", got, want)
+	}
+}
+
+// SIGHUP's re-read of -config counts its outcome like the appliance's and
+// the API's reloads: applied, rejected (does not parse) or failed (parses,
+// cannot be applied: the port is taken).
+func TestSIGHUPReloadCounted(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "lbd.toml")
+	svc := func(listen netip.AddrPort) []byte {
+		return []byte(fmt.Sprintf("[[service]]\nname = \"web\"\nlisten = %q\n\n[[service.backend]]\naddress = \"127.0.0.1:9\"\n", listen))
+	}
+	putFile(t, file, svc(freePort(t)))
+	cfg, err := config.Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, logs := newDaemon(t, cfg)
+	inv := &invocation{tomlFile: file}
+	logger := log.New(logs, "", 0)
+	reload(d, inv, logger) // the same file: applied
+	putFile(t, file, []byte("[[service]]\nname = 3\n"))
+	reload(d, inv, logger) // rejected
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	putFile(t, file, svc(netip.MustParseAddrPort(taken.Addr().String())))
+	reload(d, inv, logger) // failed
+	want := map[string]uint64{"applied": 1, "rejected": 1, "failed": 1}
+	if got := d.reloads.counts(); !maps.Equal(got, want) {
+		t.Errorf("reloads %v, want %v\n%s", got, want, logs.String())
 	}
 }

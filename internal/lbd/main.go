@@ -351,25 +351,23 @@ func reload(d *Daemon, inv *invocation, logger *log.Logger) {
 		cfg, err := config.Load(inv.tomlFile)
 		if err == nil {
 			d.boostDebug(cfg)
-		}
-		if err != nil {
-			d.reloads.rejected.Add(1)
-		} else if err = d.Apply(cfg); err != nil {
-			d.reloads.failed.Add(1)
+			err = d.Apply(cfg)
+			d.reloads.note(wrapApply(inv.tomlFile, err))
+		} else {
+			d.reloads.note(err)
 		}
 		if err != nil {
 			logger.Printf("reload %s failed, keeping the running config: %v", inv.tomlFile, err)
 			return
 		}
-		d.reloads.applied.Add(1)
 		logger.Printf("reloaded %s", inv.tomlFile)
 	case inv.penFile != "":
-		if err := d.ReloadPenFile(inv.penFile); err != nil {
-			d.reloads.rejected.Add(1) // a Pen file's errors are its lines
+		err := d.ReloadPenFile(inv.penFile)
+		d.reloads.note(err) // a Pen file's errors are its lines: rejected
+		if err != nil {
 			logger.Printf("reload %s failed, keeping the running config: %v", inv.penFile, err)
 			return
 		}
-		d.reloads.applied.Add(1)
 		logger.Printf("reloaded %s", inv.penFile)
 	default:
 		logger.Print("SIGHUP: no config file to re-read")
