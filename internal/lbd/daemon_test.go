@@ -2,6 +2,7 @@ package lbd
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"log"
 	"net"
@@ -319,5 +320,71 @@ func TestPenWriteSavesTOML(t *testing.T) {
 		if got := penCommand(t, cfg.Control.PenListen, "write "+p); !strings.Contains(got, "refused") {
 			t.Fatalf("write %s: %q", p, got)
 		}
+	}
+}
+
+// Shutdown stops accepting at once, lets an open connection work on for up
+// to the grace period, and returns as soon as the last one ends; one that
+// outlives the grace is cut.
+func TestShutdownGrace(t *testing.T) {
+	a := namedBackend(t, "a")
+	listen := freePort(t)
+	for _, tc := range []struct {
+		name  string
+		close bool // the client ends its connection during the grace
+	}{{"ends in time", true}, {"outlives the grace", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			d, _ := newDaemon(t, oneService(listen, a))
+			_, held := greet(t, listen)
+			const grace = 2 * time.Second
+			done := make(chan struct{})
+			start := time.Now()
+			go func() {
+				d.Shutdown(grace)
+				close(done)
+			}()
+			deadline := time.Now().Add(time.Second)
+			for {
+				c, err := net.DialTimeout("tcp", listen.String(), time.Second)
+				if err != nil {
+					break // the listener is closed
+				}
+				c.Close()
+				if time.Now().After(deadline) {
+					t.Fatal("still accepting a second after Shutdown began")
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			echoes(t, held, "during the grace")
+			select {
+			case <-done:
+				t.Fatalf("Shutdown returned after %v with a connection open", time.Since(start))
+			default:
+			}
+			if tc.close {
+				held.Close()
+				select {
+				case <-done:
+					if el := time.Since(start); el > grace-500*time.Millisecond {
+						t.Errorf("Shutdown took %v after the last connection ended; want it at once", el)
+					}
+				case <-time.After(grace + 5*time.Second):
+					t.Fatal("Shutdown did not return")
+				}
+				return
+			}
+			select {
+			case <-done:
+				if el := time.Since(start); el < grace {
+					t.Errorf("Shutdown returned after %v, before the %v grace", el, grace)
+				}
+			case <-time.After(grace + 5*time.Second):
+				t.Fatal("Shutdown did not return after the grace")
+			}
+			held.SetDeadline(time.Now().Add(3 * time.Second))
+			if _, err := held.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Errorf("connection after the grace: read %v; want it cut", err)
+			}
+		})
 	}
 }

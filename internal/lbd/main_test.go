@@ -200,9 +200,11 @@ func TestBackgroundStart(t *testing.T) {
 		t.Fatalf("pid file holds %q", b)
 	}
 	defer syscall.Kill(pid, syscall.SIGKILL)
-	if name, _ := greet(t, listen); name != "a" {
+	name, c := greet(t, listen)
+	if name != "a" {
 		t.Fatalf("background lbd answered %q", name)
 	}
+	c.Close() // or SIGTERM would wait shutdownGrace for it (TestShutdownGrace)
 	// Same port again: the second start must fail loudly.
 	_, errOut, code = runLbd(t, listen.String(), a.String())
 	if code == 0 || !strings.Contains(errOut, "address already in use") {
