@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"crypto/tls"
 	"errors"
 	"net/netip"
@@ -1357,8 +1358,12 @@ func TestSave(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := Default()
-	if err := Save(path, c); err != nil {
+	data, err := Save(path, c)
+	if err != nil {
 		t.Fatalf("Save: %v", err)
+	}
+	if onDisk, _ := os.ReadFile(path); !bytes.Equal(data, onDisk) {
+		t.Errorf("Save returned %q, wrote %q", data, onDisk)
 	}
 	fi, err := os.Stat(path)
 	if err != nil {
@@ -1380,7 +1385,7 @@ func TestSave(t *testing.T) {
 	before, _ := os.ReadFile(path)
 	bad := c.Clone()
 	bad.Services[0].ConnectTimeout = 0
-	if err := Save(path, bad); err == nil {
+	if _, err := Save(path, bad); err == nil {
 		t.Error("Save(invalid) succeeded")
 	}
 	if after, _ := os.ReadFile(path); string(after) != string(before) {
@@ -1396,7 +1401,7 @@ func TestSave(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(target, "keep"), []byte("keep"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := Save(target, c); err == nil {
+	if _, err := Save(target, c); err == nil {
 		t.Error("Save over a directory succeeded")
 	}
 	if b, err := os.ReadFile(filepath.Join(target, "keep")); err != nil || string(b) != "keep" {
@@ -1405,7 +1410,7 @@ func TestSave(t *testing.T) {
 	assertOnly(t, dir, "isdir", "lbd.toml")
 
 	// Creating the temporary file fails in a missing directory.
-	if err := Save(filepath.Join(dir, "missing", "lbd.toml"), c); !errors.Is(err, os.ErrNotExist) {
+	if _, err := Save(filepath.Join(dir, "missing", "lbd.toml"), c); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("Save into a missing directory = %v, want ErrNotExist", err)
 	}
 	assertOnly(t, dir, "isdir", "lbd.toml")
@@ -1424,7 +1429,7 @@ func TestSaveReadOnlyDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.Chmod(dir, 0o700) })
-	if err := Save(path, Default()); err == nil {
+	if _, err := Save(path, Default()); err == nil {
 		t.Error("Save into a read-only directory succeeded")
 	}
 	if b, _ := os.ReadFile(path); string(b) != "old" {

@@ -201,17 +201,18 @@ func formatVIP(ap netip.AddrPort) string {
 // Save writes c to path atomically after validating it: a temporary file
 // in the same directory is written, synced and made mode 0600, then
 // renamed over path, and the directory is synced. On error the old file is
-// left as it was and the temporary file is removed.
-func Save(path string, c *Config) error {
+// left as it was and the temporary file is removed. It returns the bytes
+// written.
+func Save(path string, c *Config) ([]byte, error) {
 	if err := Validate(c); err != nil {
-		return err
+		return nil, err
 	}
 	data, err := Marshal(c)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := atomicfile.Write(path, data, 0o600); err != nil {
-		return fmt.Errorf("failed to save config to %s: %w", path, err)
+		return nil, fmt.Errorf("failed to save config to %s: %w", path, err)
 	}
-	return nil
+	return data, nil
 }

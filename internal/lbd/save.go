@@ -24,14 +24,11 @@ func (d *Daemon) saveTOML(cfg *config.Config) error {
 	}
 	c := cfg.Clone()
 	c.Debug = max(c.Debug-d.DebugBoost, 0)
-	if err := config.Save(d.TOMLFile, c); err != nil {
+	data, err := config.Save(d.TOMLFile, c)
+	if err != nil {
 		return err
 	}
 	if d.saved != nil {
-		data, err := config.Marshal(c)
-		if err != nil {
-			return err
-		}
 		// The main loop keeps it as last-good; only the latest matters.
 		select {
 		case <-d.saved:
