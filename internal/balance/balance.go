@@ -139,6 +139,10 @@ type ServerStats struct {
 	// Down is set while an active health check holds the server down
 	// (SetDown).
 	Down bool
+	// Drained is set while the server's own settings keep new connections
+	// from it: Drain, or weight 0 under Weight or Maglev (unless every
+	// weight is 0, when all count as 1).
+	Drained bool
 	// BlacklistedUntil is when the blacklist ends; zero if the slot is not
 	// blacklisted now.
 	BlacklistedUntil time.Time
@@ -414,17 +418,16 @@ func (p *Pool) algorithm(client netip.AddrPort, ce *clientEntry, now time.Time) 
 }
 
 // eligible reports whether slot i is a server the algorithms may choose at
-// all: used, not drained, not held down, and not of weight 0 under Weight
-// or Maglev.
+// all: used, not held down and not drained.
 func (p *Pool) eligible(i int) bool {
 	s := &p.slots[i]
-	if !s.used || s.Drain || s.down {
-		return false
-	}
-	if (p.opt.Algorithm == Weight || p.opt.Algorithm == Maglev) && s.weight <= 0 {
-		return false
-	}
-	return true
+	return s.used && !s.down && !p.drained(s)
+}
+
+// drained reports whether s's own settings take it out of the choice:
+// Drain, or weight 0 under Weight or Maglev.
+func (p *Pool) drained(s *slot) bool {
+	return s.Drain || (p.opt.Algorithm == Weight || p.opt.Algorithm == Maglev) && s.weight <= 0
 }
 
 // available is Pen's try_server: slot i is eligible, not blacklisted, below
@@ -613,7 +616,8 @@ func (p *Pool) Stats(now time.Time) []ServerStats {
 	defer p.mu.Unlock()
 	st := make([]ServerStats, len(p.slots))
 	for i, s := range p.slots {
-		st[i] = ServerStats{Conns: s.conns, Sent: s.sent, Recv: s.recv, Connects: s.connects, Failures: s.failures, Down: s.down}
+		st[i] = ServerStats{Conns: s.conns, Sent: s.sent, Recv: s.recv, Connects: s.connects, Failures: s.failures,
+			Down: s.down, Drained: s.used && p.drained(&s)}
 		if now.Before(s.until) {
 			st[i].BlacklistedUntil = s.until
 		}

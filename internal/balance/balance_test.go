@@ -990,3 +990,47 @@ func TestSetDown(t *testing.T) {
 		}
 	}
 }
+
+// Stats says drained exactly where the pool never chooses the server:
+// Drain under any algorithm, weight 0 only under Weight and Maglev, and not
+// at all when every weight is 0 (all then count as 1).
+func TestStatsDrained(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		alg     Algorithm
+		weights []int
+		drain   int // index of a drained server, or -1
+		want    []bool
+	}{
+		{"roundrobin ignores weight 0", RoundRobin, []int{0, 1}, -1, []bool{false, false}},
+		{"hash ignores weight 0", Hash, []int{0, 1}, -1, []bool{false, false}},
+		{"weight 0 drains under weight", Weight, []int{0, 1}, -1, []bool{true, false}},
+		{"weight 0 drains under maglev", Maglev, []int{0, 1}, -1, []bool{true, false}},
+		{"all weights 0 count as 1", Weight, []int{0, 0}, -1, []bool{false, false}},
+		{"drain under roundrobin", RoundRobin, []int{1, 1}, 0, []bool{true, false}},
+		{"drain with all weights 0", Maglev, []int{0, 0}, 1, []bool{false, true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srvs := withWeights(servers(len(tc.weights)), tc.weights...)
+			if tc.drain >= 0 {
+				srvs[tc.drain].Drain = true
+			}
+			p := New(Options{Algorithm: tc.alg}, srvs)
+			chosen := make([]bool, len(srvs))
+			for i := range 200 {
+				client := netip.AddrPortFrom(netip.AddrFrom4([4]byte{172, 16, byte(i >> 8), byte(i)}), 1000+uint16(i))
+				if c := p.Pick(client, t0); c.Index != NoServer {
+					chosen[c.Index] = true // held open: Weight spreads by load
+				}
+			}
+			for i, st := range p.Stats(t0) {
+				if st.Drained != tc.want[i] {
+					t.Errorf("server %d: Drained %t, want %t", i, st.Drained, tc.want[i])
+				}
+				if chosen[i] == st.Drained {
+					t.Errorf("server %d: chosen %t with Drained %t", i, chosen[i], st.Drained)
+				}
+			}
+		})
+	}
+}

@@ -260,7 +260,7 @@ func (b apiBackend) Status() control.Status {
 					s = stats[i]
 				}
 				bs.Active, bs.Sent, bs.Received, bs.Connects, bs.Failures = s.Conns, s.Sent, s.Recv, s.Connects, s.Failures
-				bs.State = proxyBackendState(s, bc, sc.Algorithm, now)
+				bs.State = proxyBackendState(s, now)
 				if bs.State == "blacklisted" {
 					bs.BlacklistedUntil = s.BlacklistedUntil.UTC().Format(time.RFC3339)
 				}
@@ -289,13 +289,13 @@ func (d *Daemon) addHealth(bs *control.BackendStatus, sc config.Service, b confi
 }
 
 // proxyBackendState is a proxied backend's state, for the status page and
-// the API: blacklisted, drained (drain, or weight 0 where the algorithm
-// uses weights: see balance.Server) or ok.
-func proxyBackendState(s balance.ServerStats, b config.Backend, alg config.Algorithm, now time.Time) string {
+// the API: blacklisted, drained (as the pool decides: drain, or weight 0
+// where the algorithm uses weights) or ok.
+func proxyBackendState(s balance.ServerStats, now time.Time) string {
 	switch {
 	case s.BlacklistedUntil.After(now):
 		return "blacklisted"
-	case b.Drain || b.Weight == 0 && (alg == config.Weight || alg == config.Maglev):
+	case s.Drained:
 		return "drained"
 	}
 	return "ok"

@@ -353,28 +353,41 @@ func TestBackendStates(t *testing.T) {
 	wantContains(t, "status page", page.String(), "<td>blacklisted until ", "<td>drained</td>")
 }
 
-// Weight 0 drains only where the algorithm uses weights (Pen's round-robin
-// ignores weights, and Pen's servers default to weight 0); drain always.
+// The state shown is the pool's: blacklisted first, then drained as the
+// pool decides it (balance.TestStatsDrained: weight 0 drains only where the
+// algorithm uses weights and not every weight is 0; drain always).
 func TestProxyBackendState(t *testing.T) {
 	now := time.Now()
-	bl := balance.ServerStats{BlacklistedUntil: now.Add(time.Second)}
-	w0 := config.Backend{Weight: 0}
+	bl := now.Add(time.Second)
 	for _, tc := range []struct {
 		s    balance.ServerStats
-		b    config.Backend
-		alg  config.Algorithm
 		want string
 	}{
-		{b: config.Backend{Weight: 1}, alg: config.RoundRobin, want: "ok"},
-		{b: w0, alg: config.RoundRobin, want: "ok"},
-		{b: w0, alg: config.Hash, want: "ok"},
-		{b: w0, alg: config.Weight, want: "drained"},
-		{b: w0, alg: config.Maglev, want: "drained"},
-		{b: config.Backend{Weight: 1, Drain: true}, alg: config.RoundRobin, want: "drained"},
-		{s: bl, b: config.Backend{Weight: 1, Drain: true}, alg: config.RoundRobin, want: "blacklisted"},
+		{balance.ServerStats{}, "ok"},
+		{balance.ServerStats{Drained: true}, "drained"},
+		{balance.ServerStats{BlacklistedUntil: bl, Drained: true}, "blacklisted"},
+		{balance.ServerStats{BlacklistedUntil: now.Add(-time.Second)}, "ok"},
 	} {
-		if got := proxyBackendState(tc.s, tc.b, tc.alg, now); got != tc.want {
-			t.Errorf("%+v %+v %v: %s, want %s", tc.s, tc.b, tc.alg, got, tc.want)
+		if got := proxyBackendState(tc.s, now); got != tc.want {
+			t.Errorf("%+v: %s, want %s", tc.s, got, tc.want)
+		}
+	}
+	// Pen's servers default to weight 0; with every weight 0 the pool
+	// counts each as 1 and chooses them all, so none shows drained.
+	a, b := namedBackend(t, "a"), namedBackend(t, "b")
+	listen := freePort(t)
+	cfg := oneService(listen, a, b)
+	cfg.Services[0].Algorithm = config.Weight
+	for i := range cfg.Services[0].Backends {
+		cfg.Services[0].Backends[i].Weight = 0
+	}
+	d, _ := newDaemon(t, cfg)
+	if got := greetings(t, listen, 4); got["a"] == 0 || got["b"] == 0 {
+		t.Fatalf("all weights 0 under weight: served %v, want both", got)
+	}
+	for _, bs := range (apiBackend{d}).Status().Services[0].Backends {
+		if bs.State != "ok" {
+			t.Errorf("backend %s: state %q with every weight 0, want ok", bs.Address, bs.State)
 		}
 	}
 }

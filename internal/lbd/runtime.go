@@ -101,7 +101,7 @@ func (v runtimeView) StatusHTML(service string, w io.Writer) error {
 	fmt.Fprintf(w, "<table border=1>\n<tr><th>server</th><th>address</th><th>status</th><th>port</th><th>connections</th><th>max soft</th><th>max hard</th><th>sent</th><th>received</th><th>weight</th><th>prio</th></tr>\n")
 	for i, s := range st {
 		b := r.cfg.Backends[i]
-		status := proxyBackendState(s, b, r.cfg.Algorithm, now)
+		status := proxyBackendState(s, now)
 		if status == "blacklisted" {
 			status += " until " + s.BlacklistedUntil.Format("15:04:05")
 		}
