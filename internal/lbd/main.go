@@ -157,20 +157,9 @@ func mainNative(args []string, dsrPathDefault string, stdout, stderr io.Writer) 
 		}
 		return 0
 	}
-	fs := flag.NewFlagSet("lbd", flag.ContinueOnError)
+	fs, f := nativeFlags(dsrPathDefault)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { usage(stderr) }
-	configFile := fs.String("config", "", "TOML configuration `file`")
-	stateDir := fs.String("state", "", "state `dir`ectory; with -config, appliance mode (above)")
-	check := fs.String("check", "", "validate a TOML configuration `file` and exit")
-	version := fs.Bool("version", false, "print the version")
-	help := fs.Bool("help", false, "show help")
-	var debug int
-	fs.Func("d", "more debug output (repeatable)", func(string) error { debug++; return nil })
-	fs.Lookup("d").DefValue = ""
-	boolFlag(fs, "d")
-	foreground := fs.Bool("f", true, "stay in the foreground (always true with -config)")
-	dsrPath := fs.String("dsr-path", dsrPathDefault, "DSR data path (default from $LBD_DSR_PATH, else auto): `auto` (XDP, else AF_PACKET with the reason logged), xdp (an XDP program in the kernel; fails if it cannot attach) xdp-generic (xdp in generic mode only) or packet (AF_PACKET, in lbd)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -178,49 +167,75 @@ func mainNative(args []string, dsrPathDefault string, stdout, stderr io.Writer) 
 		return 2
 	}
 	switch {
-	case *help:
+	case f.help:
 		usage(stdout)
 		return 0
-	case *version:
+	case f.version:
 		fmt.Fprintln(stdout, "lbd", Version())
 		return 0
-	case *check != "":
-		if _, err := config.Load(*check); err != nil {
+	case f.check != "":
+		if _, err := config.Load(f.check); err != nil {
 			fmt.Fprintf(stderr, "%v\n", err)
 			return 1
 		}
-		fmt.Fprintf(stdout, "%s: ok\n", *check)
+		fmt.Fprintf(stdout, "%s: ok\n", f.check)
 		return 0
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "lbd: unexpected arguments %q (Pen-style arguments cannot be mixed with -config)\n", fs.Args())
 		return 2
 	}
-	if *stateDir != "" && *configFile == "" {
+	if f.stateDir != "" && f.configFile == "" {
 		fmt.Fprintln(stderr, "lbd: -state needs -config")
 		return 2
 	}
-	if !validDSRPath(*dsrPath) {
-		fmt.Fprintf(stderr, "lbd: -dsr-path %q: want auto, xdp, xdp-generic or packet\n", *dsrPath)
+	if !validDSRPath(f.dsrPath) {
+		fmt.Fprintf(stderr, "lbd: -dsr-path %q: want auto, xdp, xdp-generic or packet\n", f.dsrPath)
 		return 2
 	}
-	inv := &invocation{foreground: *foreground, native: true, debug: debug, dsrPath: *dsrPath}
+	inv := &invocation{foreground: f.foreground, native: true, debug: f.debug, dsrPath: f.dsrPath}
 	switch {
-	case *stateDir != "":
-		inv.tomlFile, inv.stateDir = *configFile, *stateDir
-	case *configFile != "":
-		cfg, err := config.Load(*configFile)
+	case f.stateDir != "":
+		inv.tomlFile, inv.stateDir = f.configFile, f.stateDir
+	case f.configFile != "":
+		cfg, err := config.Load(f.configFile)
 		if err != nil {
 			fmt.Fprintf(stderr, "%v\n", err)
 			return 1
 		}
-		inv.cfg, inv.tomlFile = cfg, *configFile
-		inv.cfg.Debug = min(inv.cfg.Debug+debug, maxDebug)
+		inv.cfg, inv.tomlFile = cfg, f.configFile
+		inv.cfg.Debug = min(inv.cfg.Debug+f.debug, maxDebug)
 	default:
 		inv.cfg = config.Default()
-		inv.cfg.Debug = min(inv.cfg.Debug+debug, maxDebug)
+		inv.cfg.Debug = min(inv.cfg.Debug+f.debug, maxDebug)
 	}
 	return run(inv, args, stderr)
+}
+
+// nativeOpts are the values of lbd's native flags.
+type nativeOpts struct {
+	configFile, stateDir, check, dsrPath string
+	version, help, foreground            bool
+	debug                                int
+}
+
+// nativeFlags defines lbd's native flags. netconfig reads the appliance's
+// lbd arguments without them: TestNetconfigKnowsLbdFlags keeps its list of
+// flags that take no value in step.
+func nativeFlags(dsrPathDefault string) (*flag.FlagSet, *nativeOpts) {
+	fs := flag.NewFlagSet("lbd", flag.ContinueOnError)
+	f := &nativeOpts{}
+	fs.StringVar(&f.configFile, "config", "", "TOML configuration `file`")
+	fs.StringVar(&f.stateDir, "state", "", "state `dir`ectory; with -config, appliance mode (above)")
+	fs.StringVar(&f.check, "check", "", "validate a TOML configuration `file` and exit")
+	fs.BoolVar(&f.version, "version", false, "print the version")
+	fs.BoolVar(&f.help, "help", false, "show help")
+	fs.Func("d", "more debug output (repeatable)", func(string) error { f.debug++; return nil })
+	fs.Lookup("d").DefValue = ""
+	boolFlag(fs, "d")
+	fs.BoolVar(&f.foreground, "f", true, "stay in the foreground (always true with -config)")
+	fs.StringVar(&f.dsrPath, "dsr-path", dsrPathDefault, "DSR data path (default from $LBD_DSR_PATH, else auto): `auto` (XDP, else AF_PACKET with the reason logged), xdp (an XDP program in the kernel; fails if it cannot attach) xdp-generic (xdp in generic mode only) or packet (AF_PACKET, in lbd)")
+	return fs, f
 }
 
 // boolFlag makes a flag.Func flag take no value.

@@ -2,6 +2,7 @@ package lbd
 
 import (
 	"bytes"
+	"flag"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nib-lb/nib/config"
+	"github.com/nib-lb/nib/internal/netconfig"
 )
 
 // lbdBin is the program the tests run as lbd: a symlink named lbd to this
@@ -241,4 +243,18 @@ func TestDSRPathChecked(t *testing.T) {
 			t.Errorf("LBD_DSR_PATH=fast %v: exit %d, %s", args, code, stderr)
 		}
 	}
+}
+
+// netconfig finds -config and -state among the appliance's lbd arguments
+// without lbd's flag set; its list of flags that take no value must be
+// lbd's, or a flag before -config would swallow it.
+func TestNetconfigKnowsLbdFlags(t *testing.T) {
+	fs, _ := nativeFlags("auto")
+	fs.VisitAll(func(f *flag.Flag) {
+		b, ok := f.Value.(interface{ IsBoolFlag() bool })
+		isBool := ok && b.IsBoolFlag()
+		if netconfig.IsBoolFlag(f.Name) != isBool {
+			t.Errorf("-%s: netconfig.IsBoolFlag %t, lbd's flag takes no value: %t", f.Name, !isBool, isBool)
+		}
+	})
 }

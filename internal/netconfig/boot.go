@@ -148,7 +148,7 @@ func flagValue(args []string, name string) (string, bool) {
 		a = strings.TrimPrefix(strings.TrimPrefix(a, "-"), "-")
 		k, val, hasVal := strings.Cut(a, "=")
 		if k != name {
-			if !hasVal && !isBoolFlag(k) {
+			if !hasVal && !IsBoolFlag(k) {
 				i++ // the next argument is its value
 			}
 			continue
@@ -165,9 +165,9 @@ func flagValue(args []string, name string) (string, bool) {
 	return v, found
 }
 
-// isBoolFlag reports whether a flag of lbd or gokrazy's dhcp takes no
+// IsBoolFlag reports whether a flag of lbd or gokrazy's dhcp takes no
 // value, so that the argument after it is not taken for one.
-func isBoolFlag(name string) bool {
+func IsBoolFlag(name string) bool {
 	switch name {
 	case "d", "f", "help", "h", "version":
 		return true
