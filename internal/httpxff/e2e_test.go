@@ -13,39 +13,25 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/nib-lb/nib/internal/tcptest"
 )
 
 // relay is a test-only TCP proxy: client→backend through a Rewriter,
 // backend→client copied as is through the Rewriter's Responses. A request
 // the Rewriter rejects gets a 400.
 type relay struct {
-	ln       net.Listener
+	addr     string
 	backend  string
 	accepted atomic.Int32
-	wg       sync.WaitGroup
 }
 
 func startRelay(t *testing.T, backend string) *relay {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rl := &relay{ln: ln, backend: backend}
-	rl.wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			rl.accepted.Add(1)
-			rl.wg.Go(func() { rl.serve(t, c) })
-		}
-	})
-	t.Cleanup(func() {
-		ln.Close()
-		rl.wg.Wait()
-	})
+	rl := &relay{backend: backend}
+	rl.addr = tcptest.Serve(t, func(c net.Conn) {
+		rl.accepted.Add(1)
+		rl.serve(t, c)
+	}).String()
 	return rl
 }
 
@@ -150,7 +136,7 @@ func TestEndToEnd(t *testing.T) {
 	tr := &http.Transport{MaxIdleConnsPerHost: 1, DisableCompression: true}
 	defer tr.CloseIdleConnections()
 	hc := &http.Client{Transport: tr}
-	base := "http://" + rl.ln.Addr().String()
+	base := "http://" + rl.addr
 	smuggle := "GET /smuggled HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n"
 
 	reqs := []func() (*http.Request, error){
@@ -244,7 +230,7 @@ func TestEndToEndBadRequest(t *testing.T) {
 	defer backend.Close()
 	rl := startRelay(t, backend.Listener.Addr().String())
 
-	c, err := net.Dial("tcp", rl.ln.Addr().String())
+	c, err := net.Dial("tcp", rl.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -301,7 +287,7 @@ func TestEndToEndUpgrade(t *testing.T) {
 	defer backend.Close()
 	rl := startRelay(t, backend.Listener.Addr().String())
 
-	c, err := net.Dial("tcp", rl.ln.Addr().String())
+	c, err := net.Dial("tcp", rl.addr)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,53 +21,17 @@ import (
 
 	"github.com/nib-lb/nib/internal/balance"
 	"github.com/nib-lb/nib/internal/proxyproto"
+	"github.com/nib-lb/nib/internal/tcptest"
 )
 
 // backend is a loopback TCP server for tests.
 type backend struct {
-	ln    net.Listener
-	addr  netip.AddrPort
-	wg    sync.WaitGroup
-	mu    sync.Mutex
-	conns []net.Conn
+	addr netip.AddrPort
 }
 
 func newBackend(t *testing.T, handle func(net.Conn)) *backend {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &backend{ln: ln, addr: ln.Addr().(*net.TCPAddr).AddrPort()}
-	b.wg.Add(1)
-	go func() {
-		defer b.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			b.mu.Lock()
-			b.conns = append(b.conns, c)
-			b.mu.Unlock()
-			b.wg.Add(1)
-			go func() {
-				defer b.wg.Done()
-				defer c.Close()
-				handle(c)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		b.mu.Lock()
-		for _, c := range b.conns {
-			c.Close()
-		}
-		b.mu.Unlock()
-		b.wg.Wait()
-	})
-	return b
+	return &backend{addr: tcptest.Serve(t, handle)}
 }
 
 // echo copies everything back, then closes its write side at EOF.
