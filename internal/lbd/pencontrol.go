@@ -240,7 +240,9 @@ func readPenCommand(r io.Reader) (string, error) {
 			return string(buf[:i]), nil
 		}
 		if err != nil {
-			if err == io.EOF && n > 0 {
+			// A full buffer is a command, whatever came with its last
+			// bytes; so is an unterminated last line at EOF.
+			if n == len(buf) || err == io.EOF && n > 0 {
 				break
 			}
 			return "", err

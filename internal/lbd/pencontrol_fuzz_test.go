@@ -87,6 +87,7 @@ func FuzzReadPenCommand(f *testing.F) {
 		{long + "\n", []byte{200}, 0},       // the newline just past the limit
 		{long[1:] + "\nmode", []byte{0}, 0}, // the newline is the last byte read
 		{long + "y", []byte{255, 0, 17}, 3}, // more than the limit, then a timeout
+		{long, []byte{255, 0, 17}, 3},       // the limit exactly, a timeout with its last bytes
 		{"a\x00b\n", nil, 0},
 	} {
 		f.Add([]byte(s.data), s.sizes, s.end)
