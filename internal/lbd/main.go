@@ -51,8 +51,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	if dsrPath == "" {
 		dsrPath = DSRAuto
 	}
-	if !validDSRPath(dsrPath) {
-		fmt.Fprintf(stderr, "lbd: %s=%q: want auto, xdp, xdp-generic or packet\n", dsrPathEnv, dsrPath)
+	if err := CheckDSRPath(dsrPath); err != nil {
+		fmt.Fprintf(stderr, "lbd: %s=%v\n", dsrPathEnv, err)
 		return 2
 	}
 	if native(args) {
@@ -189,8 +189,8 @@ func mainNative(args []string, dsrPathDefault string, stdout, stderr io.Writer) 
 		fmt.Fprintln(stderr, "lbd: -state needs -config")
 		return 2
 	}
-	if !validDSRPath(f.dsrPath) {
-		fmt.Fprintf(stderr, "lbd: -dsr-path %q: want auto, xdp, xdp-generic or packet\n", f.dsrPath)
+	if err := CheckDSRPath(f.dsrPath); err != nil {
+		fmt.Fprintf(stderr, "lbd: -dsr-path %v\n", err)
 		return 2
 	}
 	inv := &invocation{foreground: f.foreground, native: true, debug: f.debug, dsrPath: f.dsrPath}
@@ -204,9 +204,10 @@ func mainNative(args []string, dsrPathDefault string, stdout, stderr io.Writer) 
 			return 1
 		}
 		inv.cfg, inv.tomlFile = cfg, f.configFile
-		inv.cfg.Debug = min(inv.cfg.Debug+f.debug, maxDebug)
 	default:
 		inv.cfg = config.Default()
+	}
+	if inv.cfg != nil {
 		inv.cfg.Debug = min(inv.cfg.Debug+f.debug, maxDebug)
 	}
 	return run(inv, args, stderr)
@@ -234,7 +235,7 @@ func nativeFlags(dsrPathDefault string) (*flag.FlagSet, *nativeOpts) {
 	fs.Lookup("d").DefValue = ""
 	boolFlag(fs, "d")
 	fs.BoolVar(&f.foreground, "f", true, "stay in the foreground (always true with -config)")
-	fs.StringVar(&f.dsrPath, "dsr-path", dsrPathDefault, "DSR data path (default from $LBD_DSR_PATH, else auto): `auto` (XDP, else AF_PACKET with the reason logged), xdp (an XDP program in the kernel; fails if it cannot attach) xdp-generic (xdp in generic mode only) or packet (AF_PACKET, in lbd)")
+	fs.StringVar(&f.dsrPath, "dsr-path", dsrPathDefault, "DSR data path (default from $LBD_DSR_PATH, else auto): `auto` (XDP, else AF_PACKET with the reason logged), xdp (an XDP program in the kernel; fails if it cannot attach), xdp-generic (xdp in generic mode only) or packet (AF_PACKET, in lbd)")
 	return fs, f
 }
 
@@ -552,6 +553,11 @@ func (d *Daemon) writeWebStats(logger *log.Logger) {
 // no flag for it); -dsr-path overrides it.
 const dsrPathEnv = "LBD_DSR_PATH"
 
-func validDSRPath(p string) bool {
-	return p == DSRPacket || p == DSRXDP || p == DSRXDPGeneric || p == DSRAuto
+// CheckDSRPath checks a DSR data path's name (-dsr-path, LBD_DSR_PATH).
+func CheckDSRPath(p string) error {
+	switch p {
+	case DSRAuto, DSRXDP, DSRXDPGeneric, DSRPacket:
+		return nil
+	}
+	return fmt.Errorf("%q: want %s, %s, %s or %s", p, DSRAuto, DSRXDP, DSRXDPGeneric, DSRPacket)
 }

@@ -13,8 +13,10 @@
 package main
 
 import (
-	"github.com/nib-lb/nib/internal/bench/benchkit"
 	"slices"
+
+	"github.com/nib-lb/nib/internal/bench/benchkit"
+	"github.com/nib-lb/nib/internal/lbd"
 
 	"flag"
 	"fmt"
@@ -36,7 +38,7 @@ type options struct {
 	lbCPU     string
 	loadCPU   string
 	lbdPath   string
-	dsrPath   string // lbd's DSR data path (LBD_DSR_PATH): packet or xdp
+	dsrPath   string // lbd's DSR data path (LBD_DSR_PATH), as lbd.CheckDSRPath accepts
 	only      []string
 	tests     []string
 	steer     bool
@@ -100,8 +102,8 @@ func main() {
 		}
 		return
 	}
-	if o.dsrPath != "packet" && o.dsrPath != "xdp" && o.dsrPath != "xdp-generic" && o.dsrPath != "auto" {
-		fmt.Fprintf(os.Stderr, "-dsr-path %q: want auto, xdp, xdp-generic or packet\n", o.dsrPath)
+	if err := lbd.CheckDSRPath(o.dsrPath); err != nil {
+		fmt.Fprintf(os.Stderr, "-dsr-path %v\n", err)
 		os.Exit(2)
 	}
 	for _, p := range strings.Split(only, ",") {
