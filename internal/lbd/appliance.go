@@ -164,17 +164,7 @@ func (a *appliance) load(d *Daemon, name string, data []byte) error {
 	if err != nil {
 		return err
 	}
-	d.boostDebug(cfg)
-	return wrapApply(name, d.Apply(cfg))
-}
-
-// wrapApply marks err, from applying config name, as an *applyError (nil
-// stays nil).
-func wrapApply(name string, err error) error {
-	if err == nil {
-		return nil
-	}
-	return &applyError{name, err}
+	return d.applyLoaded(name, cfg)
 }
 
 // reload re-reads FILE (SIGHUP): applied and kept as last-good if it is

@@ -366,12 +366,9 @@ func reload(d *Daemon, inv *invocation, logger *log.Logger) {
 	case inv.tomlFile != "":
 		cfg, err := config.Load(inv.tomlFile)
 		if err == nil {
-			d.boostDebug(cfg)
-			err = d.Apply(cfg)
-			d.reloads.note(wrapApply(inv.tomlFile, err))
-		} else {
-			d.reloads.note(err)
+			err = d.applyLoaded(inv.tomlFile, cfg)
 		}
+		d.reloads.note(err)
 		if err != nil {
 			logger.Printf("reload %s failed, keeping the running config: %v", inv.tomlFile, err)
 			return

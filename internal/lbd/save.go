@@ -12,9 +12,15 @@ import (
 // not grow with each write and restart. In appliance mode the saved file,
 // which is the running config, also becomes the last good one.
 
-// boostDebug adds the -d count to a config lbd is about to apply.
-func (d *Daemon) boostDebug(cfg *config.Config) {
+// applyLoaded applies cfg, loaded from config name, with the -d count
+// added to its debug level. An error is an *applyError: the config was
+// valid but could not be applied.
+func (d *Daemon) applyLoaded(name string, cfg *config.Config) error {
 	cfg.Debug = min(cfg.Debug+d.DebugBoost, maxDebug)
+	if err := d.Apply(cfg); err != nil {
+		return &applyError{name, err}
+	}
+	return nil
 }
 
 // saveTOML saves cfg, without the -d boost, atomically to the -config file.
