@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nib-lb/nib/internal/control"
+	"github.com/nib-lb/nib/internal/dsrpath"
 	"github.com/nib-lb/nib/internal/netnstest"
 )
 
@@ -23,7 +24,7 @@ import (
 // a line and keeps its backend, new flows go elsewhere, and the reloads are
 // counted by outcome in the metrics.
 func TestLinuxDSRAPIReloadUnderLoad(t *testing.T) {
-	for _, path := range []string{DSRPacket, DSRXDP} {
+	for _, path := range []string{dsrpath.Packet, dsrpath.XDP} {
 		t.Run(path, func(t *testing.T) { dsrAPIReloadUnderLoad(t, path) })
 	}
 }
@@ -55,7 +56,7 @@ address = %q
 address = %q
 `, nsAPIAddr, vip, bes[0].Addr(), bes[1].Addr())
 	out, file, a := lbdWithAPI(t, lb, cfg, "-dsr-path", path)
-	if path == DSRXDP && !strings.Contains(out.String(), "XDP forwarder attached") {
+	if path == dsrpath.XDP && !strings.Contains(out.String(), "XDP forwarder attached") {
 		t.Fatalf("no XDP forwarder:\n%s", out.String())
 	}
 

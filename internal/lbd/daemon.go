@@ -72,8 +72,8 @@ type Daemon struct {
 	StateDir string
 	// Loops is the number of TCP engine loops; 0 means GOMAXPROCS.
 	Loops int
-	// DSRPath chooses the DSR data path: DSRAuto ("" too), DSRXDP,
-	// DSRXDPGeneric or DSRPacket.
+	// DSRPath chooses the DSR data path: dsrpath.Auto ("" too), dsrpath.XDP,
+	// dsrpath.XDPGeneric or dsrpath.Packet.
 	DSRPath string
 	// Facts fills in the placeholders of dummy bodies ({{addresses}}, ...);
 	// nil sends bodies as written. Set it before the first Apply.

@@ -19,6 +19,7 @@ import (
 	"github.com/nib-lb/nib/internal/acl"
 	"github.com/nib-lb/nib/internal/arpd"
 	"github.com/nib-lb/nib/internal/dsr"
+	"github.com/nib-lb/nib/internal/dsrpath"
 	"github.com/nib-lb/nib/internal/xdp"
 )
 
@@ -183,19 +184,11 @@ func (d *Daemon) openDSR(iface string, sp *dsrSpec) (*dsrPort, error) {
 	return p, nil
 }
 
-// The DSR data paths (lbd -dsr-path).
-const (
-	DSRAuto       = "auto"        // XDP, else AF_PACKET with the reason logged (the default)
-	DSRXDP        = "xdp"         // internal/xdp: an XDP program; an error if it cannot attach
-	DSRXDPGeneric = "xdp-generic" // DSRXDP in generic mode only: the Pis' hook; around a misbehaving native driver
-	DSRPacket     = "packet"      // internal/dsr: AF_PACKET, in lbd
-)
-
 // newForwarder opens the data path d.DSRPath asks for.
 func (d *Daemon) newForwarder(cfg dsr.Config, sp *dsrSpec, a *arpd.Daemon, down func(string, netip.Addr) bool, logf func(string, ...any)) (forwarder, error) {
-	if d.DSRPath != DSRPacket {
+	if d.DSRPath != dsrpath.Packet {
 		newXDP := xdp.New
-		if d.DSRPath == DSRXDPGeneric {
+		if d.DSRPath == dsrpath.XDPGeneric {
 			newXDP = xdp.NewGeneric
 		}
 		f, err := newXDP(cfg, sp.services, sp.tarpit, a, down, logf)
@@ -203,7 +196,7 @@ func (d *Daemon) newForwarder(cfg dsr.Config, sp *dsrSpec, a *arpd.Daemon, down 
 			logf("XDP forwarder attached (%s; %s)", f.Mode(), f.Compiled())
 			return f, nil
 		}
-		if d.DSRPath == DSRXDP || d.DSRPath == DSRXDPGeneric {
+		if d.DSRPath == dsrpath.XDP || d.DSRPath == dsrpath.XDPGeneric {
 			return nil, fmt.Errorf("dsr %s: XDP (-dsr-path %s): %w", cfg.Interface.Name, d.DSRPath, err)
 		}
 		logf("XDP is not available (%v): using the AF_PACKET forwarder", err)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nib-lb/nib/internal/control"
+	"github.com/nib-lb/nib/internal/dsrpath"
 	"github.com/nib-lb/nib/internal/netnstest"
 )
 
@@ -17,7 +18,7 @@ import (
 // vip = true a backend whose own address answers but that lost the VIP
 // from its loopback is marked down too ("vip not bound").
 func TestLinuxDSRHealth(t *testing.T) {
-	for _, path := range []string{DSRPacket, DSRXDP} {
+	for _, path := range []string{dsrpath.Packet, dsrpath.XDP} {
 		t.Run(path, func(t *testing.T) { dsrHealth(t, path) })
 	}
 }

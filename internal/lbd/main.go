@@ -19,6 +19,7 @@ import (
 
 	"github.com/nib-lb/nib/config"
 	"github.com/nib-lb/nib/internal/atomicfile"
+	"github.com/nib-lb/nib/internal/dsrpath"
 	"github.com/nib-lb/nib/internal/pen"
 )
 
@@ -49,9 +50,9 @@ type invocation struct {
 func Main(args []string, stdout, stderr io.Writer) int {
 	dsrPath := os.Getenv(dsrPathEnv)
 	if dsrPath == "" {
-		dsrPath = DSRAuto
+		dsrPath = dsrpath.Auto
 	}
-	if err := CheckDSRPath(dsrPath); err != nil {
+	if err := dsrpath.Check(dsrPath); err != nil {
 		fmt.Fprintf(stderr, "lbd: %s=%v\n", dsrPathEnv, err)
 		return 2
 	}
@@ -189,7 +190,7 @@ func mainNative(args []string, dsrPathDefault string, stdout, stderr io.Writer) 
 		fmt.Fprintln(stderr, "lbd: -state needs -config")
 		return 2
 	}
-	if err := CheckDSRPath(f.dsrPath); err != nil {
+	if err := dsrpath.Check(f.dsrPath); err != nil {
 		fmt.Fprintf(stderr, "lbd: -dsr-path %v\n", err)
 		return 2
 	}
@@ -549,12 +550,3 @@ func (d *Daemon) writeWebStats(logger *log.Logger) {
 // dsrPathEnv sets lbd's DSR data path in both modes (Pen's command line has
 // no flag for it); -dsr-path overrides it.
 const dsrPathEnv = "LBD_DSR_PATH"
-
-// CheckDSRPath checks a DSR data path's name (-dsr-path, LBD_DSR_PATH).
-func CheckDSRPath(p string) error {
-	switch p {
-	case DSRAuto, DSRXDP, DSRXDPGeneric, DSRPacket:
-		return nil
-	}
-	return fmt.Errorf("%q: want %s, %s, %s or %s", p, DSRAuto, DSRXDP, DSRXDPGeneric, DSRPacket)
-}

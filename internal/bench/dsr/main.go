@@ -16,7 +16,7 @@ import (
 	"slices"
 
 	"github.com/nib-lb/nib/internal/bench/benchkit"
-	"github.com/nib-lb/nib/internal/lbd"
+	"github.com/nib-lb/nib/internal/dsrpath"
 
 	"flag"
 	"fmt"
@@ -38,7 +38,7 @@ type options struct {
 	lbCPU     string
 	loadCPU   string
 	lbdPath   string
-	dsrPath   string // lbd's DSR data path (LBD_DSR_PATH), as lbd.CheckDSRPath accepts
+	dsrPath   string // lbd's DSR data path (LBD_DSR_PATH), as dsrpath.Check accepts
 	only      []string
 	tests     []string
 	steer     bool
@@ -102,7 +102,7 @@ func main() {
 		}
 		return
 	}
-	if err := lbd.CheckDSRPath(o.dsrPath); err != nil {
+	if err := dsrpath.Check(o.dsrPath); err != nil {
 		fmt.Fprintf(os.Stderr, "-dsr-path %v\n", err)
 		os.Exit(2)
 	}
