@@ -241,7 +241,10 @@ func (f *Forwarder) Compiled() string {
 		return fmt.Sprintf("JIT unknown: %v", err)
 	}
 	n, err := info.JitedSize()
-	if err != nil || n == 0 {
+	if err != nil {
+		return fmt.Sprintf("JIT unknown: %v", err)
+	}
+	if n == 0 {
 		return "interpreted: the BPF JIT is off (net.core.bpf_jit_enable)"
 	}
 	return fmt.Sprintf("JIT-compiled, %d bytes of machine code", n)

@@ -3,6 +3,7 @@ package xdp
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -61,8 +62,12 @@ func startLab(t *testing.T, off map[string]netnstest.Offloads, mode link.XDPAtta
 			{Name: "web", VIP: tp.VIP(), Port: 80, Proto: dsr.ProtoTCP, PerFlow: true, Backends: bs},
 			{Name: "upload", VIP: tp.VIP(), Port: 81, Proto: dsr.ProtoTCP, PerFlow: true, Backends: bs},
 		}
-		if mode == 0 {
+		switch mode {
+		case 0:
 			f, err = New(dsr.Config{Interface: ifi}, svcs, dsr.Tarpit{}, nb, nil, t.Logf)
+			return err
+		case link.XDPGenericMode:
+			f, err = NewGeneric(dsr.Config{Interface: ifi}, svcs, dsr.Tarpit{}, nb, nil, t.Logf)
 			return err
 		}
 		f, err = load(dsr.Config{Interface: ifi}, svcs, dsr.Tarpit{}, nb, nil, t.Logf)
@@ -79,12 +84,20 @@ func startLab(t *testing.T, off map[string]netnstest.Offloads, mode link.XDPAtta
 		t.Fatal(err)
 	}
 	t.Logf("mode: %s; %s", f.Mode(), f.Compiled())
-	// Compiled follows the kernel's JIT switch (1, or 2 for debugging: on).
-	if jit, err := os.ReadFile("/proc/sys/net/core/bpf_jit_enable"); err == nil {
-		on := strings.TrimSpace(string(jit)) != "0"
-		if got := strings.HasPrefix(f.Compiled(), "JIT-compiled, "); got != on {
-			t.Errorf("bpf_jit_enable %s, but Compiled says %q", strings.TrimSpace(string(jit)), f.Compiled())
+	// Compiled agrees with the kernel's own account of the program in its
+	// descriptor's fdinfo ("prog_jited:").
+	info, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", f.objs.XdpDsr.FD()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	jited := ""
+	for _, line := range strings.Split(string(info), "\n") {
+		if v, ok := strings.CutPrefix(line, "prog_jited:"); ok {
+			jited = strings.TrimSpace(v)
 		}
+	}
+	if got := strings.HasPrefix(f.Compiled(), "JIT-compiled, "); jited == "" || got != (jited == "1") {
+		t.Errorf("fdinfo prog_jited %q, but Compiled says %q", jited, f.Compiled())
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -116,12 +129,16 @@ func TestLinuxXDPHTTP(t *testing.T) {
 	}{
 		{"New (generic on veth)", 0, false, map[string]netnstest.Offloads{"*": {}}},
 		{"native, XDP on the peer", link.XDPDriverMode, true, map[string]netnstest.Offloads{"*": {}}},
+		{"NewGeneric", link.XDPGenericMode, false, map[string]netnstest.Offloads{"*": {}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			start := time.Now()
 			tp, f := startLab(t, tc.off, tc.mode, tc.peerXDP)
 			if tc.mode == 0 && !strings.HasPrefix(f.Mode(), "generic (native mode: not tried: veth") {
 				t.Errorf("New's mode on veth: %q", f.Mode())
+			}
+			if tc.mode == link.XDPGenericMode && f.Mode() != "generic" {
+				t.Errorf("NewGeneric's mode: %q, want generic (native not tried)", f.Mode())
 			}
 			seen := map[string]int{}
 			for i := range 40 {
