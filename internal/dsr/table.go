@@ -138,7 +138,7 @@ func (t *table) lookup(addr netip.Addr, proto uint8, port uint16) *service {
 
 // buildTable makes a snapshot from configs. prev supplies the live backend
 // state and counters to carry over (by service name and backend address);
-// down reports backends that must not get flows.
+// isDown (may be nil) reports backends that must not get flows.
 func buildTable(cfgs []ServiceConfig, prev *table, isDown func(service string, backend netip.Addr) bool) *table {
 	t := &table{services: make(map[vipKey]*service, len(cfgs))}
 	old := map[string]*service{}
@@ -173,10 +173,9 @@ func buildTable(cfgs []ServiceConfig, prev *table, isDown func(service string, b
 			s.backends = append(s.backends, b)
 		}
 		var pick []int
-		if pick, s.maglev = ServiceMaglev(c, down); s.maglev != nil {
-			for _, i := range pick {
-				s.pick = append(s.pick, s.backends[i])
-			}
+		pick, s.maglev = ServiceMaglev(c, down)
+		for _, i := range pick {
+			s.pick = append(s.pick, s.backends[i])
 		}
 		t.services[vipKey{c.VIP, c.Proto, c.Port}] = s
 		t.list = append(t.list, s)

@@ -59,7 +59,6 @@ type iperfSet struct {
 // frameRes is one UDP frame load (64-byte frames or DNS-size datagrams).
 type frameRes struct {
 	rate      float64 // pacing asked for (0: full)
-	payload   int     // UDP payload bytes
 	sent      uint64
 	refused   uint64
 	secs      float64
@@ -644,7 +643,7 @@ func (e *env) framesAt(r *lbResult, rate float64, payload int) frameRes {
 	name := r.name
 	vip := e.topo.VIP().String()
 	be := []string{e.backends()[0].Addr().String(), e.backends()[1].Addr().String()}
-	res := frameRes{rate: rate, payload: payload}
+	res := frameRes{rate: rate}
 	args := []string{"-r", "-U", "-O", "dsr_if eth0", vip + ":" + framePort, be[0], be[1]}
 	ctl := ""
 	if name == "lbd" {
@@ -707,7 +706,7 @@ func (e *env) framesAt(r *lbResult, rate float64, payload int) frameRes {
 
 // frameLoad runs the UDP generator once and counts what the backends got.
 func (e *env) frameLoad(lb *benchkit.Child, rate float64, d time.Duration, payload int) (frameRes, error) {
-	f := frameRes{rate: rate, payload: payload}
+	f := frameRes{rate: rate}
 	lb0, be0, err := e.counters()
 	if err != nil {
 		return f, err
