@@ -320,11 +320,7 @@ func TestApplianceVM(t *testing.T) {
 	dir := t.TempDir()
 	img := filepath.Join(dir, "nib-vm.img")
 	res := buildVM(t, inst, img, 1700000000)
-	pw, err := os.ReadFile(filepath.Join(inst, "http-password.txt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	password := strings.TrimSpace(string(pw))
+	password := vmPassword(t, inst)
 
 	t.Run("rootfs", func(t *testing.T) { checkRootFS(t, img) })
 
@@ -484,4 +480,18 @@ func checkRootFS(t *testing.T, img string) {
 		}
 		f.Close()
 	}
+}
+
+// vmPassword is the web UI password of the instance in dir.
+func vmPassword(t *testing.T, dir string) string {
+	t.Helper()
+	in, err := appliance.LoadInstance(filepath.Join(dir, "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw, err := appliance.HTTPPassword(in, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pw
 }
