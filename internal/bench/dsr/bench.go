@@ -629,6 +629,10 @@ func (e *env) counters() (lb uint64, be []uint64, err error) {
 // 8 UDP and 18 bytes, plus the 4-byte FCS on the wire.
 const smallPayload = 18
 
+// maxPayload is the largest UDP payload of an unfragmented datagram at a
+// 1500-byte MTU.
+const maxPayload = 1472
+
 // sizeLabel names the frames of a load with payload bytes of UDP payload.
 func sizeLabel(payload int) string {
 	if payload == smallPayload {

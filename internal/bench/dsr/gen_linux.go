@@ -215,8 +215,8 @@ func generate(o helperOpts, ifi *net.Interface, src, dst netip.Addr, dstMAC net.
 	s4, d4 := src.As4(), dst.As4()
 	var proto byte = 17
 	l4len := 8 + o.payload // UDP header and payload (18 bytes: 60 bytes + FCS = 64 on the wire)
-	if o.mode == "udp" && (o.payload < 18 || o.payload > 1472) {
-		return fmt.Errorf("UDP payload of %d bytes: want 18 to 1472 (a 64-byte frame up to a 1500-byte MTU)", o.payload)
+	if o.mode == "udp" && (o.payload < smallPayload || o.payload > maxPayload) {
+		return fmt.Errorf("UDP payload of %d bytes: want %d to %d (a 64-byte frame up to a 1500-byte MTU)", o.payload, smallPayload, maxPayload)
 	}
 	if o.mode == "syn" {
 		proto, l4len = 6, 40

@@ -127,7 +127,7 @@ func main() {
 		}
 		o.tests = append(o.tests, p)
 	}
-	if len(o.only) == 0 || len(o.tests) == 0 || o.duration < time.Second || o.streams < 1 || o.frameDur <= 0 || o.tarpitDur <= 0 || o.dnsSize < smallPayload || o.dnsSize > 1472 {
+	if len(o.only) == 0 || len(o.tests) == 0 || o.duration < time.Second || o.streams < 1 || o.frameDur <= 0 || o.tarpitDur <= 0 || o.dnsSize < smallPayload || o.dnsSize > maxPayload {
 		flag.Usage()
 		os.Exit(2)
 	}

@@ -195,10 +195,10 @@ func printTable(w io.Writer, e *env) {
 		if l.measured {
 			title = fmt.Sprintf("%s at %.3f Mpps (both; pen's offloads), LB's CPU per frame, µs", label, l.rate/1e6)
 		}
-		row := tableRow{title: title, prec: 2, cells: two(perFrame, paced), target: "≤ 0.4× pen"}
+		row := tableRow{title: title, prec: 2, cells: two(perFrame, paced), target: fmt.Sprintf("≤ %g× pen", cpuVsPen)}
 		if row.cells[1].ok {
 			goal := cpuVsPen * row.cells[1].v
-			row.target = fmt.Sprintf("≤ %.2f (0.4× pen)", goal)
+			row.target = fmt.Sprintf("≤ %.2f (%g× pen)", goal, cpuVsPen)
 			row.judge = func(v float64) bool { return v <= goal }
 		}
 		rows = append(rows, row,
